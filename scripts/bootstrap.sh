@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Creates .venv with the project and its test dependencies. Idempotent: a
+# second run only installs what changed. Usage: scripts/bootstrap.sh [--no-test]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+  .venv/bin/pip install -q --upgrade pip
+fi
+# torch: the CPU build is enough for the examples and tests; on a GPU machine
+# install the CUDA build of your choice before running this script.
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  .venv/bin/pip install -q "torch>=2.1"
+fi
+extras="torch"
+[ "${1:-}" = "--no-test" ] || extras="torch,test"
+.venv/bin/pip install -q -e ".[${extras}]"
