@@ -1,1 +1,9 @@
+"""Layer 2: search-space sampling and searchers."""
 
+from hpo_operator.search.domains import finite_values, from_unit, sample, to_unit
+from hpo_operator.search.searchers import GridSearcher, RandomSearcher, Searcher, TableRowSearcher, make_searcher
+
+__all__ = [
+    "GridSearcher", "RandomSearcher", "Searcher", "TableRowSearcher", "finite_values", "from_unit",
+    "make_searcher", "sample", "to_unit",
+]

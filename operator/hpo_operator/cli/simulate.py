@@ -1,0 +1,83 @@
+"""``hpo simulate``: schedulers against random search on a learning-curve table."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from hpo_operator.scheduling.factory import SCHEDULER_NAMES
+from hpo_operator.sim import RANDOM, LearningCurveTable, compare
+
+DEFAULT_SCHEDULERS = ["asha-promotion", "asha-stopping", "hyperband-promotion", "sha", "median"]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "simulate",
+        help="compare schedulers with random search on a learning-curve table",
+        description="Runs each scheduler and random search on the same configuration draws with a simulated "
+        "clock, and prints the median time (over seeds) until the best fully trained trial is in the table's "
+        "top 1%% and top 5%%, and the speedup over random search.",
+    )
+    p.add_argument("table", help="learning-curve table (JSON; format in bench/tables/README.md)")
+    p.add_argument("--scheduler", action="append", choices=[n for n in SCHEDULER_NAMES if n != "fifo"],
+                   help=f"scheduler to compare (repeatable; default: {', '.join(DEFAULT_SCHEDULERS)})")
+    p.add_argument("--workers", type=int, default=8, help="trials running at once (default 8)")
+    p.add_argument("--seeds", type=int, default=10, help="seeds; medians are taken over them (default 10)")
+    p.add_argument("--epoch-scale", type=float, default=1000.0,
+                   help="multiply the table's epoch times by this (default 1000: epochs of about a minute)")
+    p.add_argument("--overhead", type=float, default=10.0, help="seconds per run start: pod start + checkpoint load")
+    p.add_argument("--min-resource", type=int, default=1, help="epochs of the first rung (grace period)")
+    p.add_argument("--max-resource", type=int, default=None, help="epochs of a full trial (default: the table's)")
+    p.add_argument("--reduction-factor", type=float, default=3.0, help="eta (default 3)")
+    p.add_argument("--brackets", type=int, default=3, help="hyperband brackets (default 3)")
+    p.add_argument("--max-trials", type=int, default=1000, help="trial budget per run (default 1000)")
+    p.add_argument("--max-time", type=float, default=None, help="simulated seconds per run (default: no limit)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    table = LearningCurveTable.load(args.table)
+    schedulers = args.scheduler or DEFAULT_SCHEDULERS
+    started = time.perf_counter()
+    results = compare(table, schedulers, workers=args.workers, seeds=args.seeds, epoch_scale=args.epoch_scale,
+                      overhead=args.overhead, min_resource=args.min_resource, max_resource=args.max_resource,
+                      reduction_factor=args.reduction_factor, brackets=args.brackets, max_trials=args.max_trials,
+                      max_time=args.max_time)
+    elapsed = time.perf_counter() - started
+    trials = sum(r.trials for s in results.values() for r in s.runs)
+    if args.json:
+        doc = {
+            "table": table.name,
+            "settings": {"workers": args.workers, "seeds": args.seeds, "epoch_scale": args.epoch_scale,
+                         "overhead": args.overhead, "min_resource": args.min_resource,
+                         "reduction_factor": args.reduction_factor, "max_trials": args.max_trials},
+            "results": {
+                name: {"top1_median_s": s.top1_median_s, "top5_median_s": s.top5_median_s,
+                       "speedup_top1": s.speedup_top1, "speedup_top5": s.speedup_top5,
+                       "seeds_unreached_top1": s.unreached_top1, "seeds_unreached_top5": s.unreached_top5}
+                for name, s in results.items()
+            },
+        }
+        json.dump(doc, sys.stdout, indent=2)
+        print()
+        return 0
+    fmt = lambda v: "never" if v is None else f"{v / 3600:8.2f}h"  # noqa: E731
+    spd = lambda v: "    -" if v is None else f"{v:5.2f}x"  # noqa: E731
+    print(f"table {table.name}: {table.n_rows} configurations, {table.max_resource} epochs; "
+          f"{args.workers} workers, {args.seeds} seeds, epoch scale {args.epoch_scale:g}, overhead {args.overhead:g}s, "
+          f"minResource {args.min_resource}, eta {args.reduction_factor:g}")
+    print(f"{'scheduler':22s} {'top 1% (median)':>16s} {'speedup':>8s} {'top 5% (median)':>16s} {'speedup':>8s}")
+    for name, s in results.items():
+        print(f"{name:22s} {fmt(s.top1_median_s):>16s} {spd(s.speedup_top1):>8s} "
+              f"{fmt(s.top5_median_s):>16s} {spd(s.speedup_top5):>8s}")
+        for label, n in (("top 1%", s.unreached_top1), ("top 5%", s.unreached_top5)):
+            if n:
+                print(f"{'':22s} note: {n} of {args.seeds} seeds never reached the {label} within "
+                      f"{args.max_trials} trials" + (f" / {args.max_time:g}s" if args.max_time else ""))
+    print(f"simulated {trials} trials in {elapsed:.1f}s ({trials / max(elapsed, 1e-9):.0f} trials/s); "
+          f"'{RANDOM}' is random search: every trial trained to the end")
+    return 0

@@ -1,0 +1,253 @@
+"""The experiment loop shared by every backend (simulator, local processes, operator).
+
+The engine owns the trials of one experiment and the budget; it asks the
+searcher for configurations and the scheduler for decisions. A backend only
+translates its world into three calls and back:
+
+* a slot is free -> :meth:`ExperimentEngine.next_launch` -> start a run;
+* an epoch was reported -> :meth:`ExperimentEngine.on_observation` -> Decision;
+* a run ended -> :meth:`ExperimentEngine.on_run_exit`.
+
+No clock and no I/O here: ``max_duration`` is enforced by the backend calling
+:meth:`ExperimentEngine.time_up`. The state is plain data (:class:`TrialState`)
+that backends persist (API objects, a results file) and hand back to
+:meth:`ExperimentEngine.restore` after a restart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional
+
+from hpo_operator.scheduling import Decision, Scheduler, TrialRecord, make_scheduler, rank_key
+from hpo_operator.search import Searcher, make_searcher
+
+TrialPhase = Literal["Pending", "Running", "Paused", "Stopped", "Completed", "Failed"]
+FINAL_PHASES = ("Stopped", "Completed", "Failed")
+
+
+@dataclass
+class TrialState:
+    trial_id: int
+    name: str
+    config: dict[str, Any]
+    bracket: int = 0
+    phase: TrialPhase = "Pending"
+    until: int = 0  # epoch the current or next run trains to
+    observations: list[tuple[int, float]] = field(default_factory=list)  # (epoch, objective)
+    attempts: int = 0  # runs started
+    failures: int = 0  # runs that crashed
+    message: str = ""
+
+    @property
+    def last_epoch(self) -> int:
+        return self.observations[-1][0] if self.observations else 0
+
+    @property
+    def last_value(self) -> Optional[float]:
+        return self.observations[-1][1] if self.observations else None
+
+
+@dataclass(frozen=True)
+class Launch:
+    """A run to start: train ``trial`` from ``start_epoch`` + 1 to ``until``."""
+
+    trial: TrialState
+    start_epoch: int
+    until: int
+    reason: Literal["new", "resume", "retry"]
+    attempt: int  # 1-based run number of this trial, for deterministic run names
+
+
+@dataclass(frozen=True)
+class Outcome:
+    phase: Literal["Succeeded", "Failed"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Best:
+    trial: TrialState
+    value: float
+    epoch: int
+    complete: bool  # trained to max_resource
+
+
+class ExperimentEngine:
+    def __init__(self, name: str, spec, searcher: Optional[Searcher] = None,
+                 scheduler: Optional[Scheduler] = None):
+        self.name = name
+        self.spec = spec
+        self.mode = spec.objective.mode
+        self.max_resource = spec.scheduler.max_resource
+        self.budget = spec.budget
+        self.searcher = searcher or make_searcher(spec.searcher, spec.search_space)
+        self.scheduler = scheduler or make_scheduler(spec.scheduler, self.mode, spec.budget.max_trials,
+                                                     seed=spec.searcher.seed)
+        self.trials: dict[int, TrialState] = {}
+        self._retry_queue: list[int] = []
+        self._timed_out = False
+        self.outcome: Optional[Outcome] = None
+
+    # ---- names ---------------------------------------------------------------
+    def trial_name(self, trial_id: int) -> str:
+        return f"{self.name}-{trial_id:04d}"
+
+    # ---- the loop ------------------------------------------------------------
+    def next_launch(self) -> Optional[Launch]:
+        """Work for a free slot: a retry first, then whatever the scheduler says."""
+        if self.outcome is not None or self._timed_out:
+            return None
+        while self._retry_queue:
+            trial = self.trials[self._retry_queue.pop(0)]
+            if trial.phase == "Pending":
+                return self._launch(trial, "retry")
+        if self.scheduler.may_start_new() and self.searcher.suggest(self.scheduler.next_trial_id) is None:
+            self.scheduler.close_new_trials()  # grid exhausted; promotions may still come
+        job = self.scheduler.next_job()
+        if job is None:
+            return None
+        if job.kind == "resume":
+            trial = self.trials[job.trial_id]
+            trial.until = job.until
+            return self._launch(trial, "resume")
+        config = self.searcher.suggest(job.trial_id)
+        trial = TrialState(job.trial_id, self.trial_name(job.trial_id), config, job.bracket, "Pending", job.until)
+        self.trials[job.trial_id] = trial
+        return self._launch(trial, "new")
+
+    def _launch(self, trial: TrialState, reason) -> Launch:
+        trial.phase = "Running"
+        trial.attempts += 1
+        trial.message = ""
+        return Launch(trial, trial.last_epoch, trial.until, reason, trial.attempts)
+
+    def on_observation(self, trial_id: int, epoch: int, value: Optional[float]) -> Decision:
+        """An epoch result; repeated or older epochs (a retried run re-reporting) are ignored."""
+        trial = self.trials[trial_id]
+        if trial.phase != "Running" or epoch <= trial.last_epoch:
+            return Decision.STOP if trial.phase == "Stopped" else Decision.CONTINUE
+        value = float("nan") if value is None else float(value)
+        trial.observations.append((epoch, value))
+        self.searcher.on_result(trial_id, epoch, value)
+        decision = self.scheduler.on_result(trial_id, epoch, value)
+        trial.until = self.scheduler.until_of(trial_id)
+        if decision is Decision.STOP:
+            trial.phase = "Stopped"
+            trial.message = f"stopped at epoch {epoch} by the {self.spec.scheduler.algorithm} scheduler"
+        return decision
+
+    def on_run_exit(self, trial_id: int, succeeded: bool, message: str = "") -> None:
+        """A run ended: the trainer exited (or its pod finished, or vanished)."""
+        trial = self.trials[trial_id]
+        if trial.phase != "Running":
+            return  # stopped by a decision, or already handled
+        if succeeded and trial.last_epoch >= trial.until:
+            if trial.last_epoch >= self.max_resource:
+                trial.phase = "Completed"
+                self.scheduler.on_trial_end(trial_id, "completed")
+            else:
+                trial.phase = "Paused"
+            return
+        if succeeded:
+            message = message or f"trainer exited 0 after epoch {trial.last_epoch}, before epoch {trial.until}"
+        trial.failures += 1
+        if trial.failures <= self.budget.max_retries:
+            trial.phase = "Pending"
+            trial.message = f"retry {trial.failures}/{self.budget.max_retries} from epoch {trial.last_epoch}: {message}"
+            self._retry_queue.append(trial_id)
+            return
+        trial.phase = "Failed"
+        trial.message = message or "run failed"
+        self.scheduler.on_trial_end(trial_id, "failed")
+        if self.failed_count > self.budget.max_failed_trials:
+            self.outcome = Outcome(
+                "Failed", "MaxFailedTrialsReached",
+                f"{self.failed_count} trials failed (maxFailedTrials is {self.budget.max_failed_trials}); "
+                f"last: {trial.name}: {trial.message}",
+            )
+
+    def time_up(self) -> list[TrialState]:
+        """maxDuration passed: no new runs; returns the running trials the backend must stop."""
+        self._timed_out = True
+        return self.stop_all("stopped: maxDuration reached")
+
+    def stop_all(self, message: str) -> list[TrialState]:
+        """Stop every running or pending trial (the experiment ended); returns those the backend must stop."""
+        running = [t for t in self.trials.values() if t.phase in ("Running", "Pending")]
+        for t in running:
+            t.phase = "Stopped"
+            t.message = message
+        return running
+
+    # ---- state ---------------------------------------------------------------
+    @property
+    def failed_count(self) -> int:
+        return sum(1 for t in self.trials.values() if t.phase == "Failed")
+
+    def counts(self) -> dict[str, int]:
+        out = {p: 0 for p in ("Pending", "Running", "Paused", "Stopped", "Completed", "Failed")}
+        for t in self.trials.values():
+            out[t.phase] += 1
+        return out
+
+    def is_active(self) -> bool:
+        return any(t.phase in ("Running", "Pending") for t in self.trials.values())
+
+    def finish_if_done(self) -> Optional[Outcome]:
+        """Close the experiment once nothing runs (call after giving every free slot its launch).
+
+        Nothing running after the slots were filled means the scheduler had no
+        work left. Paused trials that were never promoted become Stopped.
+        """
+        if self.outcome is None and not self.is_active():
+            if self._timed_out:
+                self.outcome = self._succeeded_or_failed("MaxDurationReached", "maxDuration reached")
+            else:
+                self.outcome = self._succeeded_or_failed("BudgetExhausted", "no more trials to run or promote")
+        if self.outcome is not None and not self.is_active():
+            for t in self.trials.values():
+                if t.phase == "Paused":
+                    t.phase = "Stopped"
+                    t.message = f"not promoted past epoch {t.last_epoch}"
+        return self.outcome
+
+    def _succeeded_or_failed(self, reason: str, message: str) -> Outcome:
+        best = self.best()
+        if best is None:
+            return Outcome("Failed", "NoResults", f"{message}; no trial reported the objective metric")
+        return Outcome("Succeeded", reason, f"{message}; best {best.trial.name} "
+                       f"{self.spec.objective.metric}={best.value:.6g} at epoch {best.epoch}")
+
+    def best(self) -> Optional[Best]:
+        """Best fully trained trial; before any completes, the best latest value of any trial."""
+        complete = [t for t in self.trials.values() if t.observations and t.last_epoch >= self.max_resource]
+        pool = complete or [t for t in self.trials.values() if t.observations]
+        if not pool:
+            return None
+        trial = min(pool, key=lambda t: (rank_key(t.last_value, self.mode), t.trial_id))
+        return Best(trial, trial.last_value, trial.last_epoch, bool(complete))
+
+    def restore(self, trials: list[TrialState]) -> None:
+        """Rebuild from persisted trial states; runs that were in flight are the backend's to reconcile."""
+        for t in trials:
+            self.trials[t.trial_id] = t
+            if t.phase == "Pending":
+                self._retry_queue.append(t.trial_id)
+        self.scheduler.restore(_scheduler_record(t) for t in trials)
+
+
+_STATUS = {"Pending": "running", "Running": "running", "Paused": "paused", "Stopped": "stopped",
+           "Completed": "completed", "Failed": "failed"}
+
+
+def _scheduler_record(t: TrialState) -> TrialRecord:
+    return TrialRecord(t.trial_id, t.bracket, t.until, _STATUS[t.phase], list(t.observations))
+
+
+def is_better(a: float, b: float, mode: str) -> bool:
+    return rank_key(a, mode) < rank_key(b, mode)
+
+
+__all__ = ["Best", "ExperimentEngine", "Launch", "Outcome", "TrialState", "is_better", "FINAL_PHASES"]

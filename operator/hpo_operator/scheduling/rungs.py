@@ -1,0 +1,67 @@
+"""One rung of successive halving, with O(log n) insert, rank and best-candidate queries."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from sortedcontainers import SortedList
+
+Entry = tuple[float, int]  # (rank key: smaller is better, trial id: earlier wins ties)
+
+
+class Rung:
+    """Results recorded at one resource level.
+
+    ``records`` holds every trial that reached the level; ``candidates`` those
+    paused here and not yet promoted. Promotion rule (ASHA, Algorithm 2): the
+    best candidate is promotable when it ranks inside the top
+    ``floor(len(records) / eta)`` of all records. The best candidate ranks
+    highest of all candidates, so if it is not inside, none is.
+    """
+
+    __slots__ = ("level", "records", "candidates", "_entry")
+
+    def __init__(self, level: int):
+        self.level = level
+        self.records: SortedList = SortedList()
+        self.candidates: SortedList = SortedList()
+        self._entry: dict[int, Entry] = {}
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __contains__(self, trial_id: int) -> bool:
+        return trial_id in self._entry
+
+    def add(self, trial_id: int, key: float, candidate: bool) -> None:
+        entry = (key, trial_id)
+        self._entry[trial_id] = entry
+        self.records.add(entry)
+        if candidate:
+            self.candidates.add(entry)
+
+    def drop_candidate(self, trial_id: int) -> None:
+        entry = self._entry.get(trial_id)
+        if entry is not None and entry in self.candidates:
+            self.candidates.remove(entry)
+
+    def best_candidate(self) -> Optional[int]:
+        return self.candidates[0][1] if self.candidates else None
+
+    def promotable(self, eta: float) -> Optional[int]:
+        """The candidate ASHA would promote from this rung now, or None."""
+        if not self.candidates:
+            return None
+        best = self.candidates[0]
+        quota = int(len(self.records) // eta)
+        return best[1] if self.records.bisect_left(best) < quota else None
+
+    def continues(self, trial_id: int, eta: float) -> bool:
+        """Stopping rule: the trial ranks inside the top ``max(1, floor(n / eta))`` of this rung.
+
+        Ties with the cutoff value continue (the trial's own record counts, as in
+        Optuna's SuccessiveHalvingPruner).
+        """
+        key = self._entry[trial_id][0]
+        cutoff_index = max(1, int(len(self.records) // eta)) - 1
+        return key <= self.records[cutoff_index][0]

@@ -1,0 +1,80 @@
+"""Status of ``HPOExperiment`` and spec/status of ``HPOTrial``, as written by the operator and the sidecar."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import Field
+
+from hpo_operator.spec.base import SpecModel
+
+ExperimentPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
+TrialPhase = Literal["Pending", "Running", "Paused", "Stopped", "Completed", "Failed"]
+
+
+class Condition(SpecModel):
+    model_config = SpecModel.model_config | {"frozen": False}
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = ""
+    message: str = ""
+    last_transition_time: Optional[str] = None
+    observed_generation: Optional[int] = None
+
+
+class TrialCounts(SpecModel):
+    created: int = 0
+    pending: int = 0
+    running: int = 0
+    paused: int = 0
+    stopped: int = 0
+    completed: int = 0
+    failed: int = 0
+
+
+class BestTrial(SpecModel):
+    trial: str
+    config: dict[str, Any] = Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+    value: Optional[float] = None
+    epoch: int = 0
+    complete: bool = Field(default=False, description="Trained to maxResource.")
+    checkpoint: Optional[str] = Field(default=None, description="Claim and path of the best trial's checkpoints.")
+
+
+class HPOExperimentStatus(SpecModel):
+    phase: ExperimentPhase = "Pending"
+    reason: Optional[str] = None
+    message: Optional[str] = None
+    conditions: list[Condition] = Field(default_factory=list)
+    trials: TrialCounts = Field(default_factory=TrialCounts)
+    best: Optional[BestTrial] = None
+    best_value: Optional[str] = Field(default=None, description="Best objective as text, for kubectl columns.")
+    start_time: Optional[str] = None
+    completion_time: Optional[str] = None
+    observed_generation: Optional[int] = None
+
+
+class Observation(SpecModel):
+    epoch: int = Field(ge=1)
+    value: Optional[float] = Field(default=None, description="Objective; null when NaN or infinite (ranks worst).")
+
+
+class HPOTrialSpec(SpecModel):
+    experiment: str
+    trial_id: int = Field(ge=0)
+    bracket: int = Field(default=0, ge=0)
+    config: dict[str, Any] = Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+
+
+class HPOTrialStatus(SpecModel):
+    phase: TrialPhase = "Pending"
+    until: int = Field(default=0, description="Epoch the current or next run trains to.")
+    last_epoch: int = 0
+    last_value: Optional[str] = Field(default=None, description="Latest objective as text, for kubectl columns.")
+    observations: list[Observation] = Field(default_factory=list)
+    attempts: int = 0
+    failures: int = 0
+    pod: Optional[str] = None
+    checkpoint: Optional[str] = None
+    message: Optional[str] = None
+    conditions: list[Condition] = Field(default_factory=list)
