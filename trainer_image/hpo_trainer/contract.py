@@ -16,10 +16,23 @@ ENV_MAX_EPOCH = "HPO_MAX_EPOCH"          # the experiment's max resource (for LR
 ENV_CHECKPOINT_DIR = "HPO_CHECKPOINT_DIR"  # folder that survives pauses (a PVC on Kubernetes)
 ENV_METRICS_FILE = "HPO_METRICS_FILE"    # JSON-lines file; one object per epoch
 ENV_DATA_DIR = "HPO_DATA_DIR"            # optional folder with data sets (mounted read-only)
+ENV_CONTROL_FILE = "HPO_CONTROL_FILE"    # JSON written by the runner: decisions at rung epochs (see below)
+ENV_DECISION_TIMEOUT = "HPO_DECISION_TIMEOUT"  # seconds a trainer waits at HPO_UNTIL_EPOCH for a decision
+
+# Promote in place. When a trainer reaches HPO_UNTIL_EPOCH it has reported that
+# epoch and checkpointed it; before exiting it waits (up to
+# HPO_DECISION_TIMEOUT seconds, default 30) for the runner to write the control
+# file with ``decided_epoch >= until``. If the file then says ``until`` is
+# larger, the trainer keeps going in the same process (no pod restart);
+# otherwise, or on timeout, it exits 0 and the trial is paused. The file is
+# replaced atomically (temp + rename):  {"decided_epoch": 9, "until": 27}
+CONTROL_DECIDED_EPOCH = "decided_epoch"
+CONTROL_UNTIL = "until"
+DEFAULT_DECISION_TIMEOUT = 30.0
 
 ALL = (
     ENV_TRIAL_ID, ENV_EXPERIMENT, ENV_CONFIG, ENV_START_EPOCH, ENV_UNTIL_EPOCH,
-    ENV_MAX_EPOCH, ENV_CHECKPOINT_DIR, ENV_METRICS_FILE, ENV_DATA_DIR,
+    ENV_MAX_EPOCH, ENV_CHECKPOINT_DIR, ENV_METRICS_FILE, ENV_DATA_DIR, ENV_CONTROL_FILE, ENV_DECISION_TIMEOUT,
 )
 
 # Key of the epoch in every metrics line; the other keys are metric values.
