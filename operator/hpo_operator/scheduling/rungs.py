@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 from sortedcontainers import SortedList
@@ -46,13 +47,18 @@ class Rung:
             self.candidates.remove(entry)
 
     def best_candidate(self) -> Optional[int]:
-        return self.candidates[0][1] if self.candidates else None
+        """Best paused trial with a finite value, or None."""
+        if not self.candidates or self.candidates[0][0] == math.inf:
+            return None
+        return self.candidates[0][1]
 
     def promotable(self, eta: float) -> Optional[int]:
         """The candidate ASHA would promote from this rung now, or None."""
         if not self.candidates:
             return None
         best = self.candidates[0]
+        if best[0] == math.inf:
+            return None  # diverged (NaN/inf) trials never earn more resource
         quota = int(len(self.records) // eta)
         return best[1] if self.records.bisect_left(best) < quota else None
 
@@ -63,5 +69,7 @@ class Rung:
         Optuna's SuccessiveHalvingPruner).
         """
         key = self._entry[trial_id][0]
+        if key == math.inf:
+            return False  # NaN/inf: diverged, stop (as Optuna's pruner does)
         cutoff_index = max(1, int(len(self.records) // eta)) - 1
         return key <= self.records[cutoff_index][0]

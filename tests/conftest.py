@@ -1,0 +1,36 @@
+"""Shared test helpers: paths and a minimal valid manifest."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TABLES = REPO / "bench" / "tables"
+
+MINIMAL = {
+    "apiVersion": "hpo.dev/v1alpha1",
+    "kind": "HPOExperiment",
+    "metadata": {"name": "mini"},
+    "spec": {
+        "objective": {"metric": "val_error"},
+        "searchSpace": {"lr": {"type": "loguniform", "min": 1e-4, "max": 1.0}},
+        "scheduler": {"maxResource": 9},
+        "trialTemplate": {"spec": {"containers": [{"name": "trainer", "image": "trainer:1"}]}},
+    },
+}
+
+
+@pytest.fixture
+def manifest() -> dict:
+    """A fresh copy of the smallest valid HPOExperiment, for tests to break one field of."""
+    return copy.deepcopy(MINIMAL)
+
+
+@pytest.fixture(scope="session")
+def digits_table():
+    from hpo_operator.sim import LearningCurveTable
+
+    return LearningCurveTable.load(TABLES / "digits_s44.json")

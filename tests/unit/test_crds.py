@@ -1,0 +1,50 @@
+"""The committed CRDs are generated from the models and agree with them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import yaml
+
+from hpo_operator.cli.crds import render
+
+from conftest import REPO
+
+
+def test_committed_crds_are_not_stale():
+    result = subprocess.run([sys.executable, "-m", "hpo_operator.cli.main", "crds", "--check"], cwd=REPO,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr + " (run `hpo crds` and commit the result)"
+
+
+def test_helm_chart_carries_the_same_crds():
+    chart = REPO / "helm" / "hpo-operator" / "crds"
+    if not chart.is_dir():
+        return  # checked by test_committed_crds_are_not_stale once the chart exists
+    for name, text in render().items():
+        assert (chart / name).read_text() == text
+
+
+def _walk(node, path="$"):
+    yield path, node
+    if isinstance(node, dict):
+        for k, v in node.get("properties", {}).items():
+            yield from _walk(v, f"{path}.{k}")
+        if isinstance(node.get("items"), dict):
+            yield from _walk(node["items"], f"{path}[]")
+        if isinstance(node.get("additionalProperties"), dict):
+            yield from _walk(node["additionalProperties"], f"{path}.*")
+
+
+def test_schemas_are_structural():
+    for name, text in render().items():
+        crd = yaml.safe_load(text.split("\n", 1)[1])
+        version = crd["spec"]["versions"][0]
+        assert crd["spec"]["names"]["categories"] == ["hpo"]
+        assert version["subresources"] == {"status": {}}
+        for path, node in _walk(version["schema"]["openAPIV3Schema"]):
+            assert not ({"$ref", "anyOf", "oneOf", "allOf", "const"} & set(node)), (name, path)
+            typed = "type" in node or node.get("x-kubernetes-int-or-string") or \
+                node.get("x-kubernetes-preserve-unknown-fields")
+            assert typed, (name, path)

@@ -1,0 +1,267 @@
+"""Scheduler decisions: the ASHA promotion and stopping rules, Hyperband, SHA, median, restore."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from hpo_operator.scheduling import (
+    ASHA, FIFO, AsynchronousHyperband, Decision, Job, MedianStopping, SynchronousSuccessiveHalving, TrialRecord,
+    rung_levels,
+)
+
+C, P, S = Decision.CONTINUE, Decision.PAUSE, Decision.STOP
+
+
+def test_rung_levels():
+    assert rung_levels(1, 81, 3) == [1, 3, 9, 27]
+    assert rung_levels(1, 27, 3) == [1, 3, 9]
+    assert rung_levels(2, 20, 2) == [2, 4, 8, 16]
+    assert rung_levels(9, 81, 3) == [9, 27]
+    assert rung_levels(5, 5, 3) == []
+
+
+def start(s, n):
+    jobs = [s.next_job() for _ in range(n)]
+    assert all(j.kind == "new" for j in jobs)
+    return jobs
+
+
+def test_asha_promotes_the_top_third_highest_rung_first():
+    s = ASHA("min", 1, 9, 3, promote_in_place=False)
+    start(s, 3)
+    assert [s.on_result(i, 1, v) for i, v in enumerate([0.5, 0.3, 0.9])] == [P, P, P]
+    # three records at rung 1: floor(3/3) = 1 promotable, the best (trial 1)
+    assert s.next_job() == Job.resume(1, 3)
+    assert s.next_job() == Job.new(3, 1)  # trial 0 ranks 2nd of 3: not in the top third
+    assert s.on_result(1, 2, 0.25) == C
+    assert s.on_result(1, 3, 0.2) == P
+    for tid, v in zip(range(4, 7), [0.1, 0.8, 0.7]):
+        assert s.next_job() == Job.new(tid, 1)
+    for tid, v in zip([3, 4, 5, 6], [0.6, 0.1, 0.8, 0.7]):
+        assert s.on_result(tid, 1, v) == P
+    # rung 1 now holds 7 records: floor(7/3) = 2 promotable: trial 1 (promoted) and trial 4 (0.1)
+    # rung 3 holds 1 record: nothing promotable there
+    assert s.next_job() == Job.resume(4, 3)
+    assert s.next_job() == Job.new(7, 1)
+
+
+def test_promote_in_place_continues_without_a_pause():
+    s = ASHA("min", 1, 9, 3, promote_in_place=True)
+    start(s, 3)
+    assert s.on_result(0, 1, 0.5) == P
+    assert s.on_result(1, 1, 0.9) == P
+    # the third arrival is the best of three: it would be promoted at once, so it continues
+    assert s.on_result(2, 1, 0.1) == C
+    assert s.until_of(2) == 3
+    assert s.next_job() == Job.new(3, 1)
+
+
+def test_ties_go_to_the_earlier_trial_and_nan_ranks_worst():
+    s = ASHA("max", 1, 9, 3, promote_in_place=False)
+    start(s, 6)
+    for tid, v in enumerate([float("nan"), 0.7, 0.7, float("inf"), 0.2, -math.inf]):
+        s.on_result(tid, 1, v)
+    # max mode; the two 0.7 tie: trial 1 arrived first; inf is not a better score, it ranks worst
+    assert s.next_job() == Job.resume(1, 3)
+    assert s.next_job() == Job.resume(2, 3)
+    assert s.next_job().kind == "new"
+
+
+def test_stopping_type_keeps_the_top_third_and_stops_the_rest():
+    s = ASHA("min", 1, 9, 3, type="stopping")
+    jobs = start(s, 4)
+    assert all(j.until == 9 for j in jobs)
+    assert s.on_result(0, 1, 0.5) == C  # one record: best so far
+    assert s.on_result(1, 1, 0.6) == S  # two records, cutoff index 0: only the best continues
+    assert s.on_result(2, 1, 0.4) == C
+    assert s.on_result(3, 1, 0.45) == S  # four records: floor(4/3) = 1: only 0.4 continues
+    assert s.on_result(0, 2, 0.1) == C  # between rungs
+    assert s.on_result(0, 3, float("nan")) == S  # diverged
+
+
+def test_end_game_trains_the_leaders_to_full_resource_when_no_new_trial_may_start():
+    s = ASHA("min", 1, 27, 3, promote_in_place=False, max_trials=4)
+    start(s, 4)
+    for tid, v in enumerate([0.4, 0.3, 0.2, 0.1]):
+        assert s.on_result(tid, 1, v) == P
+    # 4 records at rung 1: quota 1: trial 3 goes to rung 3
+    assert s.next_job() == Job.resume(3, 3)
+    # no new trial allowed; rung 3 is empty, trial 3 is running past rung 1: wait for it
+    assert s.next_job() is None
+    s.on_result(3, 2, 0.1)
+    assert s.on_result(3, 3, 0.05) == P
+    # rung 3 holds 1 record (quota 0): without the end game nobody would ever reach 27
+    assert s.next_job() == Job.resume(3, 9)
+    assert s.next_job() is None  # trial 3 leads; the others are not trained further
+    for e in range(4, 10):
+        s.on_result(3, e, 0.04)
+    assert s.next_job() == Job.resume(3, 27)
+    for e in range(10, 28):
+        s.on_result(3, e, 0.03)
+    s.on_trial_end(3, "completed")
+    assert s.trials[3].status == "completed"
+    # the leader is done: the end game only uses the highest filled rung, whose trials all moved on
+    assert s.next_job() is None
+
+
+def test_fifo_runs_every_trial_to_the_end():
+    s = FIFO("min", 5, max_trials=2)
+    assert s.next_job() == Job.new(0, 5) and s.next_job() == Job.new(1, 5) and s.next_job() is None
+    assert all(s.on_result(0, e, 1.0 / e) == C for e in range(1, 6))
+
+
+def test_hyperband_spreads_trials_over_brackets_reproducibly():
+    def brackets(seed):
+        s = AsynchronousHyperband("min", 1, 81, 3, brackets=4, seed=seed, max_trials=600)
+        return [s.next_job() for _ in range(400)]
+    jobs = brackets(0)
+    counts = np.bincount([j.bracket for j in jobs], minlength=4)
+    assert counts[0] > counts[1] > counts[2] > counts[3] > 0  # most trials in the most aggressive bracket
+    assert [j.until for j in jobs if j.bracket == 2][:1] == [9]  # bracket 2 starts at 1 * 3**2
+    assert jobs == brackets(0) and jobs != brackets(1)
+
+
+def test_hyperband_brackets_rank_separately():
+    s = AsynchronousHyperband("min", 1, 27, 3, brackets=2, promote_in_place=False, seed=3)
+    by_bracket = {}
+    for _ in range(40):
+        j = s.next_job()
+        by_bracket.setdefault(j.bracket, []).append(j)
+    b1 = by_bracket[1][:3]
+    for j, v in zip(b1, [0.9, 0.8, 0.7]):
+        s.on_result(j.trial_id, j.until, v)
+    # bracket 1's rung at 3 epochs holds 3 records: its best is promotable even though
+    # nothing in bracket 0 has reported
+    assert s.next_job() == Job.resume(b1[2].trial_id, 9, 1)
+
+
+def test_synchronous_sha_waits_for_the_whole_rung():
+    s = SynchronousSuccessiveHalving("min", 1, 9, 3, bracket_size=3)
+    assert [s.next_job().trial_id for _ in range(3)] == [0, 1, 2]
+    assert s.next_job() is None  # bracket full, rung 1 still training
+    assert s.on_result(0, 1, 0.3) == P and s.on_result(1, 1, 0.1) == P
+    assert s.next_job() is None  # trial 2 has not reported: synchronous
+    assert s.on_result(2, 1, 0.2) == P
+    assert s.next_job() == Job.resume(1, 3)
+    assert s.next_job() is None
+    s.on_result(1, 2, 0.1)
+    assert s.on_result(1, 3, 0.05) == P
+    assert s.next_job() == Job.resume(1, 9)
+    for e in range(4, 10):
+        s.on_result(1, e, 0.01)
+    s.on_trial_end(1, "completed")
+    assert s.next_job() == Job.new(3, 1, 1)  # next bracket
+
+
+def test_median_rule_stops_trials_worse_than_the_median_of_running_averages():
+    s = MedianStopping("min", grace=2, max_resource=10, min_samples=3)
+    for _ in range(5):
+        s.next_job()
+    curves = {0: [0.5, 0.4, 0.3], 1: [0.6, 0.5, 0.4], 2: [0.4, 0.3, 0.2]}
+    for tid, curve in curves.items():
+        for e, v in enumerate(curve, 1):
+            assert s.on_result(tid, e, v) == C  # fewer than 3 others at each resource
+    # trial 3 at epoch 2: best 0.7 vs median of running averages at 2 (0.45, 0.55, 0.35) = 0.45
+    assert s.on_result(3, 1, 0.9) == C  # grace period
+    assert s.on_result(3, 2, 0.7) == S
+    assert s.on_result(4, 1, 0.3) == C
+    assert s.on_result(4, 2, 0.2) == C
+
+
+def _random_run(s, n_results, rng, snapshot_at=None):
+    """Drive a scheduler with random results from 3 workers; optionally snapshot mid-way."""
+    running, decisions, snapshot = [], [], None
+    for _ in range(3):
+        job = s.next_job()
+        if job:
+            running.append(job.trial_id)
+    quality = {}
+    for step in range(n_results):
+        if snapshot_at == step:
+            snapshot = [TrialRecord(t.trial_id, t.bracket, t.until, t.status, list(t.observations))
+                        for t in s.trials.values()]
+            break
+        if not running:
+            break
+        tid = running[int(rng.integers(len(running)))]
+        trial = s.trials[tid]
+        epoch = (trial.observations[-1][0] if trial.observations else 0) + 1
+        q = quality.setdefault(tid, rng.random())
+        d = s.on_result(tid, epoch, q + 1.0 / epoch + 0.01 * rng.standard_normal())
+        decisions.append((tid, epoch, d))
+        if d is not C or epoch >= s.until_of(tid):
+            running.remove(tid)
+            if epoch >= s.max_resource:
+                s.on_trial_end(tid, "completed")
+            job = s.next_job()
+            decisions.append(("job", job))
+            if job:
+                running.append(job.trial_id)
+    return decisions, snapshot, running
+
+
+@pytest.mark.parametrize("make", [
+    lambda: ASHA("min", 1, 27, 3, max_trials=60),
+    lambda: ASHA("min", 1, 27, 3, type="stopping", max_trials=60),
+    lambda: AsynchronousHyperband("max", 1, 27, 3, brackets=3, max_trials=60, seed=5),
+    lambda: SynchronousSuccessiveHalving("min", 1, 27, 3, max_trials=60),
+    lambda: MedianStopping("min", 2, 27, max_trials=60),
+])
+def test_restored_scheduler_makes_identical_decisions(make):
+    """Rebuild a scheduler from its trials' records mid-run: the rest of the run is the same."""
+    full, _, _ = _random_run(make(), 400, np.random.default_rng(11))
+    # Run 150 results, snapshot the trial records, then continue the same stream on the
+    # original and on a scheduler restored from the snapshot.
+    original = make()
+    _, snapshot, _ = _random_run(original, 101, np.random.default_rng(11), snapshot_at=100)
+    restored = make()
+    restored.restore(snapshot)
+    assert {t: (r.until, r.status, r.observations) for t, r in restored.trials.items()} == \
+        {r.trial_id: (r.until, r.status, r.observations) for r in snapshot}
+    # The restored scheduler must answer every query as the original did at that point.
+    probe_a, probe_b = make(), make()
+    probe_a.restore(snapshot)
+    probe_b.restore(snapshot)
+    assert [probe_a.next_job() for _ in range(5)] == [probe_b.next_job() for _ in range(5)]
+    rest_original, _, _ = _random_run_from(original, snapshot, np.random.default_rng(99))
+    rest_restored, _, _ = _random_run_from(restored, snapshot, np.random.default_rng(99))
+    assert rest_original == rest_restored
+    assert len(full) > 100
+
+
+def _random_run_from(s, snapshot, rng):
+    """Continue a run whose state is ``snapshot``: running trials keep running."""
+    running = [r.trial_id for r in snapshot if r.status == "running"]
+    decisions = []
+    quality = {}
+    for _ in range(250):
+        if not running:
+            job = s.next_job()
+            if job is None:
+                break
+            running.append(job.trial_id)
+        tid = running[int(rng.integers(len(running)))]
+        trial = s.trials[tid]
+        epoch = (trial.observations[-1][0] if trial.observations else 0) + 1
+        d = s.on_result(tid, epoch, quality.setdefault(tid, rng.random()) + 1.0 / epoch)
+        decisions.append((tid, epoch, d))
+        if d is not C or epoch >= s.until_of(tid):
+            running.remove(tid)
+            if epoch >= s.max_resource:
+                s.on_trial_end(tid, "completed")
+            job = s.next_job()
+            decisions.append(("job", job))
+            if job:
+                running.append(job.trial_id)
+    return decisions, None, running
+
+
+def test_results_must_move_forward():
+    s = ASHA("min", 1, 9, 3)
+    s.next_job()
+    s.on_result(0, 1, 0.5)
+    with pytest.raises(ValueError, match="reported after"):
+        s.on_result(0, 1, 0.4)
