@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 TABLES = REPO / "bench" / "tables"
@@ -34,3 +36,18 @@ def digits_table():
     from hpo_operator.sim import LearningCurveTable
 
     return LearningCurveTable.load(TABLES / "digits_s44.json")
+
+
+@pytest.fixture
+def write_manifest(tmp_path):
+    """Writes a manifest dict to a YAML file in the test's folder; returns the path."""
+    def write(doc: dict):
+        path = tmp_path / f"{doc['metadata']['name']}.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        return path
+    return write
+
+
+@pytest.fixture
+def python() -> str:
+    return sys.executable

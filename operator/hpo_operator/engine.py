@@ -87,6 +87,9 @@ class ExperimentEngine:
                                                      seed=spec.searcher.seed)
         self.trials: dict[int, TrialState] = {}
         self._retry_queue: list[int] = []
+        # Resumes the scheduler granted while the trial's last run was still exiting
+        # (it said PAUSE, the trainer has not ended yet): trial id -> until.
+        self._deferred: dict[int, int] = {}
         self._timed_out = False
         self.outcome: Optional[Outcome] = None
 
@@ -101,15 +104,34 @@ class ExperimentEngine:
             return None
         while self._retry_queue:
             trial = self.trials[self._retry_queue.pop(0)]
-            if trial.phase == "Pending":
-                return self._launch(trial, "retry")
-        if self.scheduler.may_start_new() and self.searcher.suggest(self.scheduler.next_trial_id) is None:
-            self.scheduler.close_new_trials()  # grid exhausted; promotions may still come
-        job = self.scheduler.next_job()
-        if job is None:
-            return None
-        if job.kind == "resume":
+            if trial.phase != "Pending":
+                continue
+            if trial.last_epoch >= trial.until:
+                # Its run had reported (and checkpointed) every epoch before it was lost:
+                # nothing to redo, the run counts as finished.
+                trial.phase = "Running"
+                self.on_run_exit(trial.trial_id, succeeded=True)
+                continue
+            return self._launch(trial, "retry")
+        for tid, until in list(self._deferred.items()):
+            trial = self.trials[tid]
+            if trial.phase == "Paused":
+                del self._deferred[tid]
+                trial.until = until
+                return self._launch(trial, "resume")
+        while True:
+            if self.scheduler.may_start_new() and self.searcher.suggest(self.scheduler.next_trial_id) is None:
+                self.scheduler.close_new_trials()  # grid exhausted; promotions may still come
+            job = self.scheduler.next_job()
+            if job is None:
+                return None
+            if job.kind != "resume":
+                break
             trial = self.trials[job.trial_id]
+            if trial.phase == "Running":
+                # Its run has not ended yet: resume it in the slot it frees (see on_run_exit).
+                self._deferred[job.trial_id] = job.until
+                continue
             trial.until = job.until
             return self._launch(trial, "resume")
         config = self.searcher.suggest(job.trial_id)
@@ -139,10 +161,16 @@ class ExperimentEngine:
         return decision
 
     def on_run_exit(self, trial_id: int, succeeded: bool, message: str = "") -> None:
-        """A run ended: the trainer exited (or its pod finished, or vanished)."""
+        """A run ended: the trainer exited (or its pod finished, or vanished).
+
+        A trial the scheduler already promoted while this run was exiting is
+        resumed by the next ``next_launch``, in the slot this exit frees.
+        """
         trial = self.trials[trial_id]
         if trial.phase != "Running":
             return  # stopped by a decision, or already handled
+        if trial.last_epoch >= trial.until:
+            succeeded = True  # every epoch was reported after its checkpoint: a late crash loses nothing
         if succeeded and trial.last_epoch >= trial.until:
             if trial.last_epoch >= self.max_resource:
                 trial.phase = "Completed"

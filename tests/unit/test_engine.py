@@ -133,3 +133,23 @@ def test_trial_names_are_deterministic(manifest):
     assert e.next_launch().trial.name == "exp-0000"
     with pytest.raises(KeyError):
         e.on_observation(7, 1, 0.1)
+
+
+def test_a_run_lost_after_its_last_epoch_is_not_a_failure(manifest):
+    e = engine(manifest, maxTrials=1, maxRetries=0, maxFailedTrials=0)
+    launch = e.next_launch()
+    train(e, launch, [0.5, 0.4, 0.3])
+    e.on_run_exit(0, succeeded=False, message="pod deleted")  # e.g. killed while waiting for a decision
+    assert e.trials[0].phase == "Completed" and e.trials[0].failures == 0
+
+
+def test_an_interrupted_run_that_had_finished_is_not_relaunched(manifest):
+    e = engine(manifest, maxTrials=1)
+    launch = e.next_launch()
+    train(e, launch, [0.5, 0.4, 0.3])
+    saved = e.trials[0]
+    saved.phase = "Pending"  # how a runner restores a run it lost track of
+    restored = ExperimentEngine("exp", e.spec)
+    restored.restore([saved])
+    assert restored.next_launch() is None
+    assert restored.trials[0].phase == "Completed"

@@ -84,3 +84,14 @@ def test_grid_searcher_visits_every_point_once_then_stops():
     assert len({repr(sorted(c.items())) for c in configs}) == g.size
     assert g.suggest(g.size) is None
     assert [GridSearcher(SPACE, grid_points=3, seed=1).suggest(i) for i in range(g.size)] == configs
+
+
+def test_configurations_do_not_depend_on_the_order_of_parameters():
+    reordered = dict(reversed(list(SPACE.items())))
+    assert [RandomSearcher(SPACE, 3).suggest(i) for i in range(5)] == \
+        [RandomSearcher(reordered, 3).suggest(i) for i in range(5)]
+    assert [GridSearcher(SPACE, 3, seed=2).suggest(i) for i in range(9)] == \
+        [GridSearcher(reordered, 3, seed=2).suggest(i) for i in range(9)]
+    # adding a parameter leaves the others' values alone
+    more = {**SPACE, "wd": TypeAdapter(Domain).validate_python({"type": "uniform", "min": 0, "max": 1})}
+    assert all(RandomSearcher(more, 3).suggest(i)["lr"] == RandomSearcher(SPACE, 3).suggest(i)["lr"] for i in range(5))

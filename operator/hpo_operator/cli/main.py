@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hpo_operator.cli import crds, simulate
+from hpo_operator.cli import crds, run, simulate, status
 from hpo_operator.spec.errors import ManifestError
 
 
@@ -13,13 +13,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hpo", description="Hyperparameter optimization with ASHA, on Kubernetes "
                                      "(the operator), on this machine (hpo run) or on learning-curve tables (hpo simulate).")
     sub = parser.add_subparsers(dest="command", required=True)
-    for module in (simulate, crds):
-        module.add_parser(sub)
-    for name in ("run", "status"):
-        try:
-            module = __import__(f"hpo_operator.cli.{name}", fromlist=["add_parser"])
-        except ImportError:
-            continue
+    for module in (run, status, simulate, crds):
         module.add_parser(sub)
     return parser
 

@@ -9,6 +9,7 @@ save.
 from __future__ import annotations
 
 import math
+import zlib
 from typing import Any, Mapping, Protocol
 
 import numpy as np
@@ -30,10 +31,11 @@ class RandomSearcher:
         self.seed = seed
 
     def suggest(self, trial_index: int) -> dict[str, Any]:
-        # One independent stream per trial: trial i's configuration does not
-        # depend on how many trials came before it or in which order.
-        rng = np.random.default_rng([self.seed, trial_index])
-        return {name: sample(domain, rng) for name, domain in self.space.items()}
+        # One independent stream per trial and parameter: trial i's value of "lr"
+        # depends neither on earlier trials nor on the order of the parameters in
+        # the manifest (the API server re-sorts keys) nor on the other parameters.
+        return {name: sample(domain, np.random.default_rng([self.seed, trial_index, zlib.crc32(name.encode())]))
+                for name, domain in self.space.items()}
 
     def on_result(self, trial_index: int, resource: int, value: float) -> None:
         return None
@@ -47,7 +49,7 @@ class GridSearcher:
     """
 
     def __init__(self, space: Mapping[str, Any], grid_points: int = 5, seed: int = 0, shuffle: bool = True):
-        self.names = list(space)
+        self.names = sorted(space)  # the manifest's key order must not matter
         self.axes = [finite_values(space[n], grid_points) for n in self.names]
         self.size = math.prod(len(a) for a in self.axes)
         self._order = np.random.default_rng(seed).permutation(self.size) if shuffle else None

@@ -1,0 +1,168 @@
+"""The example trainers and the test trainer, run as a runner runs them: a new process with the env contract."""
+
+import gzip
+import importlib.util
+import json
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hpo_trainer import TrialContext, checkpoint
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "trainer_image" / "examples"
+CURVE_TRAINER = REPO / "tests" / "trainers" / "curve_trainer.py"
+TABLE = REPO / "bench" / "tables" / "digits_s44.json"
+
+
+def start(script, ctx):
+    env = {**os.environ, **ctx.to_env(), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, str(script)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc, expect=0):
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == expect, err
+    return err
+
+
+def records(ctx):
+    return [json.loads(line) for line in ctx.metrics_file.read_text().splitlines()]
+
+
+# --- digits_mlp ---------------------------------------------------------------
+
+def test_digits_mlp_empty_config_amp_and_a_bad_key(tmp_path):
+    plain = TrialContext.for_local(tmp_path / "plain", until_epoch=3)
+    amp = TrialContext.for_local(tmp_path / "amp", until_epoch=1,
+                                 config={"amp": True, "activation": "tanh", "n_layers": 1})
+    typo = TrialContext.for_local(tmp_path / "typo", until_epoch=1, config={"learning_rat": 0.1})
+    procs = [start(EXAMPLES / "digits_mlp.py", c) for c in (plain, amp, typo)]  # side by side: torch imports are slow
+    finish(procs[0])
+    finish(procs[1])
+    assert "unknown config keys ['learning_rat']" in finish(procs[2], expect=1)
+
+    lines = records(plain)
+    assert [r["epoch"] for r in lines] == [1, 2, 3]
+    assert set(lines[0]) == {"epoch", "val_error", "val_loss", "train_loss", "time"}
+    assert lines[-1]["val_error"] < 0.2  # it learns: 10 classes, chance is 0.9
+    assert lines[-1]["train_loss"] < lines[0]["train_loss"]
+    assert all(b["time"] - a["time"] < 1.0 for a, b in zip(lines, lines[1:]))  # well under a second an epoch
+    assert checkpoint.checkpoint_epoch(plain.checkpoint_dir) == 3
+    assert 0.0 <= records(amp)[0]["val_error"] <= 1.0
+    assert not typo.metrics_file.exists()
+
+
+# --- fashion_mnist_cnn ----------------------------------------------------------
+
+def write_idx(path, array):
+    """The IDX format, written independently of the reader under test."""
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+def tiny_fashion_mnist(folder, n=96):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 10, size=n)
+    images = rng.integers(0, 40, size=(n, 28, 28))
+    for i, label in enumerate(labels):  # a bright block whose place depends on the class: learnable
+        images[i, 2 * label:2 * label + 6, 4:24] = 250
+    folder.mkdir(parents=True)
+    write_idx(folder / "train-images-idx3-ubyte.gz", images)
+    write_idx(folder / "train-labels-idx1-ubyte.gz", labels)
+    return images, labels
+
+
+def load_example(name):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_fashion_idx_reader(tmp_path):
+    pytest.importorskip("torch")
+    images, labels = tiny_fashion_mnist(tmp_path / "fm", n=12)
+    reader = load_example("fashion_mnist_cnn")
+    assert np.array_equal(reader.read_idx(tmp_path / "fm" / "train-images-idx3-ubyte.gz"), images)
+    assert np.array_equal(reader.read_idx(tmp_path / "fm" / "train-labels-idx1-ubyte.gz"), labels)
+    bad = tmp_path / "bad.gz"
+    bad.write_bytes(gzip.compress(struct.pack(">BBBBI", 0, 0, 8, 1, 5) + b"abc"))
+    with pytest.raises(SystemExit, match="holds 3 bytes"):
+        reader.read_idx(bad)
+
+
+def test_fashion_mnist_cnn_on_a_tiny_synthetic_set(tmp_path):
+    tiny_fashion_mnist(tmp_path / "data" / "fashion-mnist")
+    config = {"channels": 4, "hidden": 16, "batch_size": 16, "learning_rate": 0.05}
+    ctx = TrialContext.for_local(tmp_path / "run", until_epoch=2, config=config, data_dir=tmp_path / "data")
+    missing = TrialContext.for_local(tmp_path / "nodata", until_epoch=1, data_dir=tmp_path / "empty")
+    procs = [start(EXAMPLES / "fashion_mnist_cnn.py", ctx), start(EXAMPLES / "fashion_mnist_cnn.py", missing)]
+    finish(procs[0])
+    assert [r["epoch"] for r in records(ctx)] == [1, 2]
+    assert checkpoint.checkpoint_epoch(ctx.checkpoint_dir) == 2
+    if Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists():
+        procs[1].kill()
+        pytest.skip("the real data set is installed here, so 'absent' cannot be tested")
+    err = finish(procs[1], expect=1)
+    assert "train-images-idx3-ubyte.gz" in err and "HPO_DATA_DIR" in err and "dataset-fashion-mnist" in err
+
+
+# --- tests/trainers/curve_trainer.py ------------------------------------------------
+
+def curve(row):
+    return json.loads(TABLE.read_text())["curves"][row]
+
+
+def test_curve_trainer_crashes_once_then_resumes_from_its_checkpoint(tmp_path):
+    config = {"table": str(TABLE), "row": 11, "crash_at_epoch": 4, "seconds_per_epoch": 0.01}
+    first = TrialContext.for_local(tmp_path, until_epoch=6, config=config)
+    err = finish(start(CURVE_TRAINER, first), expect=3)
+    assert "crashing at epoch 4" in err
+    assert [r["epoch"] for r in records(first)] == [1, 2, 3]
+    retry = TrialContext.for_local(tmp_path, until_epoch=6, config=config)  # what a runner does
+    assert retry.start_epoch == 3
+    finish(start(CURVE_TRAINER, retry))
+    assert [r["val_error"] for r in records(retry)] == curve(11)[:6]
+    assert [r["epoch"] for r in records(retry)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_curve_trainer_pauses_and_resumes(tmp_path):
+    config = {"table": str(TABLE), "row": 0}
+    finish(start(CURVE_TRAINER, TrialContext.for_local(tmp_path, until_epoch=2, config=config)))
+    resumed = TrialContext.for_local(tmp_path, until_epoch=5, config=config)
+    finish(start(CURVE_TRAINER, resumed))
+    assert [r["val_error"] for r in records(resumed)] == curve(0)[:5]
+    assert checkpoint.latest(resumed.checkpoint_dir).payload == {"epoch": 5, "row": 0}
+
+
+def test_curve_trainer_explains_a_bad_config(tmp_path):
+    err = finish(start(CURVE_TRAINER, TrialContext.for_local(tmp_path, until_epoch=2, config={"row": 0})), expect=2)
+    assert "config needs 'table'" in err
+    other_row = {"table": str(TABLE), "row": 1}
+    finish(start(CURVE_TRAINER, TrialContext.for_local(tmp_path, until_epoch=1, config={"table": str(TABLE), "row": 0})))
+    err = finish(start(CURVE_TRAINER, TrialContext.for_local(tmp_path, until_epoch=2, config=other_row)), expect=2)
+    assert "is of row 0, not 1" in err
+    err = finish(start(CURVE_TRAINER, TrialContext.for_local(tmp_path / "long", until_epoch=82, config=other_row)),
+                 expect=2)
+    assert "has 81 epochs" in err
+
+
+def test_curve_trainer_keeps_going_in_process_when_promoted(tmp_path):
+    import dataclasses
+
+    control = tmp_path / "control.json"
+    control.write_text(json.dumps({"decided_epoch": 2, "until": 4}))  # the runner's decision for rung 2
+    base = TrialContext.for_local(tmp_path, until_epoch=2, max_epoch=81, config={"table": str(TABLE), "row": 3})
+    # The decision for 2 is already there; at 4 none comes, so the trainer exits after the timeout.
+    ctx = dataclasses.replace(base, control_file=control, decision_timeout=0.3)
+    proc = start(CURVE_TRAINER, ctx)
+    finish(proc)
+    assert [r["epoch"] for r in records(ctx)] == [1, 2, 3, 4]
+    assert checkpoint.checkpoint_epoch(ctx.checkpoint_dir) == 4

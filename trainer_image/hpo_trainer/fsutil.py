@@ -1,0 +1,66 @@
+"""Durable file writes shared by the metrics writer and the checkpoint store.
+
+A trainer can be killed at any moment (pod eviction, pause, crash), and the
+folders it writes to may be network volumes. These helpers make each write
+either fully visible after a crash or not visible at all.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+# Temp files start with this prefix and a dot, so listings that look for
+# finished files (checkpoints) never mistake a half-written one for real.
+TEMP_PREFIX = "."
+TEMP_MARK = ".tmp-"
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a folder's entries, so a new or renamed file survives a power loss."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte; os.write may write fewer (full disk, signal) and says so."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def temp_path_for(final: Path) -> Path:
+    """A unique temp name in the same folder (os.replace is atomic only within one file system)."""
+    token = f"{os.getpid()}-{secrets.token_hex(4)}"
+    return final.with_name(f"{TEMP_PREFIX}{final.name}{TEMP_MARK}{token}")
+
+
+def is_temp_name(name: str) -> bool:
+    return name.startswith(TEMP_PREFIX) and TEMP_MARK in name
+
+
+def write_atomic(final: Path, data: bytes) -> None:
+    """Replace `final` with `data`: temp file, fsync, rename, fsync folder.
+
+    Readers see either the old file or the complete new one, never a mix.
+    A writer killed half way leaves only a temp file, which `is_temp_name`
+    lets readers skip.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temp = temp_path_for(final)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        write_all(fd, data)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        temp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    os.replace(temp, final)
+    fsync_dir(final.parent)
