@@ -11,7 +11,7 @@ fi
 # torch: the CPU build is enough for the examples and tests; on a GPU machine
 # install the CUDA build of your choice before running this script.
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
-  .venv/bin/pip install -q "torch>=2.1"
+  .venv/bin/pip install -q "${HPO_TORCH_SPEC:-torch==2.13.0}"
 fi
 extras="torch"
 [ "${1:-}" = "--no-test" ] || extras="torch,test"
