@@ -171,21 +171,15 @@ def test_median_rule_stops_trials_worse_than_the_median_of_running_averages():
     assert s.on_result(4, 2, 0.2) == C
 
 
-def _random_run(s, n_results, rng, snapshot_at=None):
-    """Drive a scheduler with random results from 3 workers; optionally snapshot mid-way."""
-    running, decisions, snapshot = [], [], None
-    for _ in range(3):
-        job = s.next_job()
-        if job:
-            running.append(job.trial_id)
-    quality = {}
-    for step in range(n_results):
-        if snapshot_at == step:
-            snapshot = [TrialRecord(t.trial_id, t.bracket, t.until, t.status, list(t.observations))
-                        for t in s.trials.values()]
-            break
+def _drive(s, running, rng, steps, quality):
+    """Feed random results to the running trials for ``steps`` results; returns the decisions."""
+    decisions = []
+    for _ in range(steps):
         if not running:
-            break
+            job = s.next_job()
+            if job is None:
+                break
+            running.append(job.trial_id)
         tid = running[int(rng.integers(len(running)))]
         trial = s.trials[tid]
         epoch = (trial.observations[-1][0] if trial.observations else 0) + 1
@@ -200,7 +194,17 @@ def _random_run(s, n_results, rng, snapshot_at=None):
             decisions.append(("job", job))
             if job:
                 running.append(job.trial_id)
-    return decisions, snapshot, running
+    return decisions
+
+
+def _start_run(s, rng, steps):
+    """Three workers from an empty scheduler, ``steps`` results in."""
+    running = [j.trial_id for j in (s.next_job() for _ in range(3)) if j]
+    return _drive(s, running, rng, steps, {})
+
+
+def _snapshot(s):
+    return [TrialRecord(t.trial_id, t.bracket, t.until, t.status, list(t.observations)) for t in s.trials.values()]
 
 
 @pytest.mark.parametrize("make", [
@@ -212,51 +216,19 @@ def _random_run(s, n_results, rng, snapshot_at=None):
 ])
 def test_restored_scheduler_makes_identical_decisions(make):
     """Rebuild a scheduler from its trials' records mid-run: the rest of the run is the same."""
-    full, _, _ = _random_run(make(), 400, np.random.default_rng(11))
-    # Run 150 results, snapshot the trial records, then continue the same stream on the
-    # original and on a scheduler restored from the snapshot.
     original = make()
-    _, snapshot, _ = _random_run(original, 101, np.random.default_rng(11), snapshot_at=100)
+    assert len(_start_run(original, np.random.default_rng(11), 100)) > 100
+    snapshot = _snapshot(original)
     restored = make()
     restored.restore(snapshot)
     assert {t: (r.until, r.status, r.observations) for t, r in restored.trials.items()} == \
         {r.trial_id: (r.until, r.status, r.observations) for r in snapshot}
-    # The restored scheduler must answer every query as the original did at that point.
-    probe_a, probe_b = make(), make()
-    probe_a.restore(snapshot)
-    probe_b.restore(snapshot)
-    assert [probe_a.next_job() for _ in range(5)] == [probe_b.next_job() for _ in range(5)]
-    rest_original, _, _ = _random_run_from(original, snapshot, np.random.default_rng(99))
-    rest_restored, _, _ = _random_run_from(restored, snapshot, np.random.default_rng(99))
-    assert rest_original == rest_restored
-    assert len(full) > 100
-
-
-def _random_run_from(s, snapshot, rng):
-    """Continue a run whose state is ``snapshot``: running trials keep running."""
+    # Continue the same stream of results on both: running trials keep running.
     running = [r.trial_id for r in snapshot if r.status == "running"]
-    decisions = []
-    quality = {}
-    for _ in range(250):
-        if not running:
-            job = s.next_job()
-            if job is None:
-                break
-            running.append(job.trial_id)
-        tid = running[int(rng.integers(len(running)))]
-        trial = s.trials[tid]
-        epoch = (trial.observations[-1][0] if trial.observations else 0) + 1
-        d = s.on_result(tid, epoch, quality.setdefault(tid, rng.random()) + 1.0 / epoch)
-        decisions.append((tid, epoch, d))
-        if d is not C or epoch >= s.until_of(tid):
-            running.remove(tid)
-            if epoch >= s.max_resource:
-                s.on_trial_end(tid, "completed")
-            job = s.next_job()
-            decisions.append(("job", job))
-            if job:
-                running.append(job.trial_id)
-    return decisions, None, running
+    rest_original = _drive(original, list(running), np.random.default_rng(99), 250, {})
+    rest_restored = _drive(restored, list(running), np.random.default_rng(99), 250, {})
+    assert len(rest_original) > 50
+    assert rest_original == rest_restored
 
 
 def test_results_must_move_forward():
