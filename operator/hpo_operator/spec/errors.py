@@ -65,6 +65,11 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> list[str]
             msg = "required field is missing"
         elif e["type"] == "union_tag_invalid":
             msg = f"type must be one of {', '.join(DOMAIN_TYPES)}"
+        elif e["type"] == "union_tag_not_found":
+            parts.append("type")
+            msg = f"required; one of {', '.join(DOMAIN_TYPES)}"
+        elif e["type"] == "dict_type":
+            msg = "must be a mapping (name: value), not a list or a scalar"
         msg = msg.replace("Input should be", "must be")
         path = ".".join(parts).replace(".[", "[")
         if prefix:

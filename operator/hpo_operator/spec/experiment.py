@@ -167,7 +167,8 @@ class HPOExperimentSpec(SpecModel):
             raise ValueError(f"at most 100 hyperparameters (got {len(v)})")
         for name in v:
             if not PARAM_RE.match(name):
-                raise ValueError(f"{name}: parameter names are letters, digits, '_', '.', '-' starting with a letter or '_'")
+                raise ValueError(f"{name!r} is not a valid parameter name; use letters, digits, '_', '.', '-', "
+                                 "starting with a letter or '_'")
         return v
 
     @field_validator("trial_template")
