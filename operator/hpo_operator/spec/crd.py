@@ -74,8 +74,8 @@ def _convert(node: dict) -> dict:
                     node["required"] = sorted(set(node.get("required", [])) | {tag})
             else:
                 node["x-kubernetes-preserve-unknown-fields"] = True
-    if node.get("default", 0) is None:
-        node.pop("default")
+    if node.get("default", 0) in (None, "", [], {}):
+        node.pop("default")  # the API server reads an empty default as null, which no type admits
     if "exclusiveMinimum" in node and not isinstance(node["exclusiveMinimum"], bool):
         node["minimum"], node["exclusiveMinimum"] = node["exclusiveMinimum"], True
     if "properties" in node:
@@ -124,10 +124,18 @@ def _trial_template_schema() -> dict:
     }
 
 
+def _strip_defaults(node):
+    if isinstance(node, dict):
+        return {k: _strip_defaults(v) for k, v in node.items() if k != "default"}
+    if isinstance(node, list):
+        return [_strip_defaults(v) for v in node]
+    return node
+
+
 def _crd(kind: str, plural: str, short: str, spec_schema: dict, status_schema: dict, columns: list[dict],
          metadata: dict | None = None) -> dict:
     metadata = metadata or {"type": "object"}
-    status_schema = dict(status_schema)
+    status_schema = _strip_defaults(status_schema)  # status is written whole by the operator: no defaulting
     status_schema["x-kubernetes-preserve-unknown-fields"] = True  # keep what newer operators write
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
