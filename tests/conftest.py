@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import copy
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-TABLES = REPO / "bench" / "tables"
+from support.paths import TABLES
 
 MINIMAL = {
     "apiVersion": "hpo.dev/v1alpha1",

@@ -7,19 +7,14 @@ by scripts/k8s-binaries.sh and cached under ~/.cache/hpo-operator.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from tests.support.control_plane import ControlPlane, ensure_binaries  # noqa: E402
+from support.control_plane import ControlPlane, ensure_binaries
+from support.kube_tools import kubectl
+from support.paths import REPO
 
 
 def pytest_collection_modifyitems(config, items):
@@ -44,11 +39,6 @@ def kube_api(control_plane):
     api.close()
 
 
-def kubectl(control_plane, *args, check=True, input=None) -> subprocess.CompletedProcess:
-    return subprocess.run(["kubectl", "--kubeconfig", str(control_plane.kubeconfig_path), *args],
-                          capture_output=True, text=True, check=check, input=input)
-
-
 @pytest.fixture(scope="session")
 def crds_installed(control_plane):
     """The project's CRDs from crds/, applied and Established."""
@@ -69,14 +59,3 @@ def namespace(control_plane, kube_api, request):
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     yield name
     core.delete_namespace(name)
-
-
-def wait_for(predicate, timeout: float = 30.0, interval: float = 0.2, what: str = "condition"):
-    """Poll ``predicate`` until it returns something truthy; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")

@@ -11,7 +11,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from conftest import REPO, kubectl, wait_for
+from support.kube_tools import kubectl, wait_for
+from support.paths import REPO
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -15,8 +15,8 @@ import pytest
 from hpo_operator.local import LocalRunner
 from hpo_operator.spec import experiment_from_dict
 
-from conftest import REPO
-from curve_manifests import curve_manifest
+from support.paths import REPO
+from support.curve_manifests import curve_manifest
 
 pytestmark = pytest.mark.timeout(180)
 

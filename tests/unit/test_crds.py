@@ -9,7 +9,7 @@ import yaml
 
 from hpo_operator.cli.crds import render
 
-from conftest import REPO
+from support.paths import REPO
 
 
 def test_committed_crds_are_not_stale():

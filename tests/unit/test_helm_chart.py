@@ -11,7 +11,7 @@ import re
 import pytest
 import yaml
 
-from conftest import REPO
+from support.paths import REPO
 
 helm = pytest.importorskip("helm_python")
 CHART = REPO / "helm" / "hpo-operator"

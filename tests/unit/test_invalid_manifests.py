@@ -10,7 +10,7 @@ import pytest
 
 from hpo_operator.spec import ManifestError, load_experiment
 
-from conftest import REPO
+from support.paths import REPO
 
 CORPUS = sorted((REPO / "tests" / "data" / "invalid_manifests").glob("*.yaml"))
 

@@ -7,7 +7,7 @@ import pytest
 from hpo_operator.spec import ManifestError, experiment_from_dict, load_experiment
 from hpo_operator.spec.durations import parse_duration
 
-from conftest import REPO
+from support.paths import REPO
 
 
 def problems(doc) -> list[str]:

@@ -15,7 +15,6 @@ from typing import Optional
 
 from hpo_operator.engine import ExperimentEngine, Launch
 from hpo_operator.scheduling import Decision, make_scheduler
-from hpo_operator.search import TableRowSearcher
 from hpo_operator.sim.table import LearningCurveTable
 from hpo_operator.spec.experiment import Budget, HPOExperimentSpec, Objective, SchedulerSpec, SearcherSpec
 
@@ -45,6 +44,7 @@ class SimulationResult:
     run_starts: int
     end_time: float
     decisions: list[tuple[int, int, str]] = field(default_factory=list)  # (trial, epoch, decision)
+    final: dict[int, tuple[int, str, int]] = field(default_factory=dict)  # trial -> (row, phase, last epoch)
 
 
 def simulate(table: LearningCurveTable, scheduler_spec: SchedulerSpec, *, name: str = "", workers: int = 4,
@@ -56,7 +56,9 @@ def simulate(table: LearningCurveTable, scheduler_spec: SchedulerSpec, *, name: 
         raise ValueError(f"maxResource {scheduler_spec.max_resource} exceeds the table's {table.max_resource} epochs")
     spec = simulation_spec(table, scheduler_spec, workers, seed, max_trials)
     scheduler = make_scheduler(scheduler_spec, table.mode, max_trials, seed=seed)
-    engine = ExperimentEngine("sim", spec, TableRowSearcher(table.n_rows, seed), scheduler)
+    # Rows are drawn by the same random searcher a manifest with searchSpace {row: randint 0..N-1}
+    # gets, so an operator or `hpo run` experiment over the table makes the very same draws.
+    engine = ExperimentEngine("sim", spec, scheduler=scheduler)
     thresholds = {q: table.top_threshold(q) for q in targets}
     reached: dict[float, Optional[float]] = {q: None for q in targets}
     better = (lambda a, b: a <= b) if table.mode == "min" else (lambda a, b: a >= b)
@@ -115,5 +117,7 @@ def simulate(table: LearningCurveTable, scheduler_spec: SchedulerSpec, *, name: 
         if stop_at_targets and all(v is not None for v in reached.values()):
             break
         fill(now)
+    engine.finish_if_done()
+    final = {t.trial_id: (t.config["row"], t.phase, t.last_epoch) for t in engine.trials.values()}
     return SimulationResult(name or scheduler_spec.algorithm, seed, reached, len(engine.trials), epochs,
-                            run_starts, now, decisions)
+                            run_starts, now, decisions, final)

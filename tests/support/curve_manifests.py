@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import REPO, TABLES
-
-CURVE_TRAINER = REPO / "tests" / "trainers" / "curve_trainer.py"
+from support.paths import CURVE_TRAINER, TABLES
 
 
 def curve_manifest(name="curves", *, trials=6, parallelism=2, max_resource=9, algorithm="asha",

@@ -1,0 +1,208 @@
+"""Pure builders: experiment spec and trial in, Kubernetes manifests (dicts) out. No API calls."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any, Optional
+
+from hpo_trainer import contract
+
+from hpo_operator.engine import Launch, TrialState
+from hpo_operator.spec.experiment import GROUP_VERSION
+
+LABEL_EXPERIMENT = "hpo.dev/experiment"
+LABEL_TRIAL = "hpo.dev/trial"
+LABEL_ATTEMPT = "hpo.dev/attempt"
+SIDECAR_NAME = "hpo-metrics"
+SIDECAR_ACCOUNT = "hpo-trial-sidecar"
+METRICS_DIR = "/hpo/metrics"
+TOKEN_DIR = "/var/run/secrets/hpo.dev/serviceaccount"
+DEFAULT_UID = 1000
+
+
+def owner_reference(obj: dict, controller: bool = True) -> dict:
+    return {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": obj["metadata"]["name"],
+            "uid": obj["metadata"]["uid"], "controller": controller, "blockOwnerDeletion": True}
+
+
+def pod_name(trial_name: str, attempt: int) -> str:
+    """Deterministic: a retried create of the same run hits 409 instead of making a second pod."""
+    return f"{trial_name}-{attempt}"
+
+
+def claim_name(trial_name: str) -> str:
+    return f"{trial_name}-ckpt"
+
+
+def build_trial(experiment: dict, trial: TrialState) -> dict:
+    name = experiment["metadata"]["name"]
+    return {
+        "apiVersion": GROUP_VERSION,
+        "kind": "HPOTrial",
+        "metadata": {
+            "name": trial.name,
+            "namespace": experiment["metadata"]["namespace"],
+            "labels": {LABEL_EXPERIMENT: name, LABEL_TRIAL: trial.name},
+            "ownerReferences": [owner_reference(experiment)],
+        },
+        "spec": {"experiment": name, "trialId": trial.trial_id, "bracket": trial.bracket, "config": trial.config},
+    }
+
+
+def build_claim(spec, trial_obj: dict) -> dict:
+    """The trial's checkpoint volume (storage: perTrial), owned by the trial."""
+    claim: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": claim_name(trial_obj["metadata"]["name"]),
+            "namespace": trial_obj["metadata"]["namespace"],
+            "labels": dict(trial_obj["metadata"]["labels"]),
+            "ownerReferences": [owner_reference(trial_obj)],
+        },
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": spec.checkpoints.size}}},
+    }
+    if spec.checkpoints.storage_class_name:
+        claim["spec"]["storageClassName"] = spec.checkpoints.storage_class_name
+    return claim
+
+
+def checkpoint_location(spec, experiment_name: str, trial_name: str) -> tuple[str, Optional[str]]:
+    """(claim name, sub-path) of a trial's checkpoints."""
+    if spec.checkpoints.storage == "shared":
+        return spec.checkpoints.claim_name, f"{experiment_name}/{trial_name}"
+    return claim_name(trial_name), None
+
+
+def trainer_env(spec, experiment_name: str, launch: Launch) -> list[dict]:
+    env = {
+        contract.ENV_TRIAL_ID: launch.trial.name,
+        contract.ENV_EXPERIMENT: experiment_name,
+        contract.ENV_CONFIG: json.dumps(launch.trial.config, sort_keys=True),
+        contract.ENV_START_EPOCH: str(launch.start_epoch),
+        contract.ENV_UNTIL_EPOCH: str(launch.until),
+        contract.ENV_MAX_EPOCH: str(spec.scheduler.max_resource),
+        contract.ENV_CHECKPOINT_DIR: spec.checkpoints.mount_path,
+        contract.ENV_METRICS_FILE: f"{METRICS_DIR}/metrics.jsonl",
+        contract.ENV_CONTROL_FILE: f"{METRICS_DIR}/control.json",
+    }
+    return [{"name": k, "value": v} for k, v in env.items()]
+
+
+def build_pod(spec, experiment: dict, trial_obj: dict, launch: Launch, sidecar_image: str) -> dict:
+    """One run of a trial: the user's trainer container plus the metrics sidecar.
+
+    The trainer gets no API credentials (automountServiceAccountToken off); the
+    sidecar alone mounts a projected service-account token. The process
+    namespace is shared so the sidecar sees when the trainer has exited.
+    """
+    exp_name = experiment["metadata"]["name"]
+    template = copy.deepcopy(spec.trial_template)
+    pod_spec = template.get("spec", {})
+    containers = pod_spec["containers"]
+    trainer_name = spec.trainer()["name"]
+    claim, sub_path = checkpoint_location(spec, exp_name, launch.trial.name)
+    for c in containers:
+        if c["name"] != trainer_name:
+            continue
+        user_env = [e for e in c.get("env") or [] if e.get("name") not in contract.ALL]
+        c["env"] = user_env + trainer_env(spec, exp_name, launch)
+        mounts = [m for m in c.get("volumeMounts") or [] if m.get("name") not in ("hpo-checkpoints", "hpo-metrics")]
+        ckpt_mount = {"name": "hpo-checkpoints", "mountPath": spec.checkpoints.mount_path}
+        if sub_path:
+            ckpt_mount["subPath"] = sub_path
+        c["volumeMounts"] = mounts + [ckpt_mount, {"name": "hpo-metrics", "mountPath": METRICS_DIR}]
+        sc = c.setdefault("securityContext", {})
+        sc.setdefault("allowPrivilegeEscalation", False)
+        sc.setdefault("capabilities", {"drop": ["ALL"]})
+    containers.append(build_sidecar(spec, launch, sidecar_image))
+    quantities_as_strings(pod_spec)
+    pod_spec["restartPolicy"] = "Never"
+    pod_spec["automountServiceAccountToken"] = False
+    pod_spec["serviceAccountName"] = SIDECAR_ACCOUNT
+    pod_spec["shareProcessNamespace"] = True
+    psc = pod_spec.setdefault("securityContext", {})
+    psc.setdefault("runAsNonRoot", True)
+    psc.setdefault("runAsUser", DEFAULT_UID)
+    psc.setdefault("fsGroup", DEFAULT_UID)
+    psc.setdefault("seccompProfile", {"type": "RuntimeDefault"})
+    volumes = [v for v in pod_spec.get("volumes") or [] if v.get("name") not in ("hpo-checkpoints", "hpo-metrics", "hpo-token")]
+    volumes += [
+        {"name": "hpo-checkpoints", "persistentVolumeClaim": {"claimName": claim}},
+        {"name": "hpo-metrics", "emptyDir": {}},
+        {"name": "hpo-token", "projected": {"sources": [
+            {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}},
+            {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                           "optional": True}},
+            {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}},
+        ]}},
+    ]
+    pod_spec["volumes"] = volumes
+    metadata = template.get("metadata") or {}
+    labels = {**(metadata.get("labels") or {}), LABEL_EXPERIMENT: exp_name, LABEL_TRIAL: launch.trial.name,
+              LABEL_ATTEMPT: str(launch.attempt)}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": pod_name(launch.trial.name, launch.attempt),
+            "namespace": experiment["metadata"]["namespace"],
+            "labels": labels,
+            "annotations": dict(metadata.get("annotations") or {}),
+            "ownerReferences": [owner_reference(trial_obj)],
+        },
+        "spec": pod_spec,
+    }
+
+
+def quantities_as_strings(pod_spec: dict) -> None:
+    """``nvidia.com/gpu: 1`` in YAML is an int; the API (and its client) wants quantity strings."""
+    for c in (pod_spec.get("containers") or []) + (pod_spec.get("initContainers") or []):
+        resources = c.get("resources") or {}
+        for kind in ("requests", "limits"):
+            amounts = resources.get(kind) or {}
+            for key, value in amounts.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    amounts[key] = str(value)
+
+
+def build_sidecar(spec, launch: Launch, image: str) -> dict:
+    return {
+        "name": SIDECAR_NAME,
+        "image": image,
+        "command": ["python", "-m", "hpo_operator.sidecar"],
+        "env": [
+            {"name": "HPO_TRIAL", "value": launch.trial.name},
+            {"name": "HPO_OBJECTIVE", "value": spec.objective.metric},
+            {"name": contract.ENV_METRICS_FILE, "value": f"{METRICS_DIR}/metrics.jsonl"},
+            {"name": contract.ENV_CONTROL_FILE, "value": f"{METRICS_DIR}/control.json"},
+            {"name": "HPO_TOKEN_DIR", "value": TOKEN_DIR},
+        ],
+        "volumeMounts": [
+            {"name": "hpo-metrics", "mountPath": METRICS_DIR},
+            {"name": "hpo-token", "mountPath": TOKEN_DIR, "readOnly": True},
+        ],
+        "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                            "capabilities": {"drop": ["ALL"]}},
+    }
+
+
+def sidecar_rbac(namespace: str) -> list[dict]:
+    """The sidecar's identity in a namespace: it may read trials and write their status, nothing else."""
+    meta = {"name": SIDECAR_ACCOUNT, "namespace": namespace, "labels": {"app.kubernetes.io/part-of": "hpo-operator"}}
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": dict(meta), "automountServiceAccountToken": False},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": dict(meta), "rules": [
+            # Read its trial: the operator's decisions (until, decidedEpoch) and the observations on record.
+            {"apiGroups": ["hpo.dev"], "resources": ["hpotrials"], "verbs": ["get", "list", "watch"]},
+            # Append observations to the trial's status.
+            {"apiGroups": ["hpo.dev"], "resources": ["hpotrials/status"], "verbs": ["get", "patch"]},
+            # Report malformed metric lines.
+            {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+        ]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": dict(meta),
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": SIDECAR_ACCOUNT},
+         "subjects": [{"kind": "ServiceAccount", "name": SIDECAR_ACCOUNT, "namespace": namespace}]},
+    ]

@@ -1,0 +1,161 @@
+"""The operator's API calls, and the execution of a reconcile plan in a crash-safe order.
+
+Order: delete pods that must stop; create trials, claims and pods (names are
+deterministic, so a repeat after a crash gets 409 and changes nothing); then
+write trial status (including how many observations were processed). A crash
+anywhere in between replays the same plan on the next step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+
+import kopf
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from hpo_operator.controller.builders import (
+    LABEL_EXPERIMENT, build_claim, build_pod, build_trial, sidecar_rbac,
+)
+from hpo_operator.controller.reconcile import Plan
+
+GROUP, VERSION = "hpo.dev", "v1alpha1"
+SIDECAR_IMAGE = os.environ.get("HPO_SIDECAR_IMAGE", "hpo-operator:0.1.0")
+
+
+class TemplateRejected(Exception):
+    """The API server (or its client) refused a trial pod built from spec.trialTemplate: no retry can help."""
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _ignore(status: int):
+    class _Ctx:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, typ, err, tb):
+            return isinstance(err, ApiException) and err.status == status
+    return _Ctx()
+
+
+class Api:
+    _instance = None
+
+    def __init__(self, api_client: client.ApiClient):
+        self.core = client.CoreV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.rbac = client.RbacAuthorizationV1Api(api_client)
+        self._sidecar_ready: set[str] = set()
+
+    @classmethod
+    def from_environment(cls) -> "Api":
+        if cls._instance is None:
+            try:
+                config.load_incluster_config()
+            except config.ConfigException:
+                config.load_kube_config()
+            cls._instance = cls(client.ApiClient())
+        return cls._instance
+
+    def list_trials(self, namespace: str, experiment: str) -> list[dict]:
+        out = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "hpotrials",
+                                                        label_selector=f"{LABEL_EXPERIMENT}={experiment}")
+        return out["items"]
+
+    def list_pods(self, namespace: str, experiment: str) -> dict[str, dict]:
+        pods = self.core.list_namespaced_pod(namespace, label_selector=f"{LABEL_EXPERIMENT}={experiment}")
+        api = client.ApiClient()
+        return {p.metadata.name: api.sanitize_for_serialization(p) for p in pods.items}
+
+    def ensure_sidecar_identity(self, namespace: str) -> None:
+        if namespace in self._sidecar_ready:
+            return
+        for obj in sidecar_rbac(namespace):
+            with _ignore(409):
+                if obj["kind"] == "ServiceAccount":
+                    self.core.create_namespaced_service_account(namespace, obj)
+                elif obj["kind"] == "Role":
+                    self.rbac.create_namespaced_role(namespace, obj)
+                else:
+                    self.rbac.create_namespaced_role_binding(namespace, obj)
+        self._sidecar_ready.add(namespace)
+
+    def create_trial(self, obj: dict) -> dict:
+        ns = obj["metadata"]["namespace"]
+        try:
+            return self.custom.create_namespaced_custom_object(GROUP, VERSION, ns, "hpotrials", obj)
+        except ApiException as err:
+            if err.status != 409:
+                raise
+            return self.custom.get_namespaced_custom_object(GROUP, VERSION, ns, "hpotrials", obj["metadata"]["name"])
+
+    def patch_trial_status(self, namespace: str, name: str, patch: dict) -> None:
+        self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "hpotrials", name,
+                                                          {"status": patch})
+
+    def create(self, obj: dict) -> None:
+        ns = obj["metadata"]["namespace"]
+        with _ignore(409):
+            if obj["kind"] == "Pod":
+                self.core.create_namespaced_pod(ns, obj)
+            else:
+                self.core.create_namespaced_persistent_volume_claim(ns, obj)
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        with _ignore(404):
+            self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=10)
+
+    def delete_claim(self, namespace: str, name: str) -> None:
+        with _ignore(404):
+            self.core.delete_namespaced_persistent_volume_claim(name, namespace)
+
+
+def create_pod(api: Api, pod: dict) -> None:
+    try:
+        api.create(pod)
+    except ApiException as err:
+        if err.status not in (400, 422):
+            raise  # quota (403), conflicts and outages are retried on the next step
+        raise TemplateRejected(f"spec.trialTemplate: the API server refused trial pod {pod['metadata']['name']}: "
+                               f"{_api_message(err)}; fix the template and re-apply") from err
+    except ValueError as err:  # the client validates before sending (pydantic ValidationError is a ValueError)
+        raise TemplateRejected(f"spec.trialTemplate: trial pod {pod['metadata']['name']} is not a valid Pod: "
+                               f"{err}; fix the template and re-apply") from err
+
+
+def _api_message(err: ApiException) -> str:
+    try:
+        return json.loads(err.body)["message"]
+    except (TypeError, ValueError, KeyError):
+        return str(err.reason)
+
+
+def execute(api: Api, plan: Plan, spec, experiment: dict, trial_objs: list[dict], logger) -> None:
+    ns = experiment["metadata"]["namespace"]
+    objs = {o["metadata"]["name"]: o for o in trial_objs}
+    for pod in plan.delete_pods:
+        api.delete_pod(ns, pod)
+    for launch in plan.launches:
+        name = launch.trial.name
+        if name not in objs:
+            objs[name] = api.create_trial(build_trial(experiment, launch.trial))
+            # A new trial starts with an empty record the sidecar appends to.
+            api.patch_trial_status(ns, name, {"observations": [], "processed": 0})
+        if spec.checkpoints.storage == "perTrial":
+            api.create(build_claim(spec, objs[name]))
+        create_pod(api, build_pod(spec, experiment, objs[name], launch, SIDECAR_IMAGE))
+        logger.info(f"Launched trial name={name} attempt={launch.attempt} reason={launch.reason} "
+                    f"epochs={launch.start_epoch + 1}..{launch.until}")
+    for name, patch in plan.trial_status.items():
+        api.patch_trial_status(ns, name, patch)
+    for claim in plan.delete_claims:
+        api.delete_claim(ns, claim)
+    for ev in plan.events:
+        target = objs.get(ev.trial) if ev.trial else experiment
+        if target is not None:
+            kopf.event(target, type=ev.type, reason=ev.reason, message=ev.message)

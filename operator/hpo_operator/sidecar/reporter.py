@@ -1,0 +1,159 @@
+"""The metrics sidecar: trainer metrics file -> the trial's ``status.observations``.
+
+One JSON-patch request per epoch (``add /status/observations/-``), never a
+read-modify-write, so it cannot race the operator's status writes. On start
+it reads the observations on record and skips what is already there, so a
+restarted sidecar neither loses nor repeats an epoch. It also carries the
+operator's decision at rung epochs (``status.until``/``status.decidedEpoch``)
+into the control file the waiting trainer reads (promote in place).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from hpo_trainer import contract
+from hpo_trainer.metrics import MetricLineError, MetricRecord, MetricsReader
+
+GROUP, VERSION = "hpo.dev", "v1alpha1"
+
+
+def observation_patch(record: MetricRecord) -> list[dict]:
+    value = record.value if math.isfinite(record.value) else None  # JSON has no NaN: null ranks worst
+    return [{"op": "add", "path": "/status/observations/-", "value": {"epoch": record.epoch, "value": value}}]
+
+
+def control_document(status: dict) -> Optional[dict]:
+    """The control file's content for the operator's latest decision, or None if none yet."""
+    decided, until = status.get("decidedEpoch"), status.get("until")
+    if not isinstance(decided, int) or not isinstance(until, int) or decided <= 0:
+        return None
+    return {contract.CONTROL_DECIDED_EPOCH: decided, contract.CONTROL_UNTIL: until}
+
+
+def write_control(path: Path, doc: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc))
+    os.replace(tmp, path)
+
+
+@dataclass
+class Sidecar:
+    """The loop, with the API behind three callables so it is testable without a cluster."""
+
+    metrics_file: Path
+    control_file: Path
+    objective: str
+    read_status: Callable[[], dict]
+    append: Callable[[list[dict]], None]
+    report_problem: Callable[[str, str], None]  # (reason, message), once per reason
+    trainer_done: Callable[[], bool]
+    poll_seconds: float = 0.2
+    retry_seconds: float = 1.0
+    reported: set = field(default_factory=set)
+    sent: int = 0
+
+    def run(self, deadline: Optional[float] = None) -> int:
+        status = self._with_retries(self.read_status)
+        last = max([o["epoch"] for o in status.get("observations") or []], default=0)
+        reader = MetricsReader(self.metrics_file, self.objective, last_epoch=last or None)
+        written_control = None
+        while True:
+            finished = self.trainer_done()  # checked before the read: lines written before exit are drained
+            for item in reader.poll():
+                if isinstance(item, MetricLineError):
+                    if item.reason.value == "epoch_not_increasing" and last:
+                        continue  # lines of an earlier run of this trial, already on record
+                    if item.reason not in self.reported:
+                        self.reported.add(item.reason)
+                        self.report_problem(item.reason.value, str(item))
+                    continue
+                self._send(item)
+            status = self._with_retries(self.read_status)
+            doc = control_document(status)
+            if doc is not None and doc != written_control:
+                write_control(self.control_file, doc)
+                written_control = doc
+            if finished:
+                return 0
+            if deadline is not None and time.monotonic() > deadline:
+                return 1
+            time.sleep(self.poll_seconds)
+
+    def _send(self, record: MetricRecord, attempts: int = 30) -> None:
+        """Append one observation exactly once: after a failed request, look before sending again
+        (a request that timed out may still have been applied)."""
+        for i in range(attempts):
+            try:
+                self.append(observation_patch(record))
+                self.sent += 1
+                return
+            except Exception as err:
+                if i == attempts - 1 or not _transient(err):
+                    raise
+                time.sleep(self.retry_seconds)
+            status = self._with_retries(self.read_status)
+            if any(o.get("epoch") == record.epoch for o in status.get("observations") or []):
+                self.sent += 1
+                return
+
+    def _with_retries(self, call, attempts: int = 30):
+        for i in range(attempts):
+            try:
+                return call()
+            except Exception as err:  # API server restarts, conflicts, timeouts: wait and retry
+                if i == attempts - 1 or not _transient(err):
+                    raise
+                time.sleep(self.retry_seconds)
+
+
+def _transient(err: Exception) -> bool:
+    status = getattr(err, "status", None)
+    return status is None or status in (0, 409, 429, 500, 502, 503, 504)
+
+
+def trainer_exited(exit_marker: Path, proc_root: Path = Path("/proc"), grace_seconds: float = 10.0,
+                   clock: Callable[[], float] = time.monotonic) -> Callable[[], bool]:
+    """True once the trainer has ended.
+
+    Either the runner (or test double) wrote ``exit_marker``, or, in a pod with
+    a shared process namespace, the trainer process was seen and is gone. The
+    kubelet starts the trainer container before the sidecar, so a trainer never
+    seen within ``grace_seconds`` had already exited (a bad command, say).
+    """
+    me = os.getpid()
+    seen: set[int] = set()
+    first_look: list[float] = []
+
+    def others() -> set[int]:
+        pids = set()
+        for entry in proc_root.iterdir() if proc_root.exists() else []:
+            if entry.name.isdigit() and int(entry.name) not in (1, me):
+                try:
+                    cmd = (entry / "cmdline").read_bytes()
+                except OSError:
+                    continue
+                if cmd and b"hpo_operator.sidecar" not in cmd and b"/pause" not in cmd:
+                    pids.add(int(entry.name))
+        return pids
+
+    def done() -> bool:
+        if exit_marker.exists():
+            return True
+        if os.environ.get("HPO_SIDECAR_WATCH_PROCESSES", "1") != "1":
+            return False
+        current = others()
+        if not first_look:
+            first_look.append(clock())
+        if current:
+            seen.update(current)
+            return False
+        return bool(seen) or clock() - first_look[0] > grace_seconds
+
+    return done

@@ -1,0 +1,178 @@
+"""TEST DOUBLE of a kubelet: runs the integration tier's pods without containers.
+
+The integration tier has a real API server but no kubelet. This double plays
+the node for one namespace: for each new trial pod it reads the trainer
+contract from the pod's env, runs the real test trainer
+(tests/trainers/curve_trainer.py, which replays a learning-curve row) and the
+REAL metrics sidecar (``python -m hpo_operator.sidecar``, authenticated with
+the sidecar ServiceAccount's own token, so its RBAC is exercised) as local
+processes, and reports pod phases through the pods/status subresource. A
+folder per trial plays the checkpoint volume, a folder per pod the shared
+emptyDir. Deleted pods get their processes killed and are removed (there is
+no kubelet to finish a graceful deletion).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from support.paths import CURVE_TRAINER, REPO
+
+
+@dataclass
+class Run:
+    pod: str
+    trainer: subprocess.Popen
+    sidecar: subprocess.Popen
+    metrics: Path
+    exit_code: Optional[int] = None
+    finished_at: Optional[float] = None
+
+
+class NodeDouble:
+    def __init__(self, control_plane, api: client.ApiClient, namespace: str, workdir: Path,
+                 crash_pods: Optional[set[str]] = None):
+        self.cp = control_plane
+        self.core = client.CoreV1Api(api)
+        self.ns = namespace
+        self.dir = Path(workdir)
+        self.runs: dict[str, Run] = {}
+        self.created = Counter()  # pod name -> times a pod of that name was started here
+        self.crash_pods = crash_pods or set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._sidecar_kubeconfig: Optional[Path] = None
+        self.errors: list[str] = []
+
+    def __enter__(self) -> "NodeDouble":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(30)
+        for run in self.runs.values():
+            for proc in (run.trainer, run.sidecar):
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+
+    # ---- the node loop -------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._step()
+            except Exception as err:  # keep playing the node; the test sees errors
+                self.errors.append(repr(err))
+            self._stop.wait(0.1)
+
+    def _step(self) -> None:
+        pods = {p.metadata.name: p for p in self.core.list_namespaced_pod(self.ns).items}
+        for name, pod in pods.items():
+            if pod.metadata.deletion_timestamp is not None:
+                self._kill(name)
+                self._force_delete(name)
+            elif name not in self.runs and (pod.status.phase in (None, "Pending")):
+                self._start(pod)
+        for name, run in list(self.runs.items()):
+            if name not in pods:
+                self._kill(name)
+                continue
+            if run.exit_code is None and run.trainer.poll() is not None:
+                run.exit_code = run.trainer.returncode
+                Path(str(run.metrics) + ".exit").write_text(str(run.exit_code))  # the sidecar's "trainer ended"
+                run.finished_at = time.monotonic()
+            if run.exit_code is not None and (run.sidecar.poll() is not None
+                                              or time.monotonic() - run.finished_at > 30):
+                self._finish(name, run)
+
+    def _start(self, pod) -> None:
+        name = pod.metadata.name
+        self.created[name] += 1
+        trainer = next(c for c in pod.spec.containers if c.name != "hpo-metrics")
+        sidecar = next(c for c in pod.spec.containers if c.name == "hpo-metrics")
+        env = {e.name: e.value for e in trainer.env or [] if e.value is not None}
+        side_env = {e.name: e.value for e in sidecar.env or [] if e.value is not None}
+        volume = next(v for v in pod.spec.volumes if v.name == "hpo-checkpoints")
+        claim = volume.persistent_volume_claim.claim_name
+        ckpt = self.dir / "volumes" / claim
+        poddir = self.dir / "pods" / name
+        ckpt.mkdir(parents=True, exist_ok=True)
+        poddir.mkdir(parents=True, exist_ok=True)
+        metrics, control = poddir / "metrics.jsonl", poddir / "control.json"
+        env.update(HPO_CHECKPOINT_DIR=str(ckpt), HPO_METRICS_FILE=str(metrics), HPO_CONTROL_FILE=str(control))
+        if name in self.crash_pods:  # fault injection: this run's trainer crashes two epochs in
+            config = json.loads(env["HPO_CONFIG"])
+            config["crash_at_epoch"] = int(env["HPO_START_EPOCH"]) + 2
+            env["HPO_CONFIG"] = json.dumps(config)
+        log = open(poddir / "trainer.log", "ab")
+        trainer_proc = subprocess.Popen([sys.executable, str(CURVE_TRAINER)], env={**os.environ, **env},
+                                        stdout=log, stderr=subprocess.STDOUT)
+        side_env.update(HPO_METRICS_FILE=str(metrics), HPO_CONTROL_FILE=str(control), HPO_NAMESPACE=self.ns,
+                        KUBECONFIG=str(self._sidecar_config()), HPO_TOKEN_DIR=str(poddir / "no-token"),
+                        HPO_SIDECAR_WATCH_PROCESSES="0", HPO_SIDECAR_POLL="0.1")
+        side_log = open(poddir / "sidecar.log", "ab")
+        sidecar_proc = subprocess.Popen([sys.executable, "-m", "hpo_operator.sidecar"],
+                                        env={**os.environ, **side_env}, stdout=side_log, stderr=subprocess.STDOUT)
+        self.runs[name] = Run(name, trainer_proc, sidecar_proc, metrics)
+        self._set_phase(name, "Running")
+
+    def _finish(self, name: str, run: Run) -> None:
+        code = run.exit_code
+        state = {"terminated": {"exitCode": code, "reason": "Completed" if code == 0 else "Error"}}
+        statuses = [{"name": "trainer", "ready": False, "restartCount": 0, "image": "trainer", "imageID": "",
+                     "state": state}]
+        self._set_phase(name, "Succeeded" if code == 0 else "Failed", statuses)
+        del self.runs[name]
+
+    def _kill(self, name: str) -> None:
+        run = self.runs.pop(name, None)
+        if run is None:
+            return
+        for proc in (run.trainer, run.sidecar):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+    def _set_phase(self, name: str, phase: str, container_statuses: Optional[list] = None) -> None:
+        status = {"phase": phase}
+        if container_statuses:
+            status["containerStatuses"] = container_statuses
+        try:
+            self.core.patch_namespaced_pod_status(name, self.ns, {"status": status})
+        except ApiException as err:
+            if err.status != 404:
+                raise
+
+    def _force_delete(self, name: str) -> None:
+        try:
+            self.core.delete_namespaced_pod(name, self.ns, grace_period_seconds=0)
+        except ApiException as err:
+            if err.status != 404:
+                raise
+
+    def _sidecar_config(self) -> Path:
+        """A kubeconfig holding the sidecar ServiceAccount's own token (made by the operator)."""
+        if self._sidecar_kubeconfig is None:
+            sa = self.core.read_namespaced_service_account("hpo-trial-sidecar", self.ns)
+            deadline = time.monotonic() + 30
+            while not sa.secrets and time.monotonic() < deadline:
+                time.sleep(0.2)
+                sa = self.core.read_namespaced_service_account("hpo-trial-sidecar", self.ns)
+            secret = self.core.read_namespaced_secret(sa.secrets[0].name, self.ns)
+            token = base64.b64decode(secret.data["token"]).decode()
+            self._sidecar_kubeconfig = self.cp.kubeconfig_for_token(token, f"sidecar-{self.ns}")
+        return self._sidecar_kubeconfig

@@ -1,0 +1,7 @@
+"""Paths the test tiers share. Tests read only files inside the repository."""
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+TABLES = REPO / "bench" / "tables"
+CURVE_TRAINER = REPO / "tests" / "trainers" / "curve_trainer.py"
