@@ -1,0 +1,119 @@
+"""Trial pods as the operator builds them: what the trainer and the sidecar each get."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hpo_operator.controller.builders import (
+    SIDECAR_NAME, build_claim, build_pod, build_trial, pod_name, sidecar_rbac,
+)
+from hpo_operator.engine import Launch, TrialState
+from hpo_operator.spec import experiment_spec_from_dict
+
+EXPERIMENT = {"apiVersion": "hpo.dev/v1alpha1", "kind": "HPOExperiment",
+              "metadata": {"name": "exp", "namespace": "team-a", "uid": "uid-exp"}}
+
+
+def spec_of(manifest: dict, **checkpoints):
+    manifest["spec"]["trialTemplate"]["spec"]["containers"][0].update(
+        resources={"limits": {"nvidia.com/gpu": 1, "memory": "4Gi"}},
+        env=[{"name": "USER_VAR", "value": "kept"}, {"name": "HPO_UNTIL_EPOCH", "value": "999"}])
+    if checkpoints:
+        manifest["spec"]["checkpoints"] = checkpoints
+    return experiment_spec_from_dict(manifest["spec"])
+
+
+def launch(start=0, until=3, attempt=1, reason="new") -> Launch:
+    trial = TrialState(trial_id=7, name="exp-0007", config={"lr": 0.01}, until=until)
+    return Launch(trial, start, until, reason, attempt)
+
+
+def trial_obj() -> dict:
+    obj = build_trial({**EXPERIMENT}, launch().trial)
+    obj["metadata"]["uid"] = "uid-trial"
+    return obj
+
+
+def containers(pod: dict) -> dict:
+    return {c["name"]: c for c in pod["spec"]["containers"]}
+
+
+def env(container: dict) -> dict:
+    return {e["name"]: e.get("value") for e in container.get("env") or []}
+
+
+def test_trainer_gets_the_contract_and_its_gpu_but_no_api_credentials(manifest):
+    spec = spec_of(manifest)
+    pod = build_pod(spec, EXPERIMENT, trial_obj(), launch(start=3, until=9, attempt=2, reason="resume"), "op:1")
+    trainer = containers(pod)["trainer"]
+    assert trainer["resources"]["limits"] == {"nvidia.com/gpu": "1", "memory": "4Gi"}  # kept, as quantity strings
+    e = env(trainer)
+    assert e["USER_VAR"] == "kept"
+    assert (e["HPO_START_EPOCH"], e["HPO_UNTIL_EPOCH"], e["HPO_MAX_EPOCH"]) == ("3", "9", "9")  # contract wins
+    assert json.loads(e["HPO_CONFIG"]) == {"lr": 0.01}
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    assert all("token" not in m["name"] for m in trainer["volumeMounts"])
+    sidecar = containers(pod)[SIDECAR_NAME]
+    assert any(m["name"] == "hpo-token" and m["readOnly"] for m in sidecar["volumeMounts"])
+    token_volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "hpo-token")
+    assert token_volume["projected"]["sources"][0]["serviceAccountToken"]["expirationSeconds"] <= 3600
+
+
+def test_pods_run_as_non_root_without_privilege_escalation(manifest):
+    pod = build_pod(spec_of(manifest), EXPERIMENT, trial_obj(), launch(), "op:1")
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert pod["spec"]["securityContext"]["runAsUser"] == 1000
+    for c in pod["spec"]["containers"]:
+        assert c["securityContext"]["allowPrivilegeEscalation"] is False
+        assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert pod["spec"]["restartPolicy"] == "Never"  # the operator, not the kubelet, decides about retries
+
+
+def test_a_user_security_context_is_respected(manifest):
+    manifest["spec"]["trialTemplate"]["spec"]["securityContext"] = {"runAsUser": 4242}
+    pod = build_pod(spec_of(manifest), EXPERIMENT, trial_obj(), launch(), "op:1")
+    assert pod["spec"]["securityContext"]["runAsUser"] == 4242
+
+
+def test_pod_names_are_deterministic_and_owned_by_the_trial(manifest):
+    pod = build_pod(spec_of(manifest), EXPERIMENT, trial_obj(), launch(attempt=3), "op:1")
+    assert pod["metadata"]["name"] == pod_name("exp-0007", 3) == "exp-0007-3"
+    owner = pod["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["uid"], owner["controller"]) == ("HPOTrial", "uid-trial", True)
+    assert pod["metadata"]["labels"]["hpo.dev/experiment"] == "exp"
+
+
+def test_per_trial_claim_or_shared_claim_with_sub_path(manifest):
+    spec = spec_of(manifest, storage="perTrial", size="5Gi", storageClassName="fast")
+    pod = build_pod(spec, EXPERIMENT, trial_obj(), launch(), "op:1")
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "hpo-checkpoints")
+    assert volume["persistentVolumeClaim"]["claimName"] == "exp-0007-ckpt"
+    claim = build_claim(spec, trial_obj())
+    assert claim["spec"]["resources"]["requests"]["storage"] == "5Gi"
+    assert claim["spec"]["storageClassName"] == "fast"
+    assert claim["metadata"]["ownerReferences"][0]["uid"] == "uid-trial"
+
+    shared = spec_of(manifest, storage="shared", claimName="team-ckpts")
+    pod = build_pod(shared, EXPERIMENT, trial_obj(), launch(), "op:1")
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "hpo-checkpoints")
+    assert volume["persistentVolumeClaim"]["claimName"] == "team-ckpts"
+    mount = next(m for m in containers(pod)["trainer"]["volumeMounts"] if m["name"] == "hpo-checkpoints")
+    assert mount["subPath"] == "exp/exp-0007"
+
+
+def test_sidecar_role_allows_only_trial_reads_and_status_writes():
+    role = next(o for o in sidecar_rbac("team-a") if o["kind"] == "Role")
+    granted = {(r["apiGroups"][0], res, verb) for r in role["rules"] for res in r["resources"] for verb in r["verbs"]}
+    assert ("hpo.dev", "hpotrials/status", "patch") in granted
+    assert not any(verb in ("create", "delete", "update", "patch") and res == "hpotrials" for _, res, verb in granted)
+    assert not any(res in ("pods", "secrets", "hpoexperiments") for _, res, _ in granted)
+    assert all("*" not in r["verbs"] and "*" not in r["resources"] for r in role["rules"])
+
+
+@pytest.mark.parametrize("value, expected", [(1, "1"), (0.5, "0.5"), ("2", "2")])
+def test_numeric_resource_amounts_become_quantity_strings(manifest, value, expected):
+    manifest["spec"]["trialTemplate"]["spec"]["containers"][0]["resources"] = {"requests": {"cpu": value}}
+    pod = build_pod(experiment_spec_from_dict(manifest["spec"]), EXPERIMENT, trial_obj(), launch(), "op:1")
+    assert containers(pod)["trainer"]["resources"]["requests"]["cpu"] == expected
