@@ -166,6 +166,10 @@ def test_crashed_runs_are_retried_and_counted(crds_installed, namespace, kube_ap
         assert (by_name[name]["phase"], by_name[name]["failures"], by_name[name]["attempts"]) == ("Completed", 1, 2)
         epochs = [o["epoch"] for o in by_name[name]["observations"]]
         assert epochs == [1, 2, 3, 4, 5]  # the retry resumed from the checkpoint, nothing repeated
+        attempts = [o["attempt"] for o in by_name[name]["observations"]]
+        assert attempts[0] == 1 and attempts[-1] == 2 and attempts == sorted(attempts)
+    events = kubectl(crds_installed, "get", "events", "-n", namespace, "-o", "yaml").stdout
+    assert "EpochsRepeated" not in events and "Retrying" in events
     assert experiment(kube_api, namespace, "crashy")["status"]["trials"]["failed"] == 0
 
 

@@ -79,13 +79,6 @@ def test_nan_is_sent_as_null(tmp_path):
     assert status.doc["observations"] == [{"epoch": 1, "value": None}]
 
 
-def test_a_restarted_sidecar_skips_epochs_on_record(tmp_path):
-    status = Status(observations=[{"epoch": 1, "value": 0.9}, {"epoch": 2, "value": 0.7}])
-    run_sidecar(tmp_path, status, [line(1, 0.9), line(2, 0.7), line(3, 0.6)])
-    assert [o["epoch"] for o in status.doc["observations"]] == [1, 2, 3]
-    assert status.problems == []  # the earlier lines are expected, not malformed
-
-
 @pytest.mark.parametrize("applied", [False, True])
 def test_a_failed_request_is_retried_without_duplicating(tmp_path, applied):
     status = Status(fail_next=2, applied_despite_error=applied)
@@ -122,3 +115,23 @@ def test_trainer_exit_is_seen_through_a_marker_or_the_process_table(tmp_path):
 
     marker.write_text("0")
     assert trainer_exited(marker, proc_root=proc)()
+
+
+def test_a_run_that_trains_recorded_epochs_again_is_reported_and_nothing_is_sent_twice(tmp_path):
+    # A new pod's metrics file starts empty, so lines for epochs on record mean the
+    # trainer did not resume from the checkpoint of the last recorded epoch.
+    status = Status(observations=[{"epoch": 1, "value": 0.9}, {"epoch": 2, "value": 0.7}])
+    run_sidecar(tmp_path, status, [line(1, 0.9), line(2, 0.7), line(3, 0.6)])
+    assert [o["epoch"] for o in status.doc["observations"]] == [1, 2, 3]
+    assert [r for r, _ in status.problems] == ["epochs_repeated"]
+    assert "restore it at start" in status.problems[0][1]
+
+
+def test_observations_name_the_run_that_reported_them(tmp_path):
+    status = Status()
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text(line(1, 0.5) + "\n")
+    done = iter([False, True])
+    Sidecar(metrics, tmp_path / "control.json", "val_error", status.read, status.append, status.report,
+            trainer_done=lambda: next(done), poll_seconds=0, attempt=3).run()
+    assert status.doc["observations"] == [{"epoch": 1, "value": 0.5, "attempt": 3}]

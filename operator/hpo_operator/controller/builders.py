@@ -174,6 +174,7 @@ def build_sidecar(spec, launch: Launch, image: str) -> dict:
         "command": ["python", "-m", "hpo_operator.sidecar"],
         "env": [
             {"name": "HPO_TRIAL", "value": launch.trial.name},
+            {"name": "HPO_ATTEMPT", "value": str(launch.attempt)},
             {"name": "HPO_OBJECTIVE", "value": spec.objective.metric},
             {"name": contract.ENV_METRICS_FILE, "value": f"{METRICS_DIR}/metrics.jsonl"},
             {"name": contract.ENV_CONTROL_FILE, "value": f"{METRICS_DIR}/control.json"},

@@ -1,6 +1,6 @@
 """``python -m hpo_operator.sidecar``: run the metrics sidecar of one trial pod.
 
-Environment: HPO_TRIAL (trial name), HPO_OBJECTIVE (metric), HPO_METRICS_FILE,
+Environment: HPO_TRIAL (trial name), HPO_ATTEMPT (run number), HPO_OBJECTIVE (metric), HPO_METRICS_FILE,
 HPO_CONTROL_FILE, HPO_TOKEN_DIR (projected token, CA and namespace; absent
 outside a pod, where KUBECONFIG and HPO_NAMESPACE are used instead).
 """
@@ -55,12 +55,13 @@ def main() -> int:
                                                      _content_type="application/json-patch+json")
 
     def report_problem(reason: str, message: str) -> None:
-        log.warning("Ignored a metrics line trial=%s reason=%s: %s", trial, reason, message)
+        log.warning("Metrics problem trial=%s reason=%s: %s", trial, reason, message)
         event = client.CoreV1Event(
             metadata=client.V1ObjectMeta(generate_name=f"{trial}-metrics-", namespace=namespace),
             involved_object=client.V1ObjectReference(api_version=f"{GROUP}/{VERSION}", kind="HPOTrial",
                                                      name=trial, namespace=namespace, uid=owner.get("uid")),
-            reason="BadMetricsLine", message=message[:1000], type="Warning",
+            reason="EpochsRepeated" if reason == "epochs_repeated" else "BadMetricsLine",
+            message=message[:1000], type="Warning",
             source=client.V1EventSource(component="hpo-metrics-sidecar"))
         try:
             core.create_namespaced_event(namespace, event)
@@ -69,7 +70,8 @@ def main() -> int:
 
     sidecar = Sidecar(metrics, Path(os.environ["HPO_CONTROL_FILE"]), os.environ["HPO_OBJECTIVE"], read_status,
                       append, report_problem, trainer_exited(Path(str(metrics) + ".exit")),
-                      poll_seconds=float(os.environ.get("HPO_SIDECAR_POLL", "0.2")))
+                      poll_seconds=float(os.environ.get("HPO_SIDECAR_POLL", "0.2")),
+                      attempt=int(os.environ["HPO_ATTEMPT"]) if os.environ.get("HPO_ATTEMPT") else None)
     code = sidecar.run()
     log.info("Finished trial=%s observations_sent=%d", trial, sidecar.sent)
     return code

@@ -3,7 +3,8 @@
 One JSON-patch request per epoch (``add /status/observations/-``), never a
 read-modify-write, so it cannot race the operator's status writes. On start
 it reads the observations on record and skips what is already there, so a
-restarted sidecar neither loses nor repeats an epoch. It also carries the
+new run's lines for epochs already on record are skipped (and reported: the
+trainer did not resume where the last run ended). It also carries the
 operator's decision at rung epochs (``status.until``/``status.decidedEpoch``)
 into the control file the waiting trainer reads (promote in place).
 """
@@ -24,9 +25,12 @@ from hpo_trainer.metrics import MetricLineError, MetricRecord, MetricsReader
 GROUP, VERSION = "hpo.dev", "v1alpha1"
 
 
-def observation_patch(record: MetricRecord) -> list[dict]:
+def observation_patch(record: MetricRecord, attempt: Optional[int] = None) -> list[dict]:
     value = record.value if math.isfinite(record.value) else None  # JSON has no NaN: null ranks worst
-    return [{"op": "add", "path": "/status/observations/-", "value": {"epoch": record.epoch, "value": value}}]
+    observation = {"epoch": record.epoch, "value": value}
+    if attempt is not None:
+        observation["attempt"] = attempt
+    return [{"op": "add", "path": "/status/observations/-", "value": observation}]
 
 
 def control_document(status: dict) -> Optional[dict]:
@@ -56,8 +60,10 @@ class Sidecar:
     trainer_done: Callable[[], bool]
     poll_seconds: float = 0.2
     retry_seconds: float = 1.0
+    attempt: Optional[int] = None
     reported: set = field(default_factory=set)
     sent: int = 0
+    repeated: list = field(default_factory=list)  # epochs on record that this run trained again
 
     def run(self, deadline: Optional[float] = None) -> int:
         status = self._with_retries(self.read_status)
@@ -68,8 +74,11 @@ class Sidecar:
             finished = self.trainer_done()  # checked before the read: lines written before exit are drained
             for item in reader.poll():
                 if isinstance(item, MetricLineError):
-                    if item.reason.value == "epoch_not_increasing" and last:
-                        continue  # lines of an earlier run of this trial, already on record
+                    if item.reason.value == "epoch_not_increasing" and last and not self.sent:
+                        # An epoch already on record, trained again: the trainer did not resume
+                        # from its checkpoint (or lost it). Skipped, and reported once at the end.
+                        self.repeated.append(item)
+                        continue
                     if item.reason not in self.reported:
                         self.reported.add(item.reason)
                         self.report_problem(item.reason.value, str(item))
@@ -81,6 +90,11 @@ class Sidecar:
                 write_control(self.control_file, doc)
                 written_control = doc
             if finished:
+                if self.repeated:
+                    self.report_problem("epochs_repeated", f"this run trained {len(self.repeated)} epoch(s) again that "
+                                        f"were already on record (up to epoch {last}): the trainer resumed from an "
+                                        "earlier checkpoint or none; save a checkpoint every epoch and restore it "
+                                        "at start (hpo_trainer.torch_state.save/restore) to avoid repeating work")
                 return 0
             if deadline is not None and time.monotonic() > deadline:
                 return 1
@@ -91,7 +105,7 @@ class Sidecar:
         (a request that timed out may still have been applied)."""
         for i in range(attempts):
             try:
-                self.append(observation_patch(record))
+                self.append(observation_patch(record, self.attempt))
                 self.sent += 1
                 return
             except Exception as err:

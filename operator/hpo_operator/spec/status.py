@@ -57,6 +57,7 @@ class HPOExperimentStatus(SpecModel):
 class Observation(SpecModel):
     epoch: int = Field(ge=1)
     value: Optional[float] = Field(default=None, description="Objective; null when NaN or infinite (ranks worst).")
+    attempt: Optional[int] = Field(default=None, ge=1, description="The run (pod attempt) that reported it.")
 
 
 class HPOTrialSpec(SpecModel):
