@@ -1,0 +1,147 @@
+"""The user's path on a real cluster: helm install, kubectl apply an example, watch it finish, helm uninstall.
+
+Trial pods run the real trainer image (the digits MLP on the node's CPU: no
+GPU here, but each pod requests `nvidia.com/gpu: 1`, which the node
+advertises as an extended resource, so scheduling and accounting are real).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pytest
+import yaml
+
+from support.kube_tools import wait_for
+from support.paths import REPO
+
+helm = pytest.importorskip("helm_python")
+pytestmark = pytest.mark.timeout(3600)
+
+CHART = REPO / "helm" / "hpo-operator"
+RELEASE, OPERATOR_NS = "hpo", "hpo-system"
+
+
+@pytest.fixture(scope="module")
+def release(cluster, images):
+    config = helm.Config(kubeconfig_path=str(cluster.kubeconfig_path), namespace=OPERATOR_NS)
+    repository, tag = images["operator"].split(":")
+    config.install(str(CHART), RELEASE, {"image": {"repository": repository, "tag": tag, "pullPolicy": "Never"}},
+                   namespace=OPERATOR_NS, create_namespace=True, wait="watcher", timeout=300)
+    yield config
+    config.uninstall(RELEASE, ignore_not_found=True, wait="watcher", timeout=120)
+
+
+@pytest.fixture
+def namespace(cluster):
+    name = f"e2e-{uuid.uuid4().hex[:6]}"
+    cluster.kubectl("create", "namespace", name)
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def get(cluster, kind: str, ns: str, name: str = "", selector: str = ""):
+    args = ["get", kind, "-n", ns, "-o", "json"] + ([name] if name else []) + (["-l", selector] if selector else [])
+    return json.loads(cluster.kubectl(*args).stdout)
+
+
+def digits_example(trainer_image: str) -> dict:
+    """examples/digits-asha.yaml with the locally built trainer image and a budget for a 2-core node."""
+    doc = yaml.safe_load((REPO / "examples" / "digits-asha.yaml").read_text())
+    trainer = doc["spec"]["trialTemplate"]["spec"]["containers"][0]
+    trainer["image"] = trainer_image
+    trainer["resources"]["requests"] = {"cpu": "100m", "memory": "256Mi"}
+    doc["spec"]["scheduler"]["maxResource"] = 9
+    doc["spec"]["budget"].update(maxTrials=8, parallelism=2, maxDuration="20m")
+    return doc
+
+
+def test_example_experiment_pauses_resumes_and_succeeds(cluster, images, release, namespace):
+    doc = digits_example(images["trainer"])
+    name = doc["metadata"]["name"]
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc))
+
+    def finished():
+        phase = (get(cluster, "hpx", namespace, name).get("status") or {}).get("phase")
+        return phase if phase in ("Succeeded", "Failed") else None
+
+    started = time.monotonic()
+    phase = wait_for(finished, timeout=1200, interval=5, what=f"experiment {name} to finish")
+    elapsed = time.monotonic() - started
+    status = get(cluster, "hpx", namespace, name)["status"]
+    assert phase == "Succeeded", (status, cluster.kubectl("get", "events", "-n", namespace).stdout)
+    assert elapsed < 20 * 60  # within its maxDuration budget
+
+    trials = get(cluster, "hpt", namespace)["items"]
+    events = get(cluster, "events", namespace)["items"]
+    reasons = {(e["involvedObject"]["name"], e["reason"]) for e in events}
+    assert not any(r in ("EpochsRepeated", "BadMetricsLine") for _, r in reasons), reasons
+
+    # A trial paused at a rung, its pod ended, and a new pod resumed it from its PVC checkpoint:
+    # its observations continue after the checkpointed epoch (and no epoch was trained twice).
+    resumed = []
+    for t in trials:
+        obs = t["status"]["observations"]
+        assert [o["epoch"] for o in obs] == list(range(1, len(obs) + 1)), t["metadata"]["name"]
+        firsts = {}
+        for o in obs:
+            firsts.setdefault(o["attempt"], o["epoch"])
+        if len(firsts) > 1:
+            resumed.append((t["metadata"]["name"], firsts))
+    assert resumed, "no trial was paused and resumed"
+    trial, firsts = resumed[0]
+    assert min(e for a, e in firsts.items() if a > 1) > 1  # not from epoch 1
+    assert (trial, "Paused") in reasons and (trial, "Resumed") in reasons
+
+    # Nothing left running: stopped and finished pods are gone.
+    wait_for(lambda: not get(cluster, "pods", namespace, selector=f"hpo.dev/experiment={name}")["items"],
+             timeout=60, interval=2, what="trial pods to be cleaned up")
+
+    # The best trial, its metric and checkpoint are in the status, and kubectl shows them in columns.
+    best = status["best"]
+    assert best["complete"] and best["epoch"] == 9 and 0 <= best["value"] < 1
+    claim, _, sub = best["checkpoint"].partition(":")
+    claims = {c["metadata"]["name"] for c in get(cluster, "pvc", namespace)["items"]}
+    assert claim in claims
+    stopped = [t["metadata"]["name"] for t in trials if t["status"]["phase"] == "Stopped"]
+    assert all(f"{t}-ckpt" not in claims for t in stopped if t != best["trial"])
+    hpx = cluster.kubectl("get", "hpx", "-n", namespace).stdout
+    assert "Succeeded" in hpx and status["bestValue"] in hpx and best["trial"] in hpx
+    hpt = cluster.kubectl("get", "hpt", "-n", namespace).stdout
+    assert "Completed" in hpt and ("Stopped" in hpt or "Paused" in hpt or not stopped)
+    assert "Succeeded" in cluster.kubectl("get", "hpo", "-n", namespace).stdout  # the category lists both kinds
+
+    # The checkpoint really is on the volume: a pod mounting the best trial's claim reads it.
+    assert_checkpoint_on_claim(cluster, namespace, claim, images["trainer"])
+
+
+def assert_checkpoint_on_claim(cluster, namespace: str, claim: str, image: str) -> None:
+    pod = {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "read-ckpt"},
+        "spec": {
+            "restartPolicy": "Never",
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 1000},
+            "containers": [{"name": "ls", "image": image, "command": [
+                "python", "-c", "import os; print(sorted(os.listdir('/ckpt')))"],
+                "volumeMounts": [{"name": "c", "mountPath": "/ckpt"}]}],
+            "volumes": [{"name": "c", "persistentVolumeClaim": {"claimName": claim}}],
+        },
+    }
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(pod))
+    wait_for(lambda: get(cluster, "pod", namespace, "read-ckpt")["status"].get("phase") in ("Succeeded", "Failed"),
+             timeout=180, interval=2, what="the checkpoint reader pod")
+    listing = cluster.kubectl("logs", "-n", namespace, "read-ckpt").stdout
+    assert "epoch-000009.ckpt" in listing, listing  # the fully trained best trial's last checkpoint
+
+
+def test_helm_uninstall_removes_everything_but_the_crds(cluster, images, release):
+    release.uninstall(RELEASE, wait="watcher", timeout=120)
+    left = cluster.kubectl("get", "deployment,serviceaccount,role,rolebinding", "-n", OPERATOR_NS,
+                           "-l", "app.kubernetes.io/instance=hpo", "-o", "name").stdout
+    assert left.strip() == ""
+    cluster_left = cluster.kubectl("get", "clusterrole,clusterrolebinding", "-o", "name").stdout
+    assert "hpo-hpo-operator" not in cluster_left
+    crds = cluster.kubectl("get", "crd", "-o", "name").stdout
+    assert "hpoexperiments.hpo.dev" in crds and "hpotrials.hpo.dev" in crds
