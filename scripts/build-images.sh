@@ -123,8 +123,9 @@ archive_path() { echo "$OUT/hpo-$1_$TAG.tar"; }
 id_file() { echo "$OUT/.hpo-$1_$TAG.tar.id"; }
 
 # The commands each smoke check runs inside the image, as the image's own user.
-OPERATOR_SMOKE='import os, kopf, kubernetes, hpo_operator.controller.handlers, hpo_operator.sidecar, hpo_operator.sidecar.__main__, hpo_trainer
+OPERATOR_SMOKE='import os, pwd, kopf, kubernetes, hpo_operator.controller.handlers, hpo_operator.sidecar, hpo_operator.sidecar.__main__, hpo_trainer
 assert os.getuid() == 1000, os.getuid()
+pwd.getpwuid(1000)  # kopf looks its user up when it starts
 print("operator image ok: uid", os.getuid(), "kopf", kopf.__version__ if hasattr(kopf, "__version__") else "?")'
 TRAINER_SMOKE='import os, torch, sklearn, numpy, hpo_trainer
 assert os.getuid() == 1000, os.getuid()
