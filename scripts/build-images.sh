@@ -191,22 +191,8 @@ as_root_reexec() {
     "$0" --out "$OUT" --tag "$TAG" --builder buildah ${ONLY:+--only "$ONLY"} $([ "$SMOKE" = 1 ] || echo --no-smoke)
 }
 
-APT_UPDATED=0
-apt_install() {
-  local missing=() p
-  for p in "$@"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-  done
-  [ "${#missing[@]}" -eq 0 ] && return 0
-  command -v apt-get >/dev/null 2>&1 || die "missing ${missing[*]} and no apt-get to install them"
-  if [ "$APT_UPDATED" = 0 ]; then
-    log "apt-get update"
-    apt-get update -qq >&2
-    APT_UPDATED=1
-  fi
-  log "apt-get install ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-}
+# shellcheck source=lib/apt.sh
+. "$REPO/scripts/lib/apt.sh"
 
 sha12() { sha256sum | cut -c1-12; }
 

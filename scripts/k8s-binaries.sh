@@ -49,26 +49,8 @@ as_root() {
   fi
 }
 
-APT_UPDATED=0
-apt_update() {
-  if [ "$APT_UPDATED" -eq 0 ]; then
-    log "apt-get update"
-    as_root apt-get update -qq >&2
-    APT_UPDATED=1
-  fi
-}
-
-apt_install() {
-  # Installs the named packages that are not installed yet.
-  local missing=() p
-  for p in "$@"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-  done
-  [ "${#missing[@]}" -eq 0 ] && return 0
-  apt_update
-  log "apt-get install ${missing[*]}"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-}
+# shellcheck source=lib/apt.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
 
 ensure_etcd() {
   command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || apt_install etcd-server

@@ -82,17 +82,8 @@ die() { log "ERROR: $*"; exit 1; }
 kc() { kubectl --kubeconfig "$KUBECONFIG_PATH" "$@"; }
 
 # ---- packages -----------------------------------------------------------------
-APT_UPDATED=0
-apt_install() {
-  local missing=() p
-  for p in "$@"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-  done
-  [ "${#missing[@]}" -eq 0 ] && return 0
-  if [ "$APT_UPDATED" -eq 0 ]; then apt-get update -qq >&2; APT_UPDATED=1; fi
-  log "apt-get install ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
-}
+# shellcheck source=../../scripts/lib/apt.sh
+. "$REPO/scripts/lib/apt.sh"
 
 # ---- mode -----------------------------------------------------------------------
 docker_answers() { command -v docker >/dev/null 2>&1 && timeout 20 docker info >/dev/null 2>&1; }
