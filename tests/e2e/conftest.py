@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from support.kube_tools import kubectl
 from support.paths import REPO
 
 CLUSTER_SH = REPO / "tests" / "e2e" / "cluster.sh"
@@ -43,8 +44,7 @@ class Cluster:
     kubeconfig_path: Path
 
     def kubectl(self, *args, check=True, input=None) -> subprocess.CompletedProcess:
-        return subprocess.run(["kubectl", "--kubeconfig", str(self.kubeconfig_path), *args],
-                              capture_output=True, text=True, check=check, input=input)
+        return kubectl(self, *args, check=check, input=input)
 
 
 @pytest.fixture(scope="session")

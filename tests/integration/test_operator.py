@@ -14,12 +14,12 @@ import yaml
 from kubernetes import client
 
 from support.kube_tools import kubectl, wait_for
-from support.paths import REPO
+from support.paths import TABLES
 from hpo_operator.sim import LearningCurveTable, simulate
 from hpo_operator.spec.experiment import SchedulerSpec
 from support.node_double import NodeDouble
 
-TABLE = REPO / "bench" / "tables" / "digits_s44.json"
+TABLE = TABLES / "digits_s44.json"
 pytestmark = pytest.mark.timeout(420)
 
 

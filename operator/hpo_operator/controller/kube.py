@@ -69,8 +69,8 @@ class Api:
 
     def list_pods(self, namespace: str, experiment: str) -> dict[str, dict]:
         pods = self.core.list_namespaced_pod(namespace, label_selector=f"{LABEL_EXPERIMENT}={experiment}")
-        api = client.ApiClient()
-        return {p.metadata.name: api.sanitize_for_serialization(p) for p in pods.items}
+        to_dict = self.core.api_client.sanitize_for_serialization
+        return {p.metadata.name: to_dict(p) for p in pods.items}
 
     def ensure_sidecar_identity(self, namespace: str) -> None:
         if namespace in self._sidecar_ready:

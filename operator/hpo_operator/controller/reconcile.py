@@ -34,7 +34,6 @@ class Plan:
     trial_status: dict[str, dict] = field(default_factory=dict)  # trial name -> merge patch
     experiment_status: dict = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
-    new_trials: dict[str, object] = field(default_factory=dict)  # trial name -> TrialState (to create)
 
 
 def _pod_outcome(pod: Optional[dict]) -> Optional[tuple[bool, str]]:
@@ -126,8 +125,6 @@ def reconcile(name: str, spec, status: dict, trial_objs: list[dict], pods: dict[
             break
         running += 1
         plan.launches.append(launch)
-        if launch.trial.trial_id not in by_id:
-            plan.new_trials[launch.trial.name] = launch.trial
         pod_of[launch.trial.name] = f"{launch.trial.name}-{launch.attempt}"
         decided[launch.trial.name] = launch.start_epoch
         verb = {"new": "Started", "resume": "Resumed", "retry": "Restarted"}[launch.reason]

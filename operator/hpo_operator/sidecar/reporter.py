@@ -100,25 +100,21 @@ class Sidecar:
                 return 1
             time.sleep(self.poll_seconds)
 
-    def _send(self, record: MetricRecord, attempts: int = 30) -> None:
+    def _send(self, record: MetricRecord) -> None:
         """Append one observation exactly once: after a failed request, look before sending again
         (a request that timed out may still have been applied)."""
-        for i in range(attempts):
-            try:
-                self.append(observation_patch(record, self.attempt))
-                self.sent += 1
-                return
-            except Exception as err:
-                if i == attempts - 1 or not _transient(err):
-                    raise
-                time.sleep(self.retry_seconds)
+        def on_record() -> bool:
             status = self._with_retries(self.read_status)
-            if any(o.get("epoch") == record.epoch for o in status.get("observations") or []):
-                self.sent += 1
-                return
+            return any(o.get("epoch") == record.epoch for o in status.get("observations") or [])
 
-    def _with_retries(self, call, attempts: int = 30):
+        self._with_retries(lambda: self.append(observation_patch(record, self.attempt)), already_done=on_record)
+        self.sent += 1
+
+    def _with_retries(self, call, attempts: int = 30, already_done: Optional[Callable[[], bool]] = None):
+        """``call()``, retried on transient errors; before each retry, ``already_done()`` may say it is not needed."""
         for i in range(attempts):
+            if i and already_done is not None and already_done():
+                return None
             try:
                 return call()
             except Exception as err:  # API server restarts, conflicts, timeouts: wait and retry
