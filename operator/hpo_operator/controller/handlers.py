@@ -9,7 +9,7 @@ import os
 
 import kopf
 
-from hpo_operator.controller import kube
+from hpo_operator.controller import kube, spec_changes
 from hpo_operator.controller.conditions import set_condition
 from hpo_operator.controller.reconcile import reconcile
 from hpo_operator.spec import ManifestError, experiment_spec_from_dict
@@ -40,6 +40,9 @@ def run_experiment(body, spec, status, name, namespace, meta, patch, logger, **_
     api = kube.Api.from_environment()
     api.ensure_sidecar_identity(namespace)
     trials = api.list_trials(namespace, name)
+    # Budget edits apply; edits that would corrupt the running experiment are refused (spec_changes.py).
+    review = spec_changes.review(parsed, (status or {}).get("acceptedSpec"), len(trials))
+    parsed = review.spec
     pods = api.list_pods(namespace, name)
     plan = reconcile(name, parsed, dict(status or {}), trials, pods, kube.now())
     try:
@@ -51,6 +54,9 @@ def run_experiment(body, spec, status, name, namespace, meta, patch, logger, **_
     cond_status = {"Succeeded": "True", "Failed": "False"}.get(st["phase"], "Unknown")
     st["conditions"] = set_condition(status, "Succeeded", cond_status, st.get("reason") or "Running",
                                      st.get("message") or "trials are running", meta.get("generation"))
+    review.record(st, status, meta.get("generation"))
+    if review.announce(status):
+        kopf.warn(body, reason=spec_changes.EVENT_REASON, message=review.message)
     patch.status.update(st)
     if st["phase"] in FINISHED:
         event = kopf.info if st["phase"] == "Succeeded" else kopf.warn

@@ -52,6 +52,10 @@ class HPOExperimentStatus(SpecModel):
     start_time: Optional[str] = None
     completion_time: Optional[str] = None
     observed_generation: Optional[int] = None
+    accepted_spec: Optional[dict[str, Any]] = Field(
+        default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+        description="The spec fields fixed when the experiment started (objective, searchSpace, searcher, "
+        "scheduler, checkpoints) and the maxTrials in effect; changes to them are refused while it runs.")
 
 
 class Observation(SpecModel):
