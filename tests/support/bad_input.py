@@ -52,7 +52,7 @@ class Outcome:
     def names_field(self) -> bool:
         """The message names the expected field, as a dotted path or in kubectl's own validation format."""
         path = self.expect.split(": ")[0]  # "spec.x.type: required" -> the field "spec.x.type"
-        return self.expect in self.message or path in fields_named(self.message)
+        return path in self.message or path in fields_named(self.message)
 
 
 # kubectl's client-side validation (used where the API server has no server-side field

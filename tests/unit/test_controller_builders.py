@@ -170,7 +170,7 @@ def test_per_trial_claim_or_shared_claim_with_sub_path(manifest):
 def test_sidecar_role_allows_only_trial_reads_and_status_writes():
     role = next(o for o in sidecar_rbac("team-a") if o["kind"] == "Role")
     granted = {(r["apiGroups"][0], res, verb) for r in role["rules"] for res in r["resources"] for verb in r["verbs"]}
-    assert ("hpo.dev", "hpotrials/status", "patch") in granted
+    assert granted == {("hpo.dev", "hpotrials", "get"), ("hpo.dev", "hpotrials/status", "patch")}
     assert not any(verb in ("create", "delete", "update", "patch") and res == "hpotrials" for _, res, verb in granted)
     assert not any(res in ("pods", "secrets", "hpoexperiments") for _, res, _ in granted)
     for rule in role["rules"]:

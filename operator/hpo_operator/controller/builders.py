@@ -218,12 +218,10 @@ def sidecar_rbac(namespace: str) -> list[dict]:
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": dict(meta), "automountServiceAccountToken": False},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": dict(meta), "rules": [
-            # Read its trial: the operator's decisions (until, decidedEpoch) and the observations on record.
-            {"apiGroups": ["hpo.dev"], "resources": ["hpotrials"], "verbs": ["get", "list", "watch"]},
-            # Append observations to the trial's status.
-            {"apiGroups": ["hpo.dev"], "resources": ["hpotrials/status"], "verbs": ["get", "patch"]},
-            # Report malformed metric lines.
-            {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+            # Read its trial: the operator's decisions (until, decidedEpoch), observations and problems on record.
+            {"apiGroups": ["hpo.dev"], "resources": ["hpotrials"], "verbs": ["get"]},
+            # Append observations and problems to the trial's status (JSON patch); the operator posts the Events.
+            {"apiGroups": ["hpo.dev"], "resources": ["hpotrials/status"], "verbs": ["patch"]},
         ]},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": dict(meta),
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": SIDECAR_ACCOUNT},

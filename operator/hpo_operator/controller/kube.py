@@ -144,8 +144,8 @@ def execute(api: Api, plan: Plan, spec, experiment: dict, trial_objs: list[dict]
         name = launch.trial.name
         if name not in objs:
             objs[name] = api.create_trial(build_trial(experiment, launch.trial))
-            # A new trial starts with an empty record the sidecar appends to.
-            api.patch_trial_status(ns, name, {"observations": [], "processed": 0})
+            # A new trial starts with the empty records the sidecar appends to.
+            api.patch_trial_status(ns, name, {"observations": [], "processed": 0, "problems": [], "problemsPosted": 0})
         if spec.checkpoints.storage == "perTrial":
             api.create(build_claim(spec, objs[name]))
         create_pod(api, build_pod(spec, experiment, objs[name], launch, SIDECAR_IMAGE))

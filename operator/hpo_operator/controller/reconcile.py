@@ -151,7 +151,38 @@ def reconcile(name: str, spec, status: dict, trial_objs: list[dict], pods: dict[
         if patch:
             plan.trial_status[t.name] = patch
     plan.experiment_status = experiment_status(engine, spec, name, status, start, now, outcome, best)
+    announce_problems(views, plan)
     return plan
+
+
+def announce_problems(views: list[TrialView], plan: Plan) -> None:
+    """One Warning Event per problem a trial's sidecar recorded (``status.problems``) and no step has posted.
+
+    The sidecar may only write its trial's status, so the operator speaks for it. ``problemsPosted``
+    goes into the trial's status, which is written before the events are posted: a restarted
+    operator posts none twice.
+    """
+    for view in views:
+        status = view.obj.get("status") or {}
+        problems = status.get("problems") or []
+        posted = min(int(status.get("problemsPosted") or 0), len(problems))
+        if posted == len(problems):
+            continue
+        for problem in problems[posted:]:
+            problem = problem if isinstance(problem, dict) else {}
+            reason = str(problem.get("reason") or "unknown")
+            run = f"run {problem['attempt']}: " if problem.get("attempt") else ""
+            plan.events.append(Event(view.name, "Warning", _problem_event_reason(reason),
+                                     run + str(problem.get("message") or reason)))
+        plan.trial_status.setdefault(view.name, {})["problemsPosted"] = len(problems)
+
+
+def _problem_event_reason(reason: str) -> str:
+    if reason == "epochs_repeated":
+        return "EpochsRepeated"  # the trainer did not resume from its checkpoint
+    if reason.startswith("metrics_file_"):
+        return "BadMetricsFile"  # truncated, replaced or unreadable
+    return "BadMetricsLine"
 
 
 def experiment_status(engine: ExperimentEngine, spec, name: str, status: dict, start: str, now: datetime,

@@ -64,6 +64,12 @@ class Observation(SpecModel):
     attempt: Optional[int] = Field(default=None, ge=1, description="The run (pod attempt) that reported it.")
 
 
+class Problem(SpecModel):
+    reason: str = Field(description="What went wrong, e.g. not_json, missing_objective, epochs_repeated.")
+    message: str = Field(default="", description="What a user can do about it; a short excerpt of a bad line.")
+    attempt: Optional[int] = Field(default=None, ge=1, description="The run (pod attempt) that found it.")
+
+
 class HPOTrialSpec(SpecModel):
     experiment: str
     trial_id: int = Field(ge=0)
@@ -77,6 +83,9 @@ class HPOTrialStatus(SpecModel):
     last_epoch: int = 0
     last_value: Optional[str] = Field(default=None, description="Latest objective as text, for kubectl columns.")
     observations: list[Observation] = Field(default_factory=list)
+    problems: list[Problem] = Field(
+        default_factory=list, description="Appended by the sidecar, once per reason per run; each becomes a Warning Event.")
+    problems_posted: int = Field(default=0, description="How many of the problems the operator has posted as Events.")
     attempts: int = 0
     failures: int = 0
     pod: Optional[str] = None
