@@ -98,11 +98,11 @@ class Api:
         self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "hpotrials", name,
                                                           {"status": patch})
 
-    def create(self, obj: dict) -> None:
+    def create(self, obj: dict, dry_run: bool = False) -> None:
         ns = obj["metadata"]["namespace"]
         with _ignore(409):
             if obj["kind"] == "Pod":
-                self.core.create_namespaced_pod(ns, obj)
+                self.core.create_namespaced_pod(ns, obj, **({"dry_run": "All"} if dry_run else {}))
             else:
                 self.core.create_namespaced_persistent_volume_claim(ns, obj)
 
@@ -115,9 +115,9 @@ class Api:
             self.core.delete_namespaced_persistent_volume_claim(name, namespace)
 
 
-def create_pod(api: Api, pod: dict) -> None:
+def create_pod(api: Api, pod: dict, dry_run: bool = False) -> None:
     try:
-        api.create(pod)
+        api.create(pod, dry_run=dry_run)
     except ApiException as err:
         if err.status not in (400, 422):
             raise  # quota (403), conflicts and outages are retried on the next step
@@ -135,11 +135,24 @@ def _api_message(err: ApiException) -> str:
         return str(err.reason)
 
 
+def judge_template(api: Api, spec, experiment: dict, launch) -> None:
+    """Let the API server judge the first trial pod (a dry run) before anything is created.
+
+    The validator cannot know every rule of every API server version; a template the
+    server refuses then fails the experiment with no trial, claim or pod left behind.
+    """
+    probe = build_trial(experiment, launch.trial)
+    probe["metadata"]["uid"] = "00000000-0000-0000-0000-000000000000"  # not created: no uid yet
+    create_pod(api, build_pod(spec, experiment, probe, launch, SIDECAR_IMAGE), dry_run=True)
+
+
 def execute(api: Api, plan: Plan, spec, experiment: dict, trial_objs: list[dict], logger) -> None:
     ns = experiment["metadata"]["namespace"]
     objs = {o["metadata"]["name"]: o for o in trial_objs}
     for pod in plan.delete_pods:
         api.delete_pod(ns, pod)
+    if plan.launches and not trial_objs:
+        judge_template(api, spec, experiment, plan.launches[0])
     for launch in plan.launches:
         name = launch.trial.name
         if name not in objs:
