@@ -158,7 +158,7 @@ class Findings:
     phantom: list[str] = field(default_factory=list)  # recorded epochs no trainer reported, or other values
     duplicate_pods: list[str] = field(default_factory=list)  # pod names started more than once
     not_from_checkpoint: list[str] = field(default_factory=list)  # runs that did not continue where the last ended
-    epochs_repeated_events: int = 0
+    epochs_repeated_events: int = 0  # runs that trained recorded epochs again
     expected_failures: int = 0
     wrong_failures: list[str] = field(default_factory=list)  # trial: status.failures vs faults that ended a run
     wrong_retry_outcome: list[str] = field(default_factory=list)  # Failed iff failures > maxRetries
@@ -345,7 +345,12 @@ def audit(exp: dict, trials: list[dict], node: NodeDouble, events: list, referen
         if (status.get("phase") == "Failed") != out_of_retries:
             f.wrong_retry_outcome.append(f"{tname}: phase {status.get('phase')} after {expected_failures} "
                                          f"failures (maxRetries {experiment.max_retries})")
-    f.epochs_repeated_events = sum(1 for e in events if e.reason == "EpochsRepeated")
+    # A run that trained recorded epochs again: the sidecar records it in the trial's status, the operator
+    # announces it as an EpochsRepeated event; either one counts.
+    f.epochs_repeated_events = max(
+        sum(1 for e in events if e.reason == "EpochsRepeated"),
+        sum(1 for t in trials for p in (t.get("status") or {}).get("problems") or []
+            if p.get("reason") == "epochs_repeated"))
     counts = Counter((t.get("status") or {}).get("phase", "Pending").lower() for t in trials)
     shown = (exp.get("status") or {}).get("trials") or {}
     for phase in ("pending", "running", "paused", "stopped", "completed", "failed"):
