@@ -39,8 +39,9 @@ def run_experiment(body, spec, status, name, namespace, meta, patch, logger, **_
         return refuse(body, status, meta, patch, logger, "InvalidSpec", "; ".join(err.problems))
     api = kube.Api.from_environment()
     api.ensure_sidecar_identity(namespace)
-    trials = api.list_trials(namespace, name)
+    # Pods first: a pod seen finished had its observations written before it ended.
     pods = api.list_pods(namespace, name)
+    trials = api.list_trials(namespace, name)
     plan = reconcile(name, parsed, dict(status or {}), trials, pods, kube.now())
     try:
         kube.execute(api, plan, parsed, dict(body), trials, logger)
