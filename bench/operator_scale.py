@@ -12,9 +12,12 @@ scenario it starts a fresh operator process (``kopf run``, as the chart runs
 it) with its own identity, applies the experiments, waits for them to finish
 and prints, per scenario:
 
-- decision latency: from the write that makes a decision due (a run's pod
-  completing, or the observation a trial is stopped on) to the operator's
-  pod deletion, seen by a watch (p50, p99);
+- decision latency: from a rung epoch's observation written to the
+  operator's decision on it (``status.decidedEpoch``, what a trainer waiting
+  at the rung reads), seen by a watch (p50, p99);
+- pod latency: from the write that ends a run (its pod completing, or the
+  observation the trial is stopped on) to the operator deleting the pod, which
+  it does in the same step that launches the next run in the freed slot;
 - API requests per reported epoch, counted in the API server's audit log by
   user: the operator's reads and writes, the sidecar's writes (the node
   double writes with the sidecar's patch), and status writes of both;
@@ -43,7 +46,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from kubernetes import client, config  # noqa: E402
 
 from support.control_plane import ControlPlane, ensure_binaries  # noqa: E402
-from support.instant_node import InstantNode, decision_latencies  # noqa: E402
+from support.instant_node import InstantNode, decision_latencies, pod_latencies  # noqa: E402
 from support.kube_tools import kubectl  # noqa: E402
 
 TABLE = REPO / "bench" / "tables" / "digits_s44.json"
@@ -152,8 +155,10 @@ class Result:
     epochs: int
     seconds: float
     finished: bool
-    latency_p50: float
-    latency_p99: float
+    decision_p50: float
+    decision_p99: float
+    pod_p50: float
+    pod_p99: float
     operator_reads_per_epoch: float
     operator_writes_per_epoch: float
     sidecar_writes_per_epoch: float
@@ -164,6 +169,7 @@ class Result:
     largest_experiment_kib: float
     node_errors: int
     outcomes: dict  # "phase/reason" -> experiments
+    failures: list  # distinct messages of failed runs, if any
     write_breakdown: dict
 
 
@@ -201,15 +207,16 @@ def run_scenario(cp: ControlPlane, admin: client.ApiClient, node: InstantNode, s
                                                                _preload_content=False).data)["items"]
     epochs = sum(len((t.get("status") or {}).get("observations") or []) for t in trials_raw)
     ns_timeline = node.timeline
-    latencies = decision_latencies(ns_timeline, trials_raw)
+    decisions = decision_latencies(ns_timeline, ns)
+    pod_ends = pod_latencies(ns_timeline, trials_raw)
     per_epoch = (lambda k: counts.get(k, 0) / epochs) if epochs else (lambda k: float("nan"))
     status_writes = counts.get("operator.writes.hpotrials/status", 0) + counts.get("node.writes.hpotrials/status", 0)
     core.delete_namespace(ns)
     return Result(
         scenario=s.name, trials=len(trials_raw), max_running=_max_running(ns_timeline, ns), epochs=epochs,
         seconds=round(seconds, 1), finished=finished,
-        latency_p50=float(np.percentile(latencies, 50)) if latencies else float("nan"),
-        latency_p99=float(np.percentile(latencies, 99)) if latencies else float("nan"),
+        decision_p50=_percentile(decisions, 50), decision_p99=_percentile(decisions, 99),
+        pod_p50=_percentile(pod_ends, 50), pod_p99=_percentile(pod_ends, 99),
         operator_reads_per_epoch=per_epoch("operator.reads"), operator_writes_per_epoch=per_epoch("operator.writes"),
         sidecar_writes_per_epoch=per_epoch("node.writes.hpotrials/status"),
         status_writes_per_epoch=status_writes / epochs if epochs else float("nan"),
@@ -218,9 +225,15 @@ def run_scenario(cp: ControlPlane, admin: client.ApiClient, node: InstantNode, s
         largest_experiment_kib=max((len(json.dumps(e)) for e in exps_raw), default=0) / 1024,
         node_errors=len(node.errors) - errors_before,
         outcomes=_outcomes(exps_raw),
+        failures=sorted({(t.get("status") or {}).get("message") or "" for t in trials_raw
+                         if (t.get("status") or {}).get("failures")})[:5],
         write_breakdown={k.removeprefix("operator.writes."): v for k, v in sorted(counts.items())
                          if k.startswith("operator.writes.")},
     )
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
 
 
 def _outcomes(experiments: list[dict]) -> dict[str, int]:
@@ -250,7 +263,8 @@ def _max_running(timeline, ns: str) -> int:
 def print_table(results: list[Result]) -> None:
     cols = [("scenario", "scenario", "{}"), ("trials", "trials", "{}"), ("running", "max_running", "{}"),
             ("epochs", "epochs", "{}"), ("wall s", "seconds", "{}"), ("done", "finished", "{}"),
-            ("lat p50 s", "latency_p50", "{:.3f}"), ("lat p99 s", "latency_p99", "{:.3f}"),
+            ("decision p50 s", "decision_p50", "{:.3f}"), ("decision p99 s", "decision_p99", "{:.3f}"),
+            ("pod p50 s", "pod_p50", "{:.3f}"), ("pod p99 s", "pod_p99", "{:.3f}"),
             ("op reads/ep", "operator_reads_per_epoch", "{:.2f}"),
             ("op writes/ep", "operator_writes_per_epoch", "{:.2f}"),
             ("sidecar w/ep", "sidecar_writes_per_epoch", "{:.2f}"),

@@ -8,7 +8,9 @@ it sees (one raw watch on labelled pods in every namespace) it marks the pod
 Running, appends one observation per epoch to the trial's status with the
 REAL sidecar's JSON patch (``observation_patch``, on the status subresource),
 taking values from a learning-curve table row, and marks the pod Succeeded
-after its last epoch. Deleted pods stop reporting and are removed (no kubelet
+after its last epoch. At that epoch it waits, as the SDK's trainer does, for
+the operator's decision (``status.decidedEpoch``/``until``, seen through a
+watch on trials) and continues if it was promoted in place. Deleted pods stop reporting and are removed (no kubelet
 finishes a graceful deletion).
 
 Every write and every deletion it sees is timestamped (time.monotonic), so
@@ -49,6 +51,7 @@ class PodRun:
     epoch: int  # last epoch reported
     until: int
     deleted: bool = False
+    waiting_since: float = 0.0  # at until: when it started waiting for the decision
 
 
 @dataclass
@@ -56,6 +59,7 @@ class Timeline:
     """When things happened (time.monotonic), for latency figures."""
 
     written: dict[tuple[str, str, int], float] = field(default_factory=dict)  # (ns, pod, epoch) -> observation on record
+    decided: dict[tuple[str, str, int], float] = field(default_factory=dict)  # (ns, trial, epoch) -> decision seen
     done: dict[PodKey, float] = field(default_factory=dict)  # pod marked Succeeded
     created: dict[PodKey, float] = field(default_factory=dict)  # pod first seen
     deleted: dict[PodKey, float] = field(default_factory=dict)  # deletion first seen
@@ -73,13 +77,17 @@ class InstantNode:
         self.timeline = Timeline()
         self.errors: list[str] = []
         self.runs: dict[PodKey, PodRun] = {}
+        self.decisions: dict[tuple[str, str], tuple[int, int]] = {}  # (ns, trial) -> (decidedEpoch, until)
         self._lock = threading.Lock()
         self._heap: list = []
         self._seq = itertools.count()
         self._wake = threading.Condition(self._lock)
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="instant-node")
-        self._threads = [threading.Thread(target=self._watch_pods, daemon=True),
+        pods = lambda **kw: self.core.list_pod_for_all_namespaces(label_selector=LABEL_EXPERIMENT, **kw)  # noqa: E731
+        trials = lambda **kw: self.custom.list_cluster_custom_object(GROUP, VERSION, "hpotrials", **kw)  # noqa: E731
+        self._threads = [threading.Thread(target=self._watch, args=(pods, self._on_pod), daemon=True),
+                         threading.Thread(target=self._watch, args=(trials, self._on_trial), daemon=True),
                          threading.Thread(target=self._dispatch, daemon=True)]
 
     def __enter__(self) -> "InstantNode":
@@ -98,20 +106,18 @@ class InstantNode:
         with self._lock:
             return sum(1 for r in self.runs.values() if not r.deleted)
 
-    # ---- watching pods ----------------------------------------------------------
-    def _watch_pods(self) -> None:
+    # ---- watching pods and trials ----------------------------------------------
+    def _watch(self, list_objects, on_event) -> None:
         version = None
         while not self._stop.is_set():
             try:
                 if version is None:
-                    listing = json.loads(self.core.list_pod_for_all_namespaces(
-                        label_selector=LABEL_EXPERIMENT, _preload_content=False).data)
-                    for pod in listing["items"]:
-                        self._on_pod("ADDED", pod)
+                    listing = json.loads(list_objects(_preload_content=False).data)
+                    for obj in listing["items"]:
+                        on_event("ADDED", obj)
                     version = listing["metadata"]["resourceVersion"]
-                stream = self.core.list_pod_for_all_namespaces(
-                    label_selector=LABEL_EXPERIMENT, watch=True, resource_version=version, timeout_seconds=60,
-                    _preload_content=False)
+                stream = list_objects(watch=True, resource_version=version, timeout_seconds=60,
+                                      _preload_content=False)
                 for line in stream:
                     if self._stop.is_set():
                         return
@@ -120,11 +126,22 @@ class InstantNode:
                         version = None  # too old: list again
                         break
                     version = event["object"]["metadata"]["resourceVersion"]
-                    self._on_pod(event["type"], event["object"])
+                    on_event(event["type"], event["object"])
             except Exception as err:  # keep playing the node; the benchmark reports errors
                 self.errors.append(f"watch: {err!r}")
                 version = None
                 time.sleep(0.5)
+
+    def _on_trial(self, kind: str, trial: dict) -> None:
+        status = trial.get("status") or {}
+        decided, until = status.get("decidedEpoch"), status.get("until")
+        if kind == "DELETED" or not isinstance(decided, int) or not isinstance(until, int):
+            return
+        key = (trial["metadata"]["namespace"], trial["metadata"]["name"])
+        with self._lock:
+            if self.decisions.get(key, (0, 0))[0] < decided:
+                self.timeline.decided.setdefault((*key, decided), time.monotonic())
+            self.decisions[key] = (decided, until)
 
     def _on_pod(self, kind: str, pod: dict) -> None:
         meta = pod["metadata"]
@@ -200,6 +217,19 @@ class InstantNode:
         if run.epoch < run.until:
             self._later(self.epoch_seconds(ns), self._epoch, run)
             return
+        run.waiting_since = time.monotonic()
+        self._await_decision(run)
+
+    def _await_decision(self, run: PodRun) -> None:
+        """At ``until``: continue if the operator promoted the trial in place, else end (as the SDK does)."""
+        decided, until = self.decisions.get((run.key[0], run.trial), (0, 0))
+        if decided >= run.epoch and until > run.epoch:
+            run.until = until
+            self._later(self.epoch_seconds(run.key[0]), self._epoch, run)
+            return
+        if decided < run.epoch and time.monotonic() - run.waiting_since < contract.DEFAULT_DECISION_TIMEOUT:
+            self._later(0.05, self._await_decision, run)
+            return
         terminated = {"exitCode": 0, "reason": "Completed"}
         self._set_phase(run.key, {"phase": "Succeeded", "containerStatuses": [
             {"name": "trainer", "ready": False, "restartCount": 0, "image": "trainer", "imageID": "",
@@ -223,8 +253,16 @@ class InstantNode:
                 self.errors.append(f"delete {key}: {err!r}")
 
 
-def decision_latencies(timeline: Timeline, trials: list[dict]) -> list[float]:
-    """Seconds from the write that made a decision due to the operator deleting the pod, per finished run.
+def decision_latencies(timeline: Timeline, namespace: str) -> list[float]:
+    """Seconds from a rung epoch's observation written to the operator's decision on it seen by a watch
+    (what a trainer waiting at the rung waits for)."""
+    written = {(ns, pod.rsplit("-", 1)[0], epoch): t for (ns, pod, epoch), t in timeline.written.items()}
+    return [seen - written[key] for key, seen in timeline.decided.items()
+            if key[0] == namespace and key in written and seen >= written[key]]
+
+
+def pod_latencies(timeline: Timeline, trials: list[dict]) -> list[float]:
+    """Seconds from the write that made a pod's end due to the operator deleting the pod, per finished run.
 
     A run either completed (trigger: the pod marked Succeeded) or was stopped by
     the scheduler (trigger: the last observation written before the deletion).
