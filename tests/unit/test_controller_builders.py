@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -71,6 +72,69 @@ def test_pods_run_as_non_root_without_privilege_escalation(manifest):
     assert pod["spec"]["restartPolicy"] == "Never"  # the operator, not the kubelet, decides about retries
 
 
+def token_volumes(pod: dict) -> set[str]:
+    """Volumes that carry a service-account token."""
+    return {v["name"] for v in pod["spec"]["volumes"]
+            if any("serviceAccountToken" in s for s in (v.get("projected") or {}).get("sources") or [])
+            or (v.get("secret") or {}).get("secretName", "").startswith(("default-token", "hpo-trial-sidecar"))}
+
+
+def unvalidated(spec, template: dict):
+    """The spec with a template validation would refuse: the builder must hold on its own."""
+    return spec.model_copy(update={"trial_template": template})
+
+
+USER_TEMPLATES = {
+    "plain": {},
+    "own service account": {"serviceAccountName": "default", "serviceAccount": "default",
+                            "automountServiceAccountToken": True},
+    "own volumes": {"volumes": [{"name": "data", "emptyDir": {}}, {"name": "cfg", "configMap": {"name": "c"}}]},
+    "own token volume": {"volumes": [{"name": "mine", "projected": {"sources": [
+        {"serviceAccountToken": {"path": "token"}}]}}]},
+    "mounts the sidecar's token": {},
+    "extra containers": {"initContainers": [{"name": "fetch", "image": "f:1"}]},
+}
+
+
+@pytest.mark.parametrize("case", USER_TEMPLATES)
+def test_no_container_but_the_sidecar_can_read_an_api_token(manifest, case):
+    spec = spec_of(manifest)
+    template = copy.deepcopy(spec.trial_template)
+    template["spec"].update(USER_TEMPLATES[case])
+    trainer = template["spec"]["containers"][0]
+    trainer["volumeMounts"] = [{"name": "mine" if case == "own token volume" else "hpo-token",
+                                "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}]
+    template["spec"]["containers"].append({"name": "logger", "image": "l:1",
+                                           "volumeMounts": [{"name": "hpo-token", "mountPath": "/t"}]})
+    pod = build_pod(unvalidated(spec, template), EXPERIMENT, trial_obj(), launch(), "op:1")
+
+    assert pod["spec"]["automountServiceAccountToken"] is False  # no token at the default path
+    assert pod["spec"]["serviceAccountName"] == "hpo-trial-sidecar" and "serviceAccount" not in pod["spec"]
+    user = [c for c in pod["spec"]["containers"] + pod["spec"].get("initContainers", []) if c["name"] != SIDECAR_NAME]
+    assert {c["name"] for c in user} >= {"trainer", "logger"}
+    tokens = token_volumes(pod)
+    assert tokens  # the sidecar's own token is there...
+    for c in user:  # ...and mounted by no other container
+        mounted = {m["name"] for m in c.get("volumeMounts") or []}
+        assert not mounted & (tokens | {"hpo-token"}), (c["name"], mounted)
+    sidecar = containers(pod)[SIDECAR_NAME]
+    assert {m["name"] for m in sidecar["volumeMounts"]} & tokens == {"hpo-token"}
+
+
+def test_every_container_runs_unprivileged_even_if_the_template_asks_otherwise(manifest):
+    spec = spec_of(manifest)
+    template = copy.deepcopy(spec.trial_template)
+    template["spec"]["initContainers"] = [{"name": "fetch", "image": "f:1", "securityContext": {
+        "privileged": True, "allowPrivilegeEscalation": True, "capabilities": {"add": ["SYS_ADMIN"]}}}]
+    template["spec"]["containers"][0]["securityContext"] = {"capabilities": {"drop": ["NET_RAW"]}}
+    pod = build_pod(unvalidated(spec, template), EXPERIMENT, trial_obj(), launch(), "op:1")
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    for c in pod["spec"]["containers"] + pod["spec"]["initContainers"]:
+        sc = c["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False and not sc.get("privileged"), c["name"]
+        assert sc["capabilities"] == {"drop": ["ALL"]}, c["name"]
+
+
 def test_a_user_security_context_is_respected(manifest):
     manifest["spec"]["trialTemplate"]["spec"]["securityContext"] = {"runAsUser": 4242}
     pod = build_pod(spec_of(manifest), EXPERIMENT, trial_obj(), launch(), "op:1")
@@ -106,10 +170,11 @@ def test_per_trial_claim_or_shared_claim_with_sub_path(manifest):
 def test_sidecar_role_allows_only_trial_reads_and_status_writes():
     role = next(o for o in sidecar_rbac("team-a") if o["kind"] == "Role")
     granted = {(r["apiGroups"][0], res, verb) for r in role["rules"] for res in r["resources"] for verb in r["verbs"]}
-    assert ("hpo.dev", "hpotrials/status", "patch") in granted
+    assert granted == {("hpo.dev", "hpotrials", "get"), ("hpo.dev", "hpotrials/status", "patch")}
     assert not any(verb in ("create", "delete", "update", "patch") and res == "hpotrials" for _, res, verb in granted)
     assert not any(res in ("pods", "secrets", "hpoexperiments") for _, res, _ in granted)
-    assert all("*" not in r["verbs"] and "*" not in r["resources"] for r in role["rules"])
+    for rule in role["rules"]:
+        assert all("*" not in rule[key] for key in ("apiGroups", "resources", "verbs")), rule
 
 
 @pytest.mark.parametrize("value, expected", [(1, "1"), (0.5, "0.5"), ("2", "2")])

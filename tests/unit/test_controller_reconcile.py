@@ -150,3 +150,31 @@ def test_budget_exhausted_experiment_succeeds_and_drops_stopped_trials_checkpoin
     assert world.status["phase"] == "Succeeded" and world.status["best"]["complete"]
     best = world.status["best"]["trial"]
     assert set(final.delete_claims) == {f"{t}-ckpt" for t in stopped if t != best}
+
+
+def test_each_problem_the_sidecar_records_becomes_one_warning_event_even_across_restarts(manifest):
+    world = World(manifest)
+    world.step()
+    problems = world.trials["exp-0000"]["status"].setdefault("problems", [])
+    problems += [{"reason": "not_json", "message": "not_json: line is not JSON", "attempt": 1},
+                 {"reason": "epochs_repeated", "message": "this run trained 3 epoch(s) again", "attempt": 1}]
+    plan = world.step()
+    warnings = [(e.trial, e.reason, e.message) for e in plan.events if e.type == "Warning"]
+    assert warnings == [("exp-0000", "BadMetricsLine", "run 1: not_json: line is not JSON"),
+                        ("exp-0000", "EpochsRepeated", "run 1: this run trained 3 epoch(s) again")]
+    assert plan.trial_status["exp-0000"]["problemsPosted"] == 2
+    # The count is in the trial's status: a later step (or a restarted operator) posts none again...
+    assert not [e for e in world.step().events if e.type == "Warning"]
+    # ...and only the next new problem.
+    problems.append({"reason": "metrics_file_truncated", "message": "truncated", "attempt": 2})
+    assert [(e.reason, e.message) for e in world.step().events if e.type == "Warning"] == [
+        ("BadMetricsFile", "run 2: truncated")]
+
+
+def test_a_malformed_problem_entry_is_still_announced_and_counted(manifest):
+    world = World(manifest)
+    world.step()
+    world.trials["exp-0001"]["status"]["problems"] = ["garbage", {"reason": "not_utf8"}]
+    plan = world.step()
+    assert [(e.trial, e.reason) for e in plan.events if e.type == "Warning"] == [("exp-0001", "BadMetricsLine")] * 2
+    assert plan.trial_status["exp-0001"]["problemsPosted"] == 2

@@ -60,9 +60,12 @@ def test_one_namespace_install_gets_a_role_there_only(chart):
     assert {"name": "HPO_NAMESPACE", "value": "team-a"} in container["env"]
 
 
-def test_rbac_has_no_wildcards_and_every_rule_says_why(chart):
-    for name, doc in render(chart).items():
-        for rule in doc.get("rules", []):
+@pytest.mark.parametrize("values", [{}, {"watchNamespace": "team-a"}], ids=["cluster", "one-namespace"])
+def test_rbac_has_no_wildcards_and_every_rule_says_why(chart, values):
+    roles = {name: doc for name, doc in render(chart, **values).items() if doc["kind"] in ("Role", "ClusterRole")}
+    assert roles
+    for name, doc in roles.items():
+        for rule in doc["rules"]:
             for key in ("apiGroups", "resources", "verbs"):
                 assert "*" not in rule[key], (name, rule)
     template = (CHART / "templates" / "rbac.yaml").read_text().splitlines()

@@ -12,41 +12,54 @@ from pathlib import Path
 
 import pytest
 
+from hpo_operator.sidecar.problems import problem_entry
 from hpo_operator.sidecar.reporter import Sidecar, control_document, trainer_exited
 from hpo_trainer.metrics import MetricsWriter
 
 
 class Status:
-    """The trial's status as the sidecar sees it, applying its JSON patches."""
+    """The trial's status as the sidecar sees it, applying its JSON patches (observations and problems)."""
 
-    def __init__(self, observations=(), fail_next=0, applied_despite_error=False):
+    def __init__(self, observations=(), problems=None, fail_next=0, applied_despite_error=False):
         self.doc = {"observations": list(observations)}
+        if problems is not None:
+            self.doc["problems"] = list(problems)
         self.fail_next = fail_next
         self.applied_despite_error = applied_despite_error
-        self.problems: list[tuple[str, str]] = []
+        self.requests = 0
+
+    @property
+    def problems(self) -> list[tuple[str, str]]:
+        return [(p["reason"], p["message"]) for p in self.doc.get("problems", [])]
 
     def read(self) -> dict:
         return json.loads(json.dumps(self.doc))
 
     def append(self, patch: list[dict]) -> None:
-        assert patch[0]["op"] == "add" and patch[0]["path"] == "/status/observations/-"
+        self.requests += 1
+        (op,) = patch
+        assert op["op"] == "add" and op["path"] in ("/status/observations/-", "/status/problems/-", "/status/problems")
         if self.fail_next:
             self.fail_next -= 1
             if self.applied_despite_error:  # the request timed out after the server applied it
-                self.doc["observations"].append(patch[0]["value"])
+                self._apply(op)
             raise TimeoutError("read timed out")
-        self.doc["observations"].append(patch[0]["value"])
+        self._apply(op)
 
-    def report(self, reason: str, message: str) -> None:
-        self.problems.append((reason, message))
+    def _apply(self, op: dict) -> None:
+        json.dumps(op, allow_nan=False)  # what the API server gets must be plain JSON
+        if op["path"] == "/status/problems":
+            self.doc["problems"] = op["value"]
+        else:
+            self.doc[op["path"].split("/")[2]].append(op["value"])
 
 
-def run_sidecar(tmp_path: Path, status: Status, lines: list[str], done_after_polls: int = 1) -> Sidecar:
+def run_sidecar(tmp_path: Path, status: Status, lines: list[str], done_after_polls: int = 1, **kwargs) -> Sidecar:
     metrics = tmp_path / "metrics.jsonl"
     metrics.write_text("".join(line + "\n" for line in lines))
     polls = iter(range(10_000))
-    sidecar = Sidecar(metrics, tmp_path / "control.json", "val_error", status.read, status.append, status.report,
-                      trainer_done=lambda: next(polls) >= done_after_polls, poll_seconds=0, retry_seconds=0)
+    sidecar = Sidecar(metrics, tmp_path / "control.json", "val_error", status.read, status.append,
+                      trainer_done=lambda: next(polls) >= done_after_polls, poll_seconds=0, retry_seconds=0, **kwargs)
     assert sidecar.run(deadline=None) == 0
     return sidecar
 
@@ -132,6 +145,127 @@ def test_observations_name_the_run_that_reported_them(tmp_path):
     metrics = tmp_path / "metrics.jsonl"
     metrics.write_text(line(1, 0.5) + "\n")
     done = iter([False, True])
-    Sidecar(metrics, tmp_path / "control.json", "val_error", status.read, status.append, status.report,
+    Sidecar(metrics, tmp_path / "control.json", "val_error", status.read, status.append,
             trainer_done=lambda: next(done), poll_seconds=0, attempt=3).run()
     assert status.doc["observations"] == [{"epoch": 1, "value": 0.5, "attempt": 3}]
+
+
+def write_bytes(tmp_path: Path, lines: list[bytes]) -> Path:
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_bytes(b"".join(raw + b"\n" for raw in lines))
+    return metrics
+
+
+def sidecar_for(tmp_path: Path, status: Status, trainer_done, **kwargs) -> Sidecar:
+    return Sidecar(tmp_path / "metrics.jsonl", tmp_path / "control.json", "val_error", status.read, status.append,
+                   trainer_done=trainer_done, poll_seconds=0, retry_seconds=0, **kwargs)
+
+
+GARBAGE = [  # every way a trainer can get a line wrong, with the reason it is recorded under
+    (b"Epoch 3/10 - loss: 0.41", "not_json"),
+    (b'{"val_error": 0.3}', "missing_epoch"),
+    (b'{"epoch": 1, "val_error": 0.9}', "epoch_not_increasing"),  # backwards (after epoch 2)
+    (b'{"epoch": 2, "val_error": 0.9}', "epoch_not_increasing"),  # repeated
+    (b'{"epoch": 99, "val_loss": 0.3}', "missing_objective"),
+    (b"x" * (10 * 1024 * 1024), "line_too_long"),  # a 10 MB line
+    (b'{"epoch": 7\xff\xfe, "val_error": 0.1}', "not_utf8"),
+    (b'\x00\x00{"epoch"\x00: 8}\x1b[31m', "not_json"),  # NUL bytes and terminal escapes
+    (b'{"epoch": ' + b"9" * 5000 + b', "val_error": 0.1}', "not_json"),  # an integer of 5000 digits
+    (b"[" * 100_000 + b"]" * 100_000, "not_json"),  # nested deeper than any parser recursion
+    (b'{"epoch": 99999999999999999999, "val_error": 0.1}', "bad_epoch"),  # does not fit the API's integers
+]
+
+
+def test_garbage_never_stops_the_sidecar_every_valid_line_is_kept_and_each_problem_recorded_once(tmp_path):
+    valid = [b'{"epoch": 1, "val_error": 0.9}', b'{"epoch": 2, "val_error": 0.8}',
+             b'{"epoch": 3, "val_error": NaN}', b'{"epoch": 4, "val_error": Infinity}',
+             b'{"epoch": 5, "val_error": -Infinity}', b'{"epoch": 6, "val_error": "nan"}']
+    lines = valid[:2]
+    for good in valid[2:]:  # a trainer printing the same garbage every epoch
+        lines += [raw for raw, _ in GARBAGE] + [good]
+    write_bytes(tmp_path, lines)
+    status = Status()  # a trial from an older operator: no problems list yet
+    sidecar = sidecar_for(tmp_path, status, iter([False, True]).__next__, attempt=1)
+    assert sidecar.run() == 0
+    assert status.doc["observations"] == [{"epoch": 1, "value": 0.9, "attempt": 1},
+                                          {"epoch": 2, "value": 0.8, "attempt": 1}] + [
+        {"epoch": e, "value": None, "attempt": 1} for e in (3, 4, 5, 6)]  # non-finite values rank worst
+    reasons = [r for r, _ in status.problems]
+    assert sorted(reasons) == sorted({reason for _, reason in GARBAGE})  # each once, not once per line
+    assert status.requests == 6 + len(reasons)  # no flood of requests either
+    for problem in status.doc["problems"]:
+        assert problem["attempt"] == 1 and len(problem["message"]) <= 520
+        assert all(c.isprintable() for c in problem["message"]), problem  # NUL and escapes are spelled out
+
+
+def test_a_file_truncated_while_being_read_loses_no_epoch_and_is_reported_once(tmp_path):
+    metrics = write_bytes(tmp_path, [b'{"epoch": 1, "val_error": 0.9}', b'{"epoch": 2, "val_error": 0.8}',
+                                     b'{"epoch": 3, "val_error": 0.7}'])
+    with metrics.open("ab") as f:
+        f.write(b'{"epoch": 4, "val_')  # half written when the reader looks
+    status = Status(problems=[])
+
+    def trainer_rewrites_the_file():
+        steps.append(None)
+        if len(steps) == 2:  # truncated under the reader, then written again from epoch 4
+            metrics.write_bytes(b'{"epoch": 4, "val_error": 0.6}\n')
+        elif len(steps) == 3:
+            with metrics.open("ab") as f:
+                f.write(b'{"epoch": 5, "val_error": 0.5}\n')
+        elif len(steps) == 4:
+            metrics.write_bytes(b'{"epoch": 6, "val_error": 0.4}\n')  # and once more
+        return len(steps) > 4
+
+    steps: list = []
+    assert sidecar_for(tmp_path, status, trainer_rewrites_the_file).run() == 0
+    assert [o["epoch"] for o in status.doc["observations"]] == [1, 2, 3, 4, 5, 6]
+    assert [r for r, _ in status.problems] == ["metrics_file_truncated"]
+    assert "append one line per epoch" in status.problems[0][1]
+
+
+def test_an_unreadable_metrics_file_is_reported_once_and_the_sidecar_ends_normally(tmp_path):
+    (tmp_path / "metrics.jsonl").mkdir()  # reading a directory fails with an OSError on every poll
+    status = Status(problems=[])
+    assert sidecar_for(tmp_path, status, iter([False, False, False, True]).__next__).run() == 0
+    assert [r for r, _ in status.problems] == ["metrics_file_unreadable"]
+
+
+def test_a_restarted_sidecar_does_not_record_its_runs_problems_again(tmp_path):
+    write_bytes(tmp_path, [b"not json"])
+    earlier = [{"reason": "not_json", "message": "not_json: ...", "attempt": 2}]
+    same_run = Status(problems=earlier)
+    sidecar_for(tmp_path, same_run, iter([False, True]).__next__, attempt=2).run()
+    assert same_run.doc["problems"] == earlier
+    next_run = Status(problems=earlier)
+    sidecar_for(tmp_path, next_run, iter([False, True]).__next__, attempt=3).run()
+    assert [(p["reason"], p["attempt"]) for p in next_run.doc["problems"]] == [("not_json", 2), ("not_json", 3)]
+
+
+@pytest.mark.parametrize("applied", [False, True])
+def test_a_failed_problem_request_is_retried_without_duplicating(tmp_path, applied):
+    write_bytes(tmp_path, [b"not json"])
+    status = Status(problems=[], fail_next=2, applied_despite_error=applied)
+    sidecar_for(tmp_path, status, iter([False, True]).__next__, attempt=1).run()
+    assert [r for r, _ in status.problems] == ["not_json"]
+
+
+def test_a_problem_the_api_refuses_does_not_stop_the_observations(tmp_path):
+    class Refused(Exception):
+        status = 403  # not transient: retrying cannot help
+
+    class NoProblemsAllowed(Status):
+        def append(self, patch):
+            if "problems" in patch[0]["path"]:
+                raise Refused("forbidden")
+            super().append(patch)
+
+    write_bytes(tmp_path, [b"not json", b'{"epoch": 1, "val_error": 0.5}'])
+    status = NoProblemsAllowed(problems=[])
+    assert sidecar_for(tmp_path, status, iter([False, True]).__next__).run() == 0
+    assert [o["epoch"] for o in status.doc["observations"]] == [1]
+
+
+def test_problem_messages_spell_out_control_characters_and_stay_short():
+    entry = problem_entry("not_json", "line: \x00\x1b[31m" + "x" * 10_000, attempt=2)
+    assert entry["message"].startswith("line: \\x00\\x1b[31m") and entry["message"].endswith("...")
+    assert len(entry["message"]) < 600 and entry["attempt"] == 2

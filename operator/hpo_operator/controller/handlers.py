@@ -44,10 +44,11 @@ def configure(settings: kopf.OperatorSettings, **_):
 
 
 @kopf.index(GROUP, VERSION, "hpotrials", labels=OURS)
-def trial_observations(namespace, name, labels, status, **_):
-    """(namespace, experiment) -> (trial, ((epoch, value), ...)): what the sidecars reported."""
-    observations = tuple((int(o["epoch"]), o.get("value")) for o in (status or {}).get("observations") or [])
-    return {(namespace, labels[LABEL_EXPERIMENT]): (name, observations)}
+def trial_reports(namespace, name, labels, status, **_):
+    """(namespace, experiment) -> (trial, ((epoch, value), ...), (problem, ...)): what the sidecars reported."""
+    status = status or {}
+    observations = tuple((int(o["epoch"]), o.get("value")) for o in status.get("observations") or [])
+    return {(namespace, labels[LABEL_EXPERIMENT]): (name, observations, tuple(status.get("problems") or ()))}
 
 
 @kopf.index("pods", labels=OURS)
@@ -66,8 +67,7 @@ async def wake_experiment(namespace, labels, **_):
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10,
              when=lambda status, **_: (status or {}).get("phase") not in FINISHED)
-async def run_experiment(body, name, namespace, logger, trial_observations: kopf.Index, trial_pods: kopf.Index,
-                         **_):
+async def run_experiment(body, name, namespace, logger, trial_reports: kopf.Index, trial_pods: kopf.Index, **_):
     """Validate, then one step after another until the experiment has finished."""
     key = (namespace, name)
     wakeup = _wakeups.setdefault(key, asyncio.Event())
@@ -78,11 +78,13 @@ async def run_experiment(body, name, namespace, logger, trial_observations: kopf
             wakeup.clear()
             # Snapshots taken in the event loop, where kopf updates the indexes: consistent.
             snapshot = copy.deepcopy(dict(body))
-            observations = dict(trial_observations.get(key, ()))
+            reports = list(trial_reports.get(key, ()))
+            observations = {trial: obs for trial, obs, _ in reports}
+            problems = {trial: found for trial, _, found in reports if found}
             pods = dict(trial_pods.get(key, ()))
             try:
                 finished = await loop.run_in_executor(None, contextvars.copy_context().run, runner.step,
-                                                      snapshot, observations, pods, logger)
+                                                      snapshot, observations, problems, pods, logger)
             except Exception as err:  # API outages, conflicts: the next step starts from a fresh read
                 logger.warning(f"Reconcile step failed, retrying: {err!r}")
                 finished = False

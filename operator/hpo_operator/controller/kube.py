@@ -108,11 +108,12 @@ class Api:
         self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "hpoexperiments", name,
                                                           {"status": status}, _preload_content=False)
 
-    def create(self, obj: dict) -> None:
+    def create(self, obj: dict, dry_run: bool = False) -> None:
         ns = obj["metadata"]["namespace"]
         with _ignore(409):
             if obj["kind"] == "Pod":
-                self.core.create_namespaced_pod(ns, obj, _preload_content=False)
+                self.core.create_namespaced_pod(ns, obj, _preload_content=False,
+                                                **({"dry_run": "All"} if dry_run else {}))
             else:
                 self.core.create_namespaced_persistent_volume_claim(ns, obj, _preload_content=False)
 
@@ -125,9 +126,9 @@ class Api:
             self.core.delete_namespaced_persistent_volume_claim(name, namespace, _preload_content=False)
 
 
-def create_pod(api: Api, pod: dict) -> None:
+def create_pod(api: Api, pod: dict, dry_run: bool = False) -> None:
     try:
-        api.create(pod)
+        api.create(pod, dry_run=dry_run)
     except ApiException as err:
         if err.status not in (400, 422):
             raise  # quota (403), conflicts and outages are retried on the next step
@@ -145,20 +146,34 @@ def _api_message(err: ApiException) -> str:
         return str(err.reason)
 
 
+def judge_template(api: Api, spec, experiment: dict, launch) -> None:
+    """Let the API server judge the first trial pod (a dry run) before anything is created.
+
+    The validator cannot know every rule of every API server version; a template the
+    server refuses then fails the experiment with no trial, claim or pod left behind.
+    """
+    probe = build_trial(experiment, launch.trial)
+    probe["metadata"]["uid"] = "00000000-0000-0000-0000-000000000000"  # not created: no uid yet
+    create_pod(api, build_pod(spec, experiment, probe, launch, SIDECAR_IMAGE), dry_run=True)
+
+
 def execute(api: Api, plan: Plan, spec, experiment: dict, books: dict[str, TrialBook], logger) -> None:
     """Apply ``plan``; trials it creates get their object recorded in ``books``."""
     ns = experiment["metadata"]["namespace"]
     for pod in plan.delete_pods:
         api.delete_pod(ns, pod)
+    if plan.launches and all(book.ref is None for book in books.values()):
+        judge_template(api, spec, experiment, plan.launches[0])
     for launch in plan.launches:
         name = launch.trial.name
         book = books[name]
         if book.ref is None:
             book.ref, created = api.create_trial(build_trial(experiment, launch.trial))
             if created:
-                # A new trial's record starts empty (the sidecar appends to it), written with its first status
-                # before its pod exists.
-                api.patch_trial_status(ns, name, {"observations": [], **plan.trial_status.pop(name, {})})
+                # A new trial's records start empty (the sidecar appends to them), written with its first
+                # status before its pod exists.
+                api.patch_trial_status(ns, name, {"observations": [], "problems": [], "problemsPosted": 0,
+                                                  **plan.trial_status.pop(name, {})})
         if spec.checkpoints.storage == "perTrial":
             api.create(build_claim(spec, book.ref))
         create_pod(api, build_pod(spec, experiment, book.ref, launch, SIDECAR_IMAGE))

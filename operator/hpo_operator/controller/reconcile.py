@@ -90,6 +90,7 @@ class TrialBook:
     decided: int  # decidedEpoch: the rung the latest decision was made at
     pod: Optional[str]
     written: dict  # the operator's status fields as on record
+    problems_posted: int = 0  # sidecar problems already posted as events
     lazy_since: Optional[datetime] = None  # progress not yet acknowledged in status since then
 
 
@@ -109,7 +110,7 @@ class ExperimentState:
         engine = ExperimentEngine(name, spec)
         engine.restore([v.state for v in views])
         books = {v.name: TrialBook(v.state.trial_id, v.obj, v.processed, v.decided_epoch, v.pod,
-                                   dict(v.obj.get("status") or {})) for v in views}
+                                   dict(v.obj.get("status") or {}), problems_posted_of(v.obj)) for v in views}
         return cls(name, engine, books, generation)
 
 
@@ -117,19 +118,31 @@ def observations_of(trial_obj: dict) -> list[tuple[int, Optional[float]]]:
     return [(int(o["epoch"]), o.get("value")) for o in (trial_obj.get("status") or {}).get("observations") or []]
 
 
+def problems_of(trial_obj: dict) -> list[dict]:
+    return list((trial_obj.get("status") or {}).get("problems") or [])
+
+
+def problems_posted_of(trial_obj: dict) -> int:
+    status = trial_obj.get("status") or {}
+    return min(int(status.get("problemsPosted") or 0), len(status.get("problems") or []))
+
+
 def reconcile(name: str, spec, status: dict, trial_objs: list[dict], pods: dict[str, dict],
               now: datetime) -> Plan:
     """One step from scratch: rebuild from the objects, act, and bring every trial's status up to date."""
     state = ExperimentState.from_trials(name, spec, trial_objs)
     observations = {o["metadata"]["name"]: observations_of(o) for o in trial_objs}
-    return step(state, spec, status, observations, pods, now, fresh=True)
+    problems = {o["metadata"]["name"]: problems_of(o) for o in trial_objs}
+    return step(state, spec, status, observations, pods, now, fresh=True, problems=problems)
 
 
 def step(state: ExperimentState, spec, status: dict, observations: dict[str, Observations],
-         pods: dict[str, dict], now: datetime, fresh: bool = False) -> Plan:
+         pods: dict[str, dict], now: datetime, fresh: bool = False,
+         problems: Optional[dict[str, Sequence[dict]]] = None) -> Plan:
     """Feed ``state`` what is new and return what to do.
 
-    ``pods``: pod name -> pod (see ``compact_pod``). ``fresh``: observations and pods come from one
+    ``pods``: pod name -> pod (see ``compact_pod``); ``problems``: trial name -> the problems its sidecar
+    recorded. ``fresh``: observations and pods come from one
     consistent read (pods listed first), not from watch caches that may lag: no grace for late arrivals,
     and every trial's status is brought up to date. ``state`` is updated as if the plan succeeded; a
     caller that fails to execute the plan must drop it and rebuild from the API.
@@ -164,6 +177,10 @@ def step(state: ExperimentState, spec, status: dict, observations: dict[str, Obs
                 book.lazy_since = book.lazy_since or now  # progress only: acknowledged later
             else:
                 touched.add(name)
+
+    for name, reported in (problems or {}).items():
+        if name in state.books and announce_problems(state.books[name], name, reported, plan):
+            touched.add(name)
 
     # 2. Finished or vanished pods end their runs.
     for name, book in state.books.items():
@@ -247,6 +264,7 @@ def step(state: ExperimentState, spec, status: dict, observations: dict[str, Obs
         t = engine.trials[book.trial_id]
         claim, sub = checkpoint_location(spec, spec_name, name)
         desired = status_of(t, book.processed, book.pod, book.decided, f"{claim}:{sub or '/'}")
+        desired["problemsPosted"] = book.problems_posted
         patch = changed(book.written, desired)
         book.lazy_since = None
         if patch:
@@ -254,6 +272,34 @@ def step(state: ExperimentState, spec, status: dict, observations: dict[str, Obs
             book.written.update(patch)
     plan.experiment_status = experiment_status(engine, spec, spec_name, status, start, now, outcome, best)
     return plan
+
+
+def announce_problems(book: TrialBook, name: str, problems: Sequence[dict], plan: Plan) -> bool:
+    """One Warning Event per problem a trial's sidecar recorded (``status.problems``) and no step has posted;
+    True if there were any.
+
+    The sidecar may only write its trial's status, so the operator speaks for it. ``problemsPosted``
+    goes into the trial's status, which is written before the events are posted: a restarted
+    operator posts none twice.
+    """
+    if len(problems) <= book.problems_posted:
+        return False
+    for problem in problems[book.problems_posted:]:
+        problem = problem if isinstance(problem, dict) else {}
+        reason = str(problem.get("reason") or "unknown")
+        run = f"run {problem['attempt']}: " if problem.get("attempt") else ""
+        plan.events.append(Event(name, "Warning", _problem_event_reason(reason),
+                                 run + str(problem.get("message") or reason)))
+    book.problems_posted = len(problems)
+    return True
+
+
+def _problem_event_reason(reason: str) -> str:
+    if reason == "epochs_repeated":
+        return "EpochsRepeated"  # the trainer did not resume from its checkpoint
+    if reason.startswith("metrics_file_"):
+        return "BadMetricsFile"  # truncated, replaced or unreadable
+    return "BadMetricsLine"
 
 
 def experiment_status(engine: ExperimentEngine, spec, name: str, status: dict, start: str, now: datetime,

@@ -14,9 +14,11 @@ from typing import Optional
 
 import kopf
 
-from hpo_operator.controller import kube
+from hpo_operator.controller import kube, spec_changes
 from hpo_operator.controller.conditions import set_condition
-from hpo_operator.controller.reconcile import ExperimentState, Observations, observations_of, step
+from hpo_operator.controller.reconcile import (
+    ExperimentState, Observations, observations_of, problems_of, step,
+)
 from hpo_operator.spec import ManifestError, experiment_spec_from_dict
 
 FINISHED = ("Succeeded", "Failed")
@@ -34,7 +36,8 @@ class ExperimentRunner:
         self.written: Optional[dict] = None  # the status this runner last wrote
         self.written_at = 0.0
 
-    def step(self, body: dict, observations: dict[str, Observations], pods: dict[str, dict], logger) -> bool:
+    def step(self, body: dict, observations: dict[str, Observations], problems: dict[str, list],
+             pods: dict[str, dict], logger) -> bool:
         """One step; True once the experiment has finished (or was refused)."""
         meta = body["metadata"]
         # Our own last write wins over a body the watch has not refreshed yet.
@@ -49,9 +52,15 @@ class ExperimentRunner:
         if fresh:
             pods = self.api.list_pods(self.namespace, self.name)  # first: a finished pod's observations are in
             trial_objs = self.api.list_trials(self.namespace, self.name)
-            self.state = ExperimentState.from_trials(self.name, spec, trial_objs, meta.get("generation"))
             observations = {o["metadata"]["name"]: observations_of(o) for o in trial_objs}
-        plan = step(self.state, spec, status, observations, pods, kube.now(), fresh=fresh)
+            problems = {o["metadata"]["name"]: problems_of(o) for o in trial_objs}
+        # Budget edits apply; edits that would corrupt the running experiment are refused (spec_changes.py).
+        review = spec_changes.review(spec, status.get("acceptedSpec"),
+                                     len(trial_objs) if fresh else len(self.state.books))
+        spec = review.spec
+        if fresh:
+            self.state = ExperimentState.from_trials(self.name, spec, trial_objs, meta.get("generation"))
+        plan = step(self.state, spec, status, observations, pods, kube.now(), fresh=fresh, problems=problems)
         try:
             kube.execute(self.api, plan, spec, body, self.state.books, logger)
         except kube.TemplateRejected as err:
@@ -66,6 +75,9 @@ class ExperimentRunner:
         cond_status = {"Succeeded": "True", "Failed": "False"}.get(st["phase"], "Unknown")
         st["conditions"] = set_condition(status, "Succeeded", cond_status, st.get("reason") or "Running",
                                          st.get("message") or "trials are running", meta.get("generation"))
+        review.record(st, status, meta.get("generation"))
+        if review.announce(status):
+            kopf.warn(body, reason=spec_changes.EVENT_REASON, message=review.message)
         self.write_status(st)
         if st["phase"] in FINISHED:
             event = kopf.info if st["phase"] == "Succeeded" else kopf.warn
@@ -76,13 +88,14 @@ class ExperimentRunner:
 
     def write_status(self, st: dict, force: bool = False) -> None:
         last = self.written or {}
-        if st == last:
+        if all(last.get(k) == v for k, v in st.items()):
             return
-        urgent = force or any(st.get(k) != last.get(k) for k in ("phase", "conditions", "startTime"))
+        urgent = force or any(k in st and st[k] != last.get(k)
+                              for k in ("phase", "conditions", "startTime", "acceptedSpec"))
         if not urgent and time.monotonic() - self.written_at < STATUS_PERIOD_SECONDS:
             return  # the next step (at the latest the slow tick) writes it
         self.api.patch_experiment_status(self.namespace, self.name, st)
-        self.written, self.written_at = dict(st), time.monotonic()
+        self.written, self.written_at = {**last, **st}, time.monotonic()
 
     def refuse(self, body: dict, status: dict, reason: str, message: str, logger) -> None:
         """Fail the experiment for a problem only the user can fix; trials already recorded stay as they are."""

@@ -42,34 +42,19 @@ def main() -> int:
     metrics = Path(os.environ["HPO_METRICS_FILE"])
     api = api_client(token_dir)
     custom = client.CustomObjectsApi(api)
-    core = client.CoreV1Api(api)
-    owner = {}
 
+    # Its trial's status is all the sidecar reads and writes: observations and problems are
+    # appended with JSON patches, and the operator announces the problems as Events.
     def read_status() -> dict:
         obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "hpotrials", trial)
-        owner.update(uid=obj["metadata"]["uid"])
         return obj.get("status") or {}
 
     def append(patch: list[dict]) -> None:
         custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "hpotrials", trial, patch,
                                                      _content_type="application/json-patch+json")
 
-    def report_problem(reason: str, message: str) -> None:
-        log.warning("Metrics problem trial=%s reason=%s: %s", trial, reason, message)
-        event = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(generate_name=f"{trial}-metrics-", namespace=namespace),
-            involved_object=client.V1ObjectReference(api_version=f"{GROUP}/{VERSION}", kind="HPOTrial",
-                                                     name=trial, namespace=namespace, uid=owner.get("uid")),
-            reason="EpochsRepeated" if reason == "epochs_repeated" else "BadMetricsLine",
-            message=message[:1000], type="Warning",
-            source=client.V1EventSource(component="hpo-metrics-sidecar"))
-        try:
-            core.create_namespaced_event(namespace, event)
-        except Exception as err:  # an event is best effort; the line is skipped either way
-            log.warning("Could not post event: %s", err)
-
     sidecar = Sidecar(metrics, Path(os.environ["HPO_CONTROL_FILE"]), os.environ["HPO_OBJECTIVE"], read_status,
-                      append, report_problem, trainer_exited(Path(str(metrics) + ".exit")),
+                      append, trainer_exited(Path(str(metrics) + ".exit")),
                       poll_seconds=float(os.environ.get("HPO_SIDECAR_POLL", "0.2")),
                       attempt=int(os.environ["HPO_ATTEMPT"]) if os.environ.get("HPO_ATTEMPT") else None)
     code = sidecar.run()

@@ -7,11 +7,16 @@ new run's lines for epochs already on record are skipped (and reported: the
 trainer did not resume where the last run ended). It also carries the
 operator's decision at rung epochs (``status.until``/``status.decidedEpoch``)
 into the control file the waiting trainer reads (promote in place).
+
+Whatever the trainer writes, the loop goes on: a bad line is skipped, and each
+kind of problem is recorded once per run in ``status.problems`` (see
+``problems.py``), never as an Event: the sidecar may only write its trial's status.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -22,7 +27,12 @@ from typing import Callable, Optional
 from hpo_trainer import contract
 from hpo_trainer.metrics import MetricLineError, MetricRecord, MetricsReader
 
+from hpo_operator.sidecar.problems import (
+    EPOCHS_REPEATED, FILE_TRUNCATED, FILE_UNREADABLE, problem_entry, problem_patch, recorded,
+)
+
 GROUP, VERSION = "hpo.dev", "v1alpha1"
+log = logging.getLogger("hpo.sidecar")
 
 
 def observation_patch(record: MetricRecord, attempt: Optional[int] = None) -> list[dict]:
@@ -49,39 +59,39 @@ def write_control(path: Path, doc: dict) -> None:
 
 @dataclass
 class Sidecar:
-    """The loop, with the API behind three callables so it is testable without a cluster."""
+    """The loop, with the API behind callables so it is testable without a cluster."""
 
     metrics_file: Path
     control_file: Path
     objective: str
     read_status: Callable[[], dict]
-    append: Callable[[list[dict]], None]
-    report_problem: Callable[[str, str], None]  # (reason, message), once per reason
+    append: Callable[[list[dict]], None]  # one JSON patch on the trial's status
     trainer_done: Callable[[], bool]
     poll_seconds: float = 0.2
     retry_seconds: float = 1.0
     attempt: Optional[int] = None
-    reported: set = field(default_factory=set)
+    reported: set = field(default_factory=set)  # problem reasons this run has recorded
     sent: int = 0
-    repeated: list = field(default_factory=list)  # epochs on record that this run trained again
+    repeated: int = 0  # lines for epochs on record that this run trained again
 
     def run(self, deadline: Optional[float] = None) -> int:
         status = self._with_retries(self.read_status)
+        # A restarted sidecar container (same run) does not record its run's problems again.
+        self.reported |= {p.get("reason") for p in status.get("problems") or []
+                          if isinstance(p, dict) and p.get("attempt") == self.attempt}
         last = max([o["epoch"] for o in status.get("observations") or []], default=0)
         reader = MetricsReader(self.metrics_file, self.objective, last_epoch=last or None)
         written_control = None
         while True:
             finished = self.trainer_done()  # checked before the read: lines written before exit are drained
-            for item in reader.poll():
+            for item in self._poll(reader):
                 if isinstance(item, MetricLineError):
                     if item.reason.value == "epoch_not_increasing" and last and not self.sent:
                         # An epoch already on record, trained again: the trainer did not resume
                         # from its checkpoint (or lost it). Skipped, and reported once at the end.
-                        self.repeated.append(item)
+                        self.repeated += 1
                         continue
-                    if item.reason not in self.reported:
-                        self.reported.add(item.reason)
-                        self.report_problem(item.reason.value, str(item))
+                    self.report(item.reason.value, str(item))
                     continue
                 self._send(item)
             status = self._with_retries(self.read_status)
@@ -91,14 +101,45 @@ class Sidecar:
                 written_control = doc
             if finished:
                 if self.repeated:
-                    self.report_problem("epochs_repeated", f"this run trained {len(self.repeated)} epoch(s) again that "
-                                        f"were already on record (up to epoch {last}): the trainer resumed from an "
-                                        "earlier checkpoint or none; save a checkpoint every epoch and restore it "
-                                        "at start (hpo_trainer.torch_state.save/restore) to avoid repeating work")
+                    self.report(EPOCHS_REPEATED, f"this run trained {self.repeated} epoch(s) again that "
+                                f"were already on record (up to epoch {last}): the trainer resumed from an "
+                                "earlier checkpoint or none; save a checkpoint every epoch and restore it "
+                                "at start (hpo_trainer.torch_state.save/restore) to avoid repeating work")
                 return 0
             if deadline is not None and time.monotonic() > deadline:
                 return 1
             time.sleep(self.poll_seconds)
+
+    def _poll(self, reader: MetricsReader) -> list:
+        """New lines of the metrics file; a file that cannot be read now is reported and read again later."""
+        restarts = reader.tail.restarts
+        try:
+            items = reader.poll()
+        except OSError as err:
+            self.report(FILE_UNREADABLE, f"cannot read the metrics file {self.metrics_file}: {err}")
+            return []
+        if reader.tail.restarts > restarts:
+            self.report(FILE_TRUNCATED, f"the metrics file {self.metrics_file.name} was truncated or replaced "
+                        "while being read; it is read again from its start and epochs already recorded are "
+                        "skipped; append one line per epoch (hpo_trainer.report) instead of rewriting the file")
+        return items
+
+    def report(self, reason: str, message: str) -> None:
+        """Record a problem in the trial's status, once per reason per run; the operator posts the Event.
+
+        Best effort: a problem that cannot be recorded is logged, and the loop goes on.
+        """
+        if reason in self.reported:
+            return
+        self.reported.add(reason)
+        log.warning("Metrics problem attempt=%s reason=%s: %s", self.attempt, reason, message[:300])
+        entry = problem_entry(reason, message, self.attempt)
+        try:
+            self._with_retries(lambda: self.append(problem_patch(self.read_status(), entry)),
+                               already_done=lambda: recorded(self._with_retries(self.read_status), reason,
+                                                             self.attempt))
+        except Exception as err:  # reporting must never stop the observations
+            log.warning("Could not record problem reason=%s: %s", reason, err)
 
     def _send(self, record: MetricRecord) -> None:
         """Append one observation exactly once: after a failed request, look before sending again

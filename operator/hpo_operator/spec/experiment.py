@@ -15,6 +15,7 @@ from pydantic import Field, field_validator, model_validator
 
 from hpo_operator.spec.base import SpecModel
 from hpo_operator.spec.durations import parse_duration
+from hpo_operator.spec.pod_security import security_problem
 from hpo_operator.spec.search_space import Domain
 
 API_GROUP = "hpo.dev"
@@ -193,6 +194,9 @@ class HPOExperimentSpec(SpecModel):
                         )
         if len(set(names)) != len(names):
             raise ValueError("spec.containers: container names must be distinct")
+        problem = security_problem(spec)
+        if problem:
+            raise ValueError(problem)
         return v
 
     @model_validator(mode="after")

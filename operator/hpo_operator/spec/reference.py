@@ -57,6 +57,46 @@ def _rows(node: dict, path: str, required: set[str]) -> list[str]:
     return rows
 
 
+TEMPLATE = """
+## What a trial template may not ask for
+
+Trial pods run as a non-root user (uid 1000 unless the template sets another),
+without privilege escalation, with all capabilities dropped and seccomp
+`RuntimeDefault`; only the metrics sidecar holds a Kubernetes token. A
+template that asks otherwise is refused, naming the field: `privileged`,
+`allowPrivilegeEscalation: true`, `capabilities.add`, `runAsUser: 0` or
+`runAsNonRoot: false` (pod or any container), `hostNetwork`, `hostPID`,
+`hostIPC`, `hostPath` volumes, `serviceAccountName`,
+`automountServiceAccountToken: true`, a projected `serviceAccountToken`
+volume, and volumes or mounts named `hpo-checkpoints`, `hpo-metrics` or
+`hpo-token` (the operator's own).
+"""
+
+CHANGES = """
+## Changing a running experiment
+
+Edit the manifest and `kubectl apply` it again (or `kubectl patch hpx`); the
+operator reads the spec on every step.
+
+| field | while the experiment runs |
+| --- | --- |
+| `spec.budget.parallelism` | applies at once: raised, more trials start; lowered, no running trial is stopped and new runs wait until fewer than `parallelism` run |
+| `spec.budget.maxTrials` | raised: more trials are created and the experiment ends after them; lowered: applies down to the number of trials already created, below that it is refused |
+| `spec.budget.maxRetries`, `spec.budget.maxFailedTrials` | apply to the next run that fails |
+| `spec.budget.maxDuration` | applies at once, counted from the experiment's `status.startTime` |
+| `spec.trialTemplate`, `spec.trainerContainer` | apply to pods started afterwards; running pods keep theirs |
+| `spec.objective`, `spec.searchSpace`, `spec.searcher`, `spec.scheduler`, `spec.checkpoints` | refused: the experiment goes on with the values it started with |
+
+A refused change leaves the experiment running on the spec it accepted (kept
+in `status.acceptedSpec`, so an operator restart changes nothing), sets the
+condition `SpecChangeRefused` (status `True`, reason `ImmutableFieldChanged`)
+and posts one Warning event `SpecChangeRefused`; both name the field and the
+fix: to use the new value, create a new experiment. Putting the field back
+sets the condition to `False`. A finished experiment (Succeeded or Failed) is
+not resumed by an edit.
+"""
+
+
 def render_reference() -> str:
     spec = experiment_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
-    return INTRO + "\n".join(_rows(spec, "spec", set(spec.get("required", [])))) + "\n"
+    return INTRO + "\n".join(_rows(spec, "spec", set(spec.get("required", [])))) + "\n" + TEMPLATE + CHANGES

@@ -52,12 +52,22 @@ class HPOExperimentStatus(SpecModel):
     start_time: Optional[str] = None
     completion_time: Optional[str] = None
     observed_generation: Optional[int] = None
+    accepted_spec: Optional[dict[str, Any]] = Field(
+        default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+        description="The spec fields fixed when the experiment started (objective, searchSpace, searcher, "
+        "scheduler, checkpoints) and the maxTrials in effect; changes to them are refused while it runs.")
 
 
 class Observation(SpecModel):
     epoch: int = Field(ge=1)
     value: Optional[float] = Field(default=None, description="Objective; null when NaN or infinite (ranks worst).")
     attempt: Optional[int] = Field(default=None, ge=1, description="The run (pod attempt) that reported it.")
+
+
+class Problem(SpecModel):
+    reason: str = Field(description="What went wrong, e.g. not_json, missing_objective, epochs_repeated.")
+    message: str = Field(default="", description="What a user can do about it; a short excerpt of a bad line.")
+    attempt: Optional[int] = Field(default=None, ge=1, description="The run (pod attempt) that found it.")
 
 
 class HPOTrialSpec(SpecModel):
@@ -73,6 +83,9 @@ class HPOTrialStatus(SpecModel):
     last_epoch: int = 0
     last_value: Optional[str] = Field(default=None, description="Latest objective as text, for kubectl columns.")
     observations: list[Observation] = Field(default_factory=list)
+    problems: list[Problem] = Field(
+        default_factory=list, description="Appended by the sidecar, once per reason per run; each becomes a Warning Event.")
+    problems_posted: int = Field(default=0, description="How many of the problems the operator has posted as Events.")
     attempts: int = 0
     failures: int = 0
     pod: Optional[str] = None

@@ -17,6 +17,7 @@ from ..contract import EPOCH_KEY
 from .format import TIME_KEY, decode_value
 
 _EXCERPT = 120
+MAX_EPOCH = 2**31 - 1  # far beyond any training run; larger integers do not fit the API's integer fields
 
 
 class ErrorReason(str, enum.Enum):
@@ -81,13 +82,16 @@ def parse_metric_line(raw: bytes, objective: str, last_epoch: int | None) -> Met
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
         return error(ErrorReason.NOT_JSON, f"line is not JSON ({exc.msg} at position {exc.pos}); write lines with hpo_trainer.report")
+    except (ValueError, RecursionError) as exc:  # an integer of thousands of digits, arrays nested thousands deep
+        return error(ErrorReason.NOT_JSON, f"line is not JSON this reader accepts ({str(exc)[:80]}); write lines with hpo_trainer.report")
     if not isinstance(obj, dict):
         return error(ErrorReason.NOT_OBJECT, f"line is a JSON {type(obj).__name__}, expected an object like {{\"epoch\": 1, \"{objective}\": 0.5}}")
     if EPOCH_KEY not in obj:
         return error(ErrorReason.MISSING_EPOCH, f"line has no \"{EPOCH_KEY}\" key")
     epoch = obj[EPOCH_KEY]
-    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
-        return error(ErrorReason.BAD_EPOCH, f"\"{EPOCH_KEY}\" must be a positive integer, got {epoch!r}")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or not 1 <= epoch <= MAX_EPOCH:
+        shown = repr(epoch) if len(repr(epoch)) <= 40 else repr(epoch)[:40] + "..."
+        return error(ErrorReason.BAD_EPOCH, f"\"{EPOCH_KEY}\" must be a positive integer up to {MAX_EPOCH}, got {shown}")
     if last_epoch is not None and epoch <= last_epoch:
         kind = "repeated" if epoch == last_epoch else "went backwards"
         return error(ErrorReason.EPOCH_NOT_INCREASING, f"epoch {epoch} {kind}: epoch {last_epoch} was already reported")
