@@ -170,10 +170,10 @@ def execute(api: Api, plan: Plan, spec, experiment: dict, books: dict[str, Trial
         if book.ref is None:
             book.ref, created = api.create_trial(build_trial(experiment, launch.trial))
             if created:
-                # A new trial's records start empty (the sidecar appends to them), written with its first
-                # status before its pod exists.
-                api.patch_trial_status(ns, name, {"observations": [], "problems": [], "problemsPosted": 0,
-                                                  **plan.trial_status.pop(name, {})})
+                # A new trial's records start empty (the sidecar appends to them) before its pod exists. Its
+                # phase comes with the other trials' statuses, in trial order: a trial that ended is marked so
+                # before the one taking its slot shows Running.
+                api.patch_trial_status(ns, name, {"observations": [], "problems": [], "problemsPosted": 0})
         if spec.checkpoints.storage == "perTrial":
             api.create(build_claim(spec, book.ref))
         create_pod(api, build_pod(spec, experiment, book.ref, launch, SIDECAR_IMAGE))
