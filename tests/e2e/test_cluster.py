@@ -62,6 +62,7 @@ def test_example_experiment_pauses_resumes_and_succeeds(cluster, images, release
     doc = digits_example(images["trainer"])
     name = doc["metadata"]["name"]
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc))
+    assert_trainer_cannot_read_a_token(cluster, namespace, name)
 
     def finished():
         phase = (get(cluster, "hpx", namespace, name).get("status") or {}).get("phase")
@@ -115,6 +116,82 @@ def test_example_experiment_pauses_resumes_and_succeeds(cluster, images, release
 
     # The checkpoint really is on the volume: a pod mounting the best trial's claim reads it.
     assert_checkpoint_on_claim(cluster, namespace, claim, images["trainer"])
+
+
+# Run inside a container with the sidecar's token on stdin: who am I, and where could I read that token?
+TOKEN_PROBE = r"""
+import json, os, sys
+token = sys.stdin.read().strip()
+hits = []
+for root, dirs, files in os.walk("/"):
+    if root == "/":
+        dirs[:] = [d for d in dirs if d not in ("proc", "sys", "dev")]
+    for f in files:
+        path = os.path.join(root, f)
+        try:
+            if os.path.isfile(path) and not os.path.islink(path) and os.path.getsize(path) <= 65536:
+                with open(path, "rb") as fh:
+                    if token.encode() in fh.read():
+                        hits.append(path)
+        except OSError:
+            pass
+for pid in filter(str.isdigit, os.listdir("/proc")):  # other containers' files and environment, seen
+    for path in (f"/proc/{pid}/root{sys.argv[1]}/token", f"/proc/{pid}/environ"):  # through the shared pid namespace
+        try:
+            with open(path, "rb") as fh:
+                if token.encode() in fh.read():
+                    hits.append(path)
+        except OSError:
+            pass
+def cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read()
+    except OSError:
+        return b""
+sidecars = [p for p in filter(str.isdigit, os.listdir("/proc")) if b"hpo_operator.sidecar" in cmdline(p)]
+print(json.dumps({"uid": os.getuid(), "euid": os.geteuid(), "hits": hits, "sidecar_pids": sidecars,
+                  "kubernetes_secrets": os.path.exists("/var/run/secrets/kubernetes.io"),
+                  "api_env": sorted(k for k in os.environ if k.startswith("KUBERNETES_") and "TOKEN" in k)}))
+"""
+
+
+def assert_trainer_cannot_read_a_token(cluster, namespace: str, experiment: str) -> None:
+    """While a trial pod runs: its trainer runs as non-root and can read no API token, anywhere.
+
+    The same probe in the sidecar finds the token (it must hold it), so the probe can find one.
+    """
+    from hpo_operator.controller.builders import SIDECAR_NAME, TOKEN_DIR
+
+    def probe(pod: str, container: str, token: str):
+        out = cluster.kubectl("exec", "-i", "-n", namespace, pod, "-c", container, "--",
+                              "python", "-c", TOKEN_PROBE, TOKEN_DIR, input=token, check=False)
+        return json.loads(out.stdout) if out.returncode == 0 else None
+
+    def running_pods():
+        pods = get(cluster, "pods", namespace, selector=f"hpo.dev/experiment={experiment}")["items"]
+        return [p["metadata"]["name"] for p in pods
+                if sum("running" in (c.get("state") or {}) for c in p["status"].get("containerStatuses") or []) == 2]
+
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:  # a run can end under the probe: then try the next running pod
+        for pod in running_pods():
+            token = cluster.kubectl("exec", "-n", namespace, pod, "-c", SIDECAR_NAME, "--", "python", "-c",
+                                    f"print(open('{TOKEN_DIR}/token').read())", check=False).stdout.strip()
+            if token.count(".") != 2:
+                continue
+            trainer, sidecar = probe(pod, "trainer", token), probe(pod, SIDECAR_NAME, token)
+            if trainer is None or sidecar is None:
+                continue
+            assert trainer["sidecar_pids"], trainer  # it sees the sidecar's process, so /proc/<pid>/root was tried
+            assert trainer["hits"] == [], trainer
+            # The probe does find a readable token: the sidecar's (/var/run may be a link to /run).
+            assert any("/secrets/hpo.dev/serviceaccount/" in h for h in sidecar["hits"]), sidecar
+            assert not trainer["kubernetes_secrets"] and trainer["api_env"] == [], trainer
+            assert trainer["uid"] != 0 and trainer["euid"] != 0, trainer
+            return
+        time.sleep(1)
+    raise AssertionError("no trial pod stayed running long enough to probe its trainer")
 
 
 def assert_checkpoint_on_claim(cluster, namespace: str, claim: str, image: str) -> None:

@@ -65,6 +65,7 @@ class ControlPlane:
         self.kubeconfig_path = self.dir / "admin.kubeconfig"
         self._procs: dict[str, subprocess.Popen] = {}
         self.audit_log_path = self.dir / "audit.log" if audit else None
+        self._argv: dict[str, list[str]] = {}
 
     # ---- lifecycle -------------------------------------------------------------
     def __enter__(self) -> "ControlPlane":
@@ -122,6 +123,24 @@ class ControlPlane:
             raise
         self.startup_seconds = time.monotonic() - started
 
+    def restart_apiserver(self, down_seconds: float = 0.0, timeout: float = 120) -> float:
+        """Stop kube-apiserver and start it again on the same port, etcd and certificates (as an upgrade or
+        a crashed control-plane node does); returns the seconds it answered nothing.
+
+        SIGTERM, then SIGKILL after 5 s: a graceful stop waits up to a minute for open watches to end."""
+        started = time.monotonic()
+        proc = self._procs.pop("kube-apiserver")
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        time.sleep(down_seconds)
+        self._spawn("kube-apiserver", self._argv["kube-apiserver"])
+        self._wait_ready("/readyz", timeout=timeout)
+        return time.monotonic() - started
+
     def stop(self, keep_logs: bool = False) -> None:
         for name in reversed(list(self._procs)):
             proc = self._procs.pop(name)
@@ -136,17 +155,20 @@ class ControlPlane:
             shutil.rmtree(self.dir, ignore_errors=True)
 
     # ---- credentials -----------------------------------------------------------
-    def kubeconfig_for_token(self, token: str, name: str) -> Path:
-        """A kubeconfig that authenticates with ``token`` (a static one or a service-account token)."""
+    def kubeconfig_for_token(self, token: str, name: str, server: Optional[str] = None) -> Path:
+        """A kubeconfig that authenticates with ``token`` (a static one or a service-account token);
+        ``server``: another address to reach the API server through (a plain-HTTP proxy, say)."""
         path = self.dir / f"{name}.kubeconfig"
-        self._write_kubeconfig(path, token, name)
+        self._write_kubeconfig(path, token, name, server)
         return path
 
-    def _write_kubeconfig(self, path: Path, token: str, user: str) -> None:
+    def _write_kubeconfig(self, path: Path, token: str, user: str, server: Optional[str] = None) -> None:
         # The API server's serving certificate is self-signed: trust it as the CA.
         ca = self.dir / "certs" / "apiserver.crt"
-        cluster = {"server": self.server}
-        if ca.exists():
+        cluster = {"server": server or self.server}
+        if not cluster["server"].startswith("https://"):
+            pass  # plain HTTP (a test proxy): nothing to trust
+        elif ca.exists():
             cluster["certificate-authority"] = str(ca)
         else:
             cluster["insecure-skip-tls-verify"] = True
@@ -179,6 +201,7 @@ class ControlPlane:
 
     # ---- processes -------------------------------------------------------------
     def _spawn(self, name: str, argv: list[str]) -> None:
+        self._argv[name] = argv
         log = open(self.dir / f"{name}.log", "ab")
         self._procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                              start_new_session=True)

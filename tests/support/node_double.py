@@ -10,6 +10,17 @@ processes, and reports pod phases through the pods/status subresource. A
 folder per trial plays the checkpoint volume, a folder per pod the shared
 emptyDir. Deleted pods get their processes killed and are removed (there is
 no kubelet to finish a graceful deletion).
+
+Faults it can inject (tests/support/faults.py drives them):
+- ``crash_pods``: these pods' trainers crash two epochs in;
+- ``crash_rate``: that share of runs crash at a random epoch of their range
+  (seeded per pod name, so the same pod always gets the same fate);
+- ``stop()``/``start()``: the kubelet goes down, its trainers and sidecars die
+  with it, the pods stay as they are in the API; started again it behaves as
+  a kubelet after a node reboot: a Running pod whose containers are gone is
+  set Failed (exit code 137, reason ContainerStatusUnknown);
+- ``sidecar_server``: the sidecars reach the API server through this address
+  (a fault-injecting proxy).
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -28,8 +40,12 @@ from typing import Optional
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from urllib3.exceptions import HTTPError as TransportError
 
 from support.paths import CURVE_TRAINER, REPO
+
+
+LOST_EXIT_CODE = 137  # what a kubelet reports for a container it lost (killed, node rebooted)
 
 
 @dataclass
@@ -38,13 +54,42 @@ class Run:
     trainer: subprocess.Popen
     sidecar: subprocess.Popen
     metrics: Path
+    trial: str = ""
+    attempt: int = 0
+    start_epoch: int = 0
+    until: int = 0
+    crash_at: Optional[int] = None  # the epoch its trainer was told to crash at
     exit_code: Optional[int] = None
     finished_at: Optional[float] = None
+    ended: str = ""  # "exit <code>", "deleted" or "lost" (kubelet down)
+
+    def reported(self) -> list[tuple[int, dict]]:
+        """(epoch, line) of every complete line the trainer wrote to its metrics file."""
+        out = []
+        try:
+            lines = self.metrics.read_text().splitlines()
+        except OSError:
+            return out
+        for line in lines:
+            try:
+                doc = json.loads(line)
+                out.append((int(doc["epoch"]), doc))
+            except (ValueError, KeyError, TypeError):
+                continue  # a torn last line: never complete, never reported
+        return out
+
+
+def _transient(err: Exception) -> bool:
+    """API server restarting or unreachable: a kubelet retries, so does this double."""
+    if isinstance(err, (TransportError, ConnectionError)):
+        return True
+    return isinstance(err, ApiException) and (err.status == 0 or err.status >= 500)
 
 
 class NodeDouble:
     def __init__(self, control_plane, api: client.ApiClient, namespace: str, workdir: Path,
-                 crash_pods: Optional[set[str]] = None):
+                 crash_pods: Optional[set[str]] = None, crash_rate: float = 0.0, seed: int = 0,
+                 sidecar_server: Optional[str] = None):
         self.cp = control_plane
         self.core = client.CoreV1Api(api)
         self.ns = namespace
@@ -52,23 +97,37 @@ class NodeDouble:
         self.runs: dict[str, Run] = {}
         self.created = Counter()  # pod name -> times a pod of that name was started here
         self.crash_pods = crash_pods or set()
+        self.crash_rate = crash_rate
+        self.seed = seed
+        self.sidecar_server = sidecar_server
+        self.history: list[Run] = []  # every run ever started, in start order
+        self.lost_pods: list[str] = []  # pods set Failed after a kubelet restart
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread: Optional[threading.Thread] = None
         self._sidecar_kubeconfig: Optional[Path] = None
         self.errors: list[str] = []
+        self.transient_errors = 0
 
     def __enter__(self) -> "NodeDouble":
-        self._thread.start()
+        self.start()
         return self
 
     def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ---- the kubelet going down and coming back ------------------------------------
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """The kubelet goes down with its containers; the API keeps the pods as they were."""
         self._stop.set()
-        self._thread.join(30)
-        for run in self.runs.values():
-            for proc in (run.trainer, run.sidecar):
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
+        if self._thread is not None:
+            self._thread.join(30)
+        for name in list(self.runs):
+            self._kill(name, "lost")
 
     # ---- the node loop -------------------------------------------------------------
     def _loop(self) -> None:
@@ -76,23 +135,29 @@ class NodeDouble:
             try:
                 self._step()
             except Exception as err:  # keep playing the node; the test sees errors
-                self.errors.append(repr(err))
+                if _transient(err):
+                    self.transient_errors += 1
+                else:
+                    self.errors.append(repr(err))
             self._stop.wait(0.1)
 
     def _step(self) -> None:
         pods = {p.metadata.name: p for p in self.core.list_namespaced_pod(self.ns).items}
         for name, pod in pods.items():
             if pod.metadata.deletion_timestamp is not None:
-                self._kill(name)
+                self._kill(name, "deleted")
                 self._force_delete(name)
             elif name not in self.runs and (pod.status.phase in (None, "Pending")):
                 self._start(pod)
+            elif name not in self.runs and pod.status.phase == "Running":
+                self._lose(name)  # its containers died with the kubelet
         for name, run in list(self.runs.items()):
             if name not in pods:
-                self._kill(name)
+                self._kill(name, "deleted")
                 continue
             if run.exit_code is None and run.trainer.poll() is not None:
                 run.exit_code = run.trainer.returncode
+                run.ended = f"exit {run.exit_code}"
                 Path(str(run.metrics) + ".exit").write_text(str(run.exit_code))  # the sidecar's "trainer ended"
                 run.finished_at = time.monotonic()
             if run.exit_code is not None and (run.sidecar.poll() is not None
@@ -114,9 +179,11 @@ class NodeDouble:
         poddir.mkdir(parents=True, exist_ok=True)
         metrics, control = poddir / "metrics.jsonl", poddir / "control.json"
         env.update(HPO_CHECKPOINT_DIR=str(ckpt), HPO_METRICS_FILE=str(metrics), HPO_CONTROL_FILE=str(control))
-        if name in self.crash_pods:  # fault injection: this run's trainer crashes two epochs in
+        start, until = int(env["HPO_START_EPOCH"]), int(env["HPO_UNTIL_EPOCH"])
+        crash_at = self._crash_epoch(name, start, until)
+        if crash_at is not None:
             config = json.loads(env["HPO_CONFIG"])
-            config["crash_at_epoch"] = int(env["HPO_START_EPOCH"]) + 2
+            config["crash_at_epoch"] = crash_at
             env["HPO_CONFIG"] = json.dumps(config)
         log = open(poddir / "trainer.log", "ab")
         trainer_proc = subprocess.Popen([sys.executable, str(CURVE_TRAINER)], env={**os.environ, **env},
@@ -127,8 +194,28 @@ class NodeDouble:
         side_log = open(poddir / "sidecar.log", "ab")
         sidecar_proc = subprocess.Popen([sys.executable, "-m", "hpo_operator.sidecar"],
                                         env={**os.environ, **side_env}, stdout=side_log, stderr=subprocess.STDOUT)
-        self.runs[name] = Run(name, trainer_proc, sidecar_proc, metrics)
+        run = Run(name, trainer_proc, sidecar_proc, metrics, trial=side_env.get("HPO_TRIAL", ""),
+                  attempt=int(side_env.get("HPO_ATTEMPT") or 0), start_epoch=start, until=until, crash_at=crash_at)
+        self.runs[name] = run
+        self.history.append(run)
         self._set_phase(name, "Running")
+
+    def _crash_epoch(self, name: str, start: int, until: int) -> Optional[int]:
+        if name in self.crash_pods:  # this run's trainer crashes two epochs in
+            return start + 2
+        rng = random.Random(f"{self.seed}/{name}")  # the same pod name always draws the same fate
+        if rng.random() < self.crash_rate:
+            return rng.randint(start + 1, until)
+        return None
+
+    def _lose(self, name: str) -> None:
+        """After a restart: a pod the API says is Running has no containers here any more."""
+        state = {"terminated": {"exitCode": LOST_EXIT_CODE, "reason": "ContainerStatusUnknown",
+                                "message": "The container could not be located when the pod was terminated"}}
+        statuses = [{"name": "trainer", "ready": False, "restartCount": 0, "image": "trainer", "imageID": "",
+                     "state": state}]
+        self._set_phase(name, "Failed", statuses)
+        self.lost_pods.append(name)
 
     def _finish(self, name: str, run: Run) -> None:
         code = run.exit_code
@@ -138,10 +225,12 @@ class NodeDouble:
         self._set_phase(name, "Succeeded" if code == 0 else "Failed", statuses)
         del self.runs[name]
 
-    def _kill(self, name: str) -> None:
+    def _kill(self, name: str, why: str) -> None:
         run = self.runs.pop(name, None)
         if run is None:
             return
+        if run.exit_code is None:
+            run.ended = why
         for proc in (run.trainer, run.sidecar):
             if proc.poll() is None:
                 proc.kill()
@@ -174,5 +263,6 @@ class NodeDouble:
                 sa = self.core.read_namespaced_service_account("hpo-trial-sidecar", self.ns)
             secret = self.core.read_namespaced_secret(sa.secrets[0].name, self.ns)
             token = base64.b64decode(secret.data["token"]).decode()
-            self._sidecar_kubeconfig = self.cp.kubeconfig_for_token(token, f"sidecar-{self.ns}")
+            self._sidecar_kubeconfig = self.cp.kubeconfig_for_token(token, f"sidecar-{self.ns}",
+                                                                    server=self.sidecar_server)
         return self._sidecar_kubeconfig

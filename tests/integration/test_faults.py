@@ -1,0 +1,71 @@
+"""An experiment survives what clusters do to it (faults from tests/support/faults.py).
+
+The real API server, the operator as a real `kopf run` process, the kubelet
+TEST DOUBLE running the real sidecar, and the faults injected at seeded random
+moments. The audit compares every trainer's metrics file with the trials'
+records and the result with the undisturbed run (the simulator's, equal at
+parallelism 1).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from support.fault_proxy import FaultProxy
+from support.faults import FaultPlan, run_scenario
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def test_experiment_survives_every_fault_at_once(crds_installed, namespace, kube_api, tmp_path):
+    plan = FaultPlan("chaos", seed=1, operator_kills=5, pod_deletions=2, crash_rate=0.2, kubelet_restarts=1,
+                     apiserver_restarts=1, meddler=True, proxy_fault_rate=0.25)
+    result = run_scenario(crds_installed, kube_api, namespace, tmp_path, plan)
+    f, injected = result.findings, result.injected
+    # every fault was really dealt out
+    assert injected["operator SIGKILL"] == 5 and injected["pod deleted"] == 2, injected
+    assert injected["kubelet restart"] == 1 and injected["API server restart"] == 1, injected
+    assert injected["trainer crash"] >= 1 and injected["meddler conflict"] >= 1, injected
+    assert sum(n for k, n in injected.items() if k.startswith("status write answer lost")) >= 3, injected
+    assert f.expected_failures >= 3, f  # deletions, crashes and the lost runs ended runs early
+    assert not result.problems, result.problems
+    # and nothing was lost, repeated or miscounted
+    assert result.phase == "Succeeded"
+    assert f.observations > 0
+    assert (f.lost, f.duplicated, f.phantom, f.duplicate_pods) == ([], [], [], [])
+    assert f.not_from_checkpoint == [] and f.epochs_repeated_events == 0
+    assert f.wrong_failures == [] and f.wrong_retry_outcome == [] and f.wrong_counts == []
+    assert f.transient and f.best_same and f.decisions_same, f
+
+
+def test_the_proxy_applies_a_write_and_loses_its_answer(crds_installed, namespace, kube_api):
+    """The fault injector's premise: the client sees an error although its write happened."""
+    custom = client.CustomObjectsApi(kube_api)
+    trial = {"apiVersion": "hpo.dev/v1alpha1", "kind": "HPOTrial", "metadata": {"name": "t-0000"},
+             "spec": {"experiment": "t", "trialId": 0, "config": {}}}
+    custom.create_namespaced_custom_object("hpo.dev", "v1alpha1", namespace, "hpotrials", trial)
+    with FaultProxy(crds_installed.server, rate=1.0, seed=0) as proxy:
+        cfg = client.Configuration()
+        cfg.host = proxy.url
+        cfg.api_key = {"authorization": f"Bearer {crds_installed.token}"}
+        through_proxy = client.CustomObjectsApi(client.ApiClient(cfg))
+        errors = 0
+        for epoch in (1, 2, 3, 4, 5, 6):
+            patch = [{"op": "add", "path": "/status", "value": {"observations": []}}] if epoch == 1 else []
+            patch.append({"op": "add", "path": "/status/observations/-", "value": {"epoch": epoch, "value": 0.5}})
+            try:
+                through_proxy.patch_namespaced_custom_object_status(
+                    "hpo.dev", "v1alpha1", namespace, "hpotrials", "t-0000", patch,
+                    _content_type="application/json-patch+json")
+            except ApiException as err:
+                errors += 1
+                assert err.status in (409, 500), err
+            except Exception:  # the dropped connection
+                errors += 1
+    assert errors == 6 and sum(proxy.injected.values()) == 6
+    stored = custom.get_namespaced_custom_object("hpo.dev", "v1alpha1", namespace, "hpotrials", "t-0000")
+    assert [o["epoch"] for o in stored["status"]["observations"]] == [1, 2, 3, 4, 5, 6], json.dumps(stored)

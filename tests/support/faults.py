@@ -1,0 +1,372 @@
+"""Fault injection for the integration tier: one experiment, the faults a cluster deals out, and an audit.
+
+``run_scenario`` runs one HPOExperiment (parallelism 1, so the operator's
+decisions are deterministic and equal ``hpo simulate``'s) on the real API
+server with the operator as a real ``kopf run`` process and the node played by
+the kubelet TEST DOUBLE, and meanwhile, at seeded random moments:
+
+- SIGKILLs the operator and starts it again;
+- deletes trial pods by hand (``kubectl delete pod``) while they train;
+- lets trainers crash at a random epoch in a share of runs (the node double);
+- stops the kubelet double (its trainers and sidecars die, the pods stay in
+  the API) and starts it again, so it fails the pods it lost, as after a reboot;
+- restarts the API server;
+- runs a meddler: a concurrent writer doing read-modify-write updates of the
+  trials' labels, annotations and status with resourceVersion preconditions;
+- puts a fault-injecting proxy (support.fault_proxy) between the sidecars and
+  the API server.
+
+``audit`` then compares what the trainers reported (their metrics files)
+with what the trials recorded, and the run's result with the undisturbed one.
+The integration tests (tests/integration/test_faults.py) and the reliability
+report (bench/reliability.py) share both.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import yaml
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from hpo_operator.sim import LearningCurveTable, simulate
+from hpo_operator.spec.experiment import SchedulerSpec
+from support.curve_manifests import curve_manifest
+from support.fault_proxy import FaultProxy
+from support.kube_tools import kubectl
+from support.node_double import NodeDouble, _transient
+from support.operator_process import Operator
+from support.paths import TABLES
+
+GROUP, VERSION = "hpo.dev", "v1alpha1"
+TABLE = TABLES / "digits_s44.json"
+CRASH_EXIT_CODE = 3  # tests/trainers/curve_trainer.py exits with it at its crash_at_epoch
+
+
+@dataclass(frozen=True)
+class FaultPlan:
+    """What to inject into one experiment; counts are exact, moments are drawn from ``seed``."""
+
+    name: str
+    seed: int = 0
+    operator_kills: int = 0
+    pod_deletions: int = 0
+    crash_rate: float = 0.0  # share of runs whose trainer crashes at a random epoch of its range
+    kubelet_restarts: int = 0
+    apiserver_restarts: int = 0
+    meddler: bool = False
+    proxy_fault_rate: float = 0.0  # share of the sidecars' status writes whose answer is lost
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """The experiment every scenario runs: ASHA promotion, rungs at epochs 3, 9, 27, one trial at a time."""
+
+    trials: int = 12
+    seed: int = 0
+    seconds_per_epoch: float = 0.15
+    min_resource: int = 3
+    max_resource: int = 27
+    max_retries: int = 3
+
+    def scheduler(self) -> SchedulerSpec:
+        return SchedulerSpec(max_resource=self.max_resource, min_resource=self.min_resource, promote_in_place=False)
+
+    def manifest(self, name: str) -> dict:
+        doc = curve_manifest(name, trials=self.trials, parallelism=1, max_resource=self.max_resource,
+                             retries=self.max_retries, max_failed=self.trials, seconds=self.seconds_per_epoch,
+                             seed=self.seed)
+        doc["spec"]["scheduler"].update(type="promotion", minResource=self.min_resource)
+        return doc
+
+    def undisturbed(self):
+        """The reference: the same experiment in the simulator (equal decisions at parallelism 1)."""
+        return simulate(LearningCurveTable.load(TABLE), self.scheduler(), workers=1, seed=self.seed,
+                        max_trials=self.trials, stop_at_targets=False)
+
+
+# ---- a concurrent writer ---------------------------------------------------------------------------
+class Meddler:
+    """Another client updating the same trials by read-modify-write with resourceVersion: it touches a
+    label and an annotation, or writes back the status it read; a write that raced one by the sidecar or
+    the operator gets 409 Conflict, and a successful one must change nothing they wrote."""
+
+    def __init__(self, api: client.ApiClient, namespace: str, seed: int):
+        self.custom = client.CustomObjectsApi(api)
+        self.ns = namespace
+        self.rng = random.Random(seed)
+        self.writes: Counter = Counter()  # "metadata ok", "metadata conflict", "status ok", "status conflict"
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> "Meddler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.rng.uniform(0.02, 0.1)):
+            try:
+                self._meddle_once()
+            except Exception as err:
+                if not _transient(err):
+                    self.errors.append(repr(err))
+
+    def _meddle_once(self) -> None:
+        items = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.ns, "hpotrials")["items"]
+        if not items:
+            return
+        name = self.rng.choice(items)["metadata"]["name"]
+        obj = self.custom.get_namespaced_custom_object(GROUP, VERSION, self.ns, "hpotrials", name)
+        self._stop.wait(self.rng.uniform(0.0, 0.3))  # the window in which the sidecar or operator writes
+        kind = self.rng.choice(("metadata", "status"))
+        try:
+            if kind == "metadata":
+                meta = obj["metadata"]
+                touches = int((meta.get("annotations") or {}).get("meddler.hpo.dev/touches", "0")) + 1
+                meta.setdefault("annotations", {})["meddler.hpo.dev/touches"] = str(touches)
+                meta.setdefault("labels", {})["meddler.hpo.dev/touched"] = "true"
+                self.custom.replace_namespaced_custom_object(GROUP, VERSION, self.ns, "hpotrials", name, obj)
+            else:
+                self.custom.replace_namespaced_custom_object_status(GROUP, VERSION, self.ns, "hpotrials", name, obj)
+            self.writes[f"{kind} ok"] += 1
+        except ApiException as err:
+            if err.status != 409:
+                raise
+            self.writes[f"{kind} conflict"] += 1
+
+
+# ---- the scenario ------------------------------------------------------------------------------------
+@dataclass
+class Findings:
+    """What the audit found; every list names the trial or pod concerned and is empty when all is well."""
+
+    observations: int = 0
+    lost: list[str] = field(default_factory=list)  # reported epochs never recorded
+    duplicated: list[str] = field(default_factory=list)  # epochs recorded more than once
+    phantom: list[str] = field(default_factory=list)  # recorded epochs no trainer reported, or other values
+    duplicate_pods: list[str] = field(default_factory=list)  # pod names started more than once
+    not_from_checkpoint: list[str] = field(default_factory=list)  # runs that did not continue where the last ended
+    epochs_repeated_events: int = 0
+    expected_failures: int = 0
+    wrong_failures: list[str] = field(default_factory=list)  # trial: status.failures vs faults that ended a run
+    wrong_retry_outcome: list[str] = field(default_factory=list)  # Failed iff failures > maxRetries
+    wrong_counts: list[str] = field(default_factory=list)  # experiment status.trials vs the trial objects
+    transient: bool = True  # no trial ran out of retries
+    best_same: Optional[bool] = None
+    decisions_same: Optional[bool] = None
+
+    @property
+    def clean(self) -> bool:
+        return not (self.lost or self.duplicated or self.phantom or self.duplicate_pods or self.not_from_checkpoint
+                    or self.epochs_repeated_events or self.wrong_failures or self.wrong_retry_outcome
+                    or self.wrong_counts) and (not self.transient or (self.best_same and self.decisions_same))
+
+
+@dataclass
+class ScenarioResult:
+    plan: FaultPlan
+    phase: str
+    seconds: float
+    injected: Counter  # fault class -> how many were injected
+    findings: Findings
+    runs: int = 0
+    problems: list[str] = field(default_factory=list)  # errors of the harness itself (node, meddler)
+
+
+def run_scenario(cp, api: client.ApiClient, namespace: str, workdir: Path, plan: FaultPlan,
+                 experiment: Experiment = Experiment(), timeout: float = 480) -> ScenarioResult:
+    """Run ``experiment`` under ``plan`` and audit it; ``cp`` is the ControlPlane (restarted if asked)."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    name = plan.name
+    rng = random.Random(f"{plan.seed}/{name}")
+    reference = experiment.undisturbed()
+    total_epochs = sum(epochs for _, _, epochs in reference.final.values())
+    injected: Counter = Counter()
+    started = time.monotonic()
+    operator = Operator(cp, namespace, workdir)
+    proxy = FaultProxy(cp.server, plan.proxy_fault_rate, seed=plan.seed) if plan.proxy_fault_rate else None
+    custom = client.CustomObjectsApi(api)
+    operator.start()
+    try:
+        if proxy:
+            proxy.__enter__()
+        node = NodeDouble(cp, api, namespace, workdir / "node", crash_rate=plan.crash_rate, seed=plan.seed,
+                          sidecar_server=proxy.url if proxy else None)
+        meddler = Meddler(api, namespace, plan.seed) if plan.meddler else None
+        with node:
+            if meddler:
+                meddler.__enter__()
+            try:
+                kubectl(cp, "apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(experiment.manifest(name)))
+                schedule = _schedule(plan, rng)
+                deadline = time.monotonic() + timeout
+                while not _finished(custom, namespace, name):
+                    if time.monotonic() > deadline:
+                        raise AssertionError(f"experiment {name} did not finish in {timeout}s; "
+                                             f"injected {dict(injected)}")
+                    progress = _recorded_epochs(custom, namespace)
+                    if schedule and progress is not None and progress >= schedule[0][0] * total_epochs:
+                        if _inject(schedule[0][1], rng, cp, operator, node, namespace, experiment):
+                            injected[schedule[0][1]] += 1
+                            schedule.pop(0)
+                    time.sleep(0.2)
+            finally:
+                if meddler:
+                    meddler.__exit__()
+    finally:
+        operator.stop()
+        if proxy:
+            proxy.__exit__()
+    injected["trainer crash"] = sum(1 for r in node.history if r.exit_code == CRASH_EXIT_CODE)
+    if proxy:
+        for kind, count in proxy.injected.items():
+            injected[f"status write answer lost ({kind})"] = count
+    if meddler:
+        injected["meddler write"] = sum(meddler.writes.values())
+        injected["meddler conflict"] = sum(v for k, v in meddler.writes.items() if k.endswith("conflict"))
+    exp = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "hpoexperiments", name)
+    trials = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "hpotrials")["items"]
+    events = client.CoreV1Api(api).list_namespaced_event(namespace).items
+    findings = audit(exp, trials, node, events, reference, experiment)
+    problems = list(node.errors) + (list(meddler.errors) if meddler else [])
+    return ScenarioResult(plan, (exp.get("status") or {}).get("phase", ""), time.monotonic() - started, injected,
+                          findings, runs=len(node.history), problems=problems)
+
+
+def _schedule(plan: FaultPlan, rng: random.Random) -> list[tuple[float, str]]:
+    """Each fault at a random share of the experiment's epochs (5%..90%), in order."""
+    kinds = (["operator SIGKILL"] * plan.operator_kills + ["pod deleted"] * plan.pod_deletions
+             + ["kubelet restart"] * plan.kubelet_restarts + ["API server restart"] * plan.apiserver_restarts)
+    return sorted((rng.uniform(0.05, 0.9), kind) for kind in kinds)
+
+
+def _inject(kind: str, rng: random.Random, cp, operator: Operator, node: NodeDouble, namespace: str,
+            experiment: Experiment) -> bool:
+    """Inject one fault now; False when its moment has not come (no pod is training), to try again."""
+    if kind == "operator SIGKILL":
+        time.sleep(rng.uniform(0, experiment.seconds_per_epoch))
+        operator.kill()
+        time.sleep(rng.uniform(0.2, 1.5))  # observations arrive while no operator runs
+        operator.start()
+        return True
+    if kind == "API server restart":
+        cp.restart_apiserver(down_seconds=rng.uniform(0.5, 2.0))
+        return True
+    training = [r for r in list(node.runs.values())
+                if r.trainer.poll() is None and len(r.reported()) < r.until - r.start_epoch - 1]
+    if not training:
+        return False
+    time.sleep(rng.uniform(0, experiment.seconds_per_epoch))  # land mid-epoch
+    if kind == "pod deleted":
+        kubectl(cp, "delete", "pod", rng.choice(training).pod, "-n", namespace, "--wait=false")
+    else:  # kubelet restart
+        node.stop()
+        time.sleep(rng.uniform(1.0, 2.0))
+        node.start()
+    return True
+
+
+def _finished(custom, namespace: str, name: str) -> bool:
+    try:
+        exp = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "hpoexperiments", name)
+    except Exception as err:
+        if _transient(err):
+            return False
+        raise
+    return (exp.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+
+def _recorded_epochs(custom, namespace: str) -> Optional[int]:
+    try:
+        items = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "hpotrials")["items"]
+    except Exception as err:
+        if _transient(err):
+            return None  # the API server is restarting
+        raise
+    return sum(len((t.get("status") or {}).get("observations") or []) for t in items)
+
+
+# ---- the audit -----------------------------------------------------------------------------------------
+def audit(exp: dict, trials: list[dict], node: NodeDouble, events: list, reference, experiment: Experiment,
+          metric: str = "val_error") -> Findings:
+    """Trainers' metrics files against the trials' records, failure counts against the faults that ended
+    runs early, and the result against the undisturbed run."""
+    f = Findings()
+    runs_of: dict[str, list] = {}
+    for run in node.history:
+        runs_of.setdefault(run.trial, []).append(run)
+    f.duplicate_pods = [f"{pod} started {n} times" for pod, n in node.created.items() if n > 1]
+    lost_by_kubelet = set(node.lost_pods)
+    for t in trials:
+        tname, status = t["metadata"]["name"], t.get("status") or {}
+        observations = status.get("observations") or []
+        f.observations += len(observations)
+        recorded = [o["epoch"] for o in observations]
+        f.duplicated += [f"{tname} epoch {e} x{n}" for e, n in Counter(recorded).items() if n > 1]
+        runs = sorted(runs_of.get(tname, []), key=lambda r: r.attempt)
+        reported: dict[int, set] = {}
+        for run in runs:
+            for epoch, line in run.reported():
+                reported.setdefault(epoch, set()).add(line.get(metric))
+        f.lost += [f"{tname} epoch {e}" for e in sorted(set(reported) - set(recorded))]
+        f.phantom += [f"{tname} epoch {o['epoch']} value {o.get('value')}" for o in observations
+                      if o.get("value") not in reported.get(o["epoch"], set())]
+        # Each run continues where the recorded epochs end: the last checkpoint, nothing redone.
+        expected_failures = 0
+        for run in runs:
+            before = max([o["epoch"] for o in observations if o.get("attempt", 0) < run.attempt], default=0)
+            lines = run.reported()
+            if run.start_epoch != before or (lines and lines[0][0] != run.start_epoch + 1):
+                f.not_from_checkpoint.append(f"{run.pod}: started after epoch {run.start_epoch}, recorded "
+                                             f"{before}, first line {lines[0][0] if lines else None}")
+            faulted = run.ended in ("deleted", "lost") or run.exit_code not in (None, 0) or run.pod in lost_by_kubelet
+            own = max([o["epoch"] for o in observations if o.get("attempt") == run.attempt], default=0)
+            if faulted and own < run.until:  # the fault ended the run before its last epoch was recorded
+                expected_failures += 1
+        f.expected_failures += expected_failures
+        if status.get("failures", 0) != expected_failures:
+            f.wrong_failures.append(f"{tname}: status.failures={status.get('failures', 0)}, "
+                                    f"faults that ended a run early={expected_failures}")
+        out_of_retries = expected_failures > experiment.max_retries
+        f.transient = f.transient and not out_of_retries
+        if (status.get("phase") == "Failed") != out_of_retries:
+            f.wrong_retry_outcome.append(f"{tname}: phase {status.get('phase')} after {expected_failures} "
+                                         f"failures (maxRetries {experiment.max_retries})")
+    f.epochs_repeated_events = sum(1 for e in events if e.reason == "EpochsRepeated")
+    counts = Counter((t.get("status") or {}).get("phase", "Pending").lower() for t in trials)
+    shown = (exp.get("status") or {}).get("trials") or {}
+    for phase in ("pending", "running", "paused", "stopped", "completed", "failed"):
+        if shown.get(phase, 0) != counts.get(phase, 0):
+            f.wrong_counts.append(f"{phase}: status {shown.get(phase, 0)}, trial objects {counts.get(phase, 0)}")
+    if shown.get("created") != len(trials):
+        f.wrong_counts.append(f"created: status {shown.get('created')}, trial objects {len(trials)}")
+    got = {t["spec"]["trialId"]: (t["spec"]["config"]["row"], (t.get("status") or {}).get("phase"),
+                                  max([o["epoch"] for o in (t.get("status") or {}).get("observations") or []],
+                                      default=0)) for t in trials}
+    f.decisions_same = got == reference.final
+    f.best_same = ((exp.get("status") or {}).get("best") or {}).get("trial") == reference_best(exp, reference,
+                                                                                               experiment)
+    return f
+
+
+def reference_best(exp: dict, reference, experiment: Experiment) -> Optional[str]:
+    """The undisturbed run's best trial: the fully trained one with the best final value."""
+    table = LearningCurveTable.load(TABLE)
+    done = [tid for tid, (_, phase, _) in reference.final.items() if phase == "Completed"]
+    if not done:
+        return None
+    best = min(done, key=lambda tid: table.curves[reference.final[tid][0], experiment.max_resource - 1])
+    return f"{exp['metadata']['name']}-{best:04d}"
