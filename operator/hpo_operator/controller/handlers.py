@@ -30,7 +30,7 @@ INTERVAL = float(os.environ.get("HPO_RECONCILE_INTERVAL", "5"))
 BATCH_SECONDS = float(os.environ.get("HPO_RECONCILE_BATCH", "0.05"))
 OURS = {LABEL_EXPERIMENT: kopf.PRESENT}
 
-_wakeups: dict[tuple[str, str], asyncio.Event] = {}
+_wakeups: dict[tuple[str, str], tuple[asyncio.AbstractEventLoop, asyncio.Event]] = {}
 
 
 @kopf.on.startup()
@@ -48,21 +48,24 @@ def trial_reports(namespace, name, labels, status, **_):
     """(namespace, experiment) -> (trial, ((epoch, value), ...), (problem, ...)): what the sidecars reported."""
     status = status or {}
     observations = tuple((int(o["epoch"]), o.get("value")) for o in status.get("observations") or [])
+    wake(namespace, labels[LABEL_EXPERIMENT])
     return {(namespace, labels[LABEL_EXPERIMENT]): (name, observations, tuple(status.get("problems") or ()))}
 
 
 @kopf.index("pods", labels=OURS)
 def trial_pods(namespace, name, labels, body, **_):
     """(namespace, experiment) -> (pod, its phase and exit codes)."""
+    wake(namespace, labels[LABEL_EXPERIMENT])
     return {(namespace, labels[LABEL_EXPERIMENT]): (name, compact_pod(body))}
 
 
-@kopf.on.event(GROUP, VERSION, "hpotrials", labels=OURS)
-@kopf.on.event("pods", labels=OURS)
-async def wake_experiment(namespace, labels, **_):
-    wakeup = _wakeups.get((namespace, labels[LABEL_EXPERIMENT]))
-    if wakeup is not None:
-        wakeup.set()
+def wake(namespace: str, experiment: str) -> None:
+    """Tell the experiment's daemon something changed (it waits BATCH_SECONDS, by then the index holds it).
+    Called from the index functions: kopf calls them on every change, and logs nothing per call."""
+    waiting = _wakeups.get((namespace, experiment))
+    if waiting is not None:
+        loop, wakeup = waiting
+        loop.call_soon_threadsafe(wakeup.set)
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10,
@@ -70,9 +73,10 @@ async def wake_experiment(namespace, labels, **_):
 async def run_experiment(body, name, namespace, logger, trial_reports: kopf.Index, trial_pods: kopf.Index, **_):
     """Validate, then one step after another until the experiment has finished."""
     key = (namespace, name)
-    wakeup = _wakeups.setdefault(key, asyncio.Event())
-    runner = ExperimentRunner(kube.Api.from_environment(), namespace, name)
     loop = asyncio.get_running_loop()
+    wakeup = asyncio.Event()
+    _wakeups[key] = (loop, wakeup)
+    runner = ExperimentRunner(kube.Api.from_environment(), namespace, name)
     try:
         while True:
             wakeup.clear()
