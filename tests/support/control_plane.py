@@ -51,8 +51,9 @@ class ControlPlaneError(RuntimeError):
 
 class ControlPlane:
     def __init__(self, bin_dir: Path, *, tokens: Optional[dict[str, tuple[str, list[str]]]] = None,
-                 controller_manager: bool = True, workdir: Optional[Path] = None):
-        """``tokens``: extra static tokens, token -> (user name, groups), for RBAC tests."""
+                 controller_manager: bool = True, workdir: Optional[Path] = None, audit: bool = False):
+        """``tokens``: extra static tokens, token -> (user name, groups), for RBAC tests.
+        ``audit``: log every completed request (who, verb, resource) to ``audit_log_path``, for counting."""
         self.bin_dir = Path(bin_dir)
         self.tokens = {ADMIN_TOKEN: ("hpo-test-admin", ["system:masters"]), **(tokens or {})}
         self.with_controller_manager = controller_manager
@@ -63,6 +64,7 @@ class ControlPlane:
         self.token = ADMIN_TOKEN
         self.kubeconfig_path = self.dir / "admin.kubeconfig"
         self._procs: dict[str, subprocess.Popen] = {}
+        self.audit_log_path = self.dir / "audit.log" if audit else None
         self._argv: dict[str, list[str]] = {}
 
     # ---- lifecycle -------------------------------------------------------------
@@ -101,6 +103,7 @@ class ControlPlane:
                 "--service-cluster-ip-range=10.96.0.0/24",
                 "--enable-priority-and-fairness=false",
                 "--v=1",
+                *self._audit_flags(),
             ])
             self._write_kubeconfig(self.kubeconfig_path, self.token, "admin")
             self._wait_ready("/readyz", timeout=60)
@@ -185,6 +188,16 @@ class ControlPlane:
                        capture_output=True)
         lines = [f'{tok},{user},{user},"{",".join(groups)}"' for tok, (user, groups) in self.tokens.items()]
         (self.dir / "tokens.csv").write_text("\n".join(lines) + "\n")
+
+    def _audit_flags(self) -> list[str]:
+        if self.audit_log_path is None:
+            return []
+        policy = self.dir / "audit-policy.json"
+        policy.write_text(json.dumps({"apiVersion": "audit.k8s.io/v1", "kind": "Policy",
+                                      "omitStages": ["RequestReceived", "ResponseStarted"],
+                                      "rules": [{"level": "Metadata"}]}))
+        return [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log_path}",
+                "--audit-log-maxsize=0"]
 
     # ---- processes -------------------------------------------------------------
     def _spawn(self, name: str, argv: list[str]) -> None:

@@ -1,22 +1,36 @@
-"""kopf handlers: a table of contents. The work is in ``reconcile`` (pure) and ``kube`` (API calls).
+"""kopf handlers: a table of contents. The work is in ``runner`` (one step), ``reconcile`` (pure decisions)
+and ``kube`` (API calls).
 
     kopf run --standalone --all-namespaces -m hpo_operator.controller.handlers
+
+Each running experiment has a daemon that runs a step when the watch caches
+(kopf indexes of the experiment's trials and pods) see something of it change,
+and at least every HPO_RECONCILE_INTERVAL seconds. Reads come from the caches,
+so a step costs what changed, not how many trials exist.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import copy
 import os
 
 import kopf
 
-from hpo_operator.controller import kube, spec_changes
-from hpo_operator.controller.conditions import set_condition
-from hpo_operator.controller.reconcile import reconcile
-from hpo_operator.spec import ManifestError, experiment_spec_from_dict
+from hpo_operator.controller import kube
+from hpo_operator.controller.builders import LABEL_EXPERIMENT
+from hpo_operator.controller.reconcile import compact_pod
+from hpo_operator.controller.runner import FINISHED, ExperimentRunner
 
 GROUP, VERSION, PLURAL = "hpo.dev", "v1alpha1", "hpoexperiments"
-INTERVAL = float(os.environ.get("HPO_RECONCILE_INTERVAL", "2"))
-FINISHED = ("Succeeded", "Failed")
+INTERVAL = float(os.environ.get("HPO_RECONCILE_INTERVAL", "5"))
+# After a wake-up, wait this long for related changes (a run's last observation and its pod ending arrive
+# on two watches) so one step handles them together.
+BATCH_SECONDS = float(os.environ.get("HPO_RECONCILE_BATCH", "0.05"))
+OURS = {LABEL_EXPERIMENT: kopf.PRESENT}
+
+_wakeups: dict[tuple[str, str], tuple[asyncio.AbstractEventLoop, asyncio.Event]] = {}
 
 
 @kopf.on.startup()
@@ -29,45 +43,62 @@ def configure(settings: kopf.OperatorSettings, **_):
     settings.watching.server_timeout = int(os.environ.get("HPO_WATCH_TIMEOUT", "300"))
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=INTERVAL, idle=None,
-            when=lambda status, **_: (status or {}).get("phase") not in FINISHED)
-def run_experiment(body, spec, status, name, namespace, meta, patch, logger, **_):
-    """Validate, then one reconcile step: decisions, runs ended, slots filled, status written."""
-    try:
-        parsed = experiment_spec_from_dict(dict(spec))
-    except ManifestError as err:
-        return refuse(body, status, meta, patch, logger, "InvalidSpec", "; ".join(err.problems))
-    api = kube.Api.from_environment()
-    api.ensure_sidecar_identity(namespace)
-    trials = api.list_trials(namespace, name)
-    # Budget edits apply; edits that would corrupt the running experiment are refused (spec_changes.py).
-    review = spec_changes.review(parsed, (status or {}).get("acceptedSpec"), len(trials))
-    parsed = review.spec
-    pods = api.list_pods(namespace, name)
-    plan = reconcile(name, parsed, dict(status or {}), trials, pods, kube.now())
-    try:
-        kube.execute(api, plan, parsed, dict(body), trials, logger)
-    except kube.TemplateRejected as err:
-        return refuse(body, status, meta, patch, logger, "InvalidTrialTemplate", str(err))
-    st = plan.experiment_status
-    st["observedGeneration"] = meta.get("generation")
-    cond_status = {"Succeeded": "True", "Failed": "False"}.get(st["phase"], "Unknown")
-    st["conditions"] = set_condition(status, "Succeeded", cond_status, st.get("reason") or "Running",
-                                     st.get("message") or "trials are running", meta.get("generation"))
-    review.record(st, status, meta.get("generation"))
-    if review.announce(status):
-        kopf.warn(body, reason=spec_changes.EVENT_REASON, message=review.message)
-    patch.status.update(st)
-    if st["phase"] in FINISHED:
-        event = kopf.info if st["phase"] == "Succeeded" else kopf.warn
-        event(body, reason=st["phase"], message=st.get("message") or "")
-        logger.info(f"Finished experiment name={name} phase={st['phase']} reason={st.get('reason')}")
+@kopf.index(GROUP, VERSION, "hpotrials", labels=OURS)
+def trial_reports(namespace, name, labels, status, **_):
+    """(namespace, experiment) -> (trial, ((epoch, value), ...), (problem, ...)): what the sidecars reported."""
+    status = status or {}
+    observations = tuple((int(o["epoch"]), o.get("value")) for o in status.get("observations") or [])
+    wake(namespace, labels[LABEL_EXPERIMENT])
+    return {(namespace, labels[LABEL_EXPERIMENT]): (name, observations, tuple(status.get("problems") or ()))}
 
 
-def refuse(body, status, meta, patch, logger, reason: str, message: str) -> None:
-    """Fail the experiment for a problem only the user can fix; trials already recorded stay as they are."""
-    kopf.warn(body, reason=reason, message=message)
-    patch.status.update(phase="Failed", reason=reason, message=message,
-                        conditions=set_condition(status, "Succeeded", "False", reason, message,
-                                                 meta.get("generation")))
-    logger.error(f"Refused experiment name={body['metadata']['name']}: {message}")
+@kopf.index("pods", labels=OURS)
+def trial_pods(namespace, name, labels, body, **_):
+    """(namespace, experiment) -> (pod, its phase and exit codes)."""
+    wake(namespace, labels[LABEL_EXPERIMENT])
+    return {(namespace, labels[LABEL_EXPERIMENT]): (name, compact_pod(body))}
+
+
+def wake(namespace: str, experiment: str) -> None:
+    """Tell the experiment's daemon something changed (it waits BATCH_SECONDS, by then the index holds it).
+    Called from the index functions: kopf calls them on every change, and logs nothing per call."""
+    waiting = _wakeups.get((namespace, experiment))
+    if waiting is not None:
+        loop, wakeup = waiting
+        loop.call_soon_threadsafe(wakeup.set)
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10,
+             when=lambda status, **_: (status or {}).get("phase") not in FINISHED)
+async def run_experiment(body, name, namespace, logger, trial_reports: kopf.Index, trial_pods: kopf.Index, **_):
+    """Validate, then one step after another until the experiment has finished."""
+    key = (namespace, name)
+    loop = asyncio.get_running_loop()
+    wakeup = asyncio.Event()
+    _wakeups[key] = (loop, wakeup)
+    runner = ExperimentRunner(kube.Api.from_environment(), namespace, name)
+    try:
+        while True:
+            wakeup.clear()
+            # Snapshots taken in the event loop, where kopf updates the indexes: consistent.
+            snapshot = copy.deepcopy(dict(body))
+            reports = list(trial_reports.get(key, ()))
+            observations = {trial: obs for trial, obs, _ in reports}
+            problems = {trial: found for trial, _, found in reports if found}
+            pods = dict(trial_pods.get(key, ()))
+            try:
+                finished = await loop.run_in_executor(None, contextvars.copy_context().run, runner.step,
+                                                      snapshot, observations, problems, pods, logger)
+            except Exception as err:  # API outages, conflicts: the next step starts from a fresh read
+                logger.warning(f"Reconcile step failed, retrying: {err!r}")
+                finished = False
+                await asyncio.sleep(1)
+            if finished:
+                return
+            try:
+                await asyncio.wait_for(wakeup.wait(), timeout=INTERVAL)
+                await asyncio.sleep(BATCH_SECONDS)
+            except asyncio.TimeoutError:
+                pass
+    finally:
+        _wakeups.pop(key, None)

@@ -1,21 +1,37 @@
-"""One reconcile step of an experiment, as a pure function: API objects in, a plan out.
+"""One reconcile step of an experiment, as a pure function: what the operator knows in, a plan out.
 
-Level-based: the whole state is rebuilt from the experiment's HPOTrial objects
-and pods on every step, through the same ExperimentEngine every backend uses.
-Nothing lives only in memory, so a restarted operator makes the same
-decisions. The handler executes the plan (see ``handlers.py``).
+The operator keeps an :class:`ExperimentState` per experiment: the shared
+``ExperimentEngine`` plus, per trial, how many observations it has acted on
+and the status it last wrote. It is built from the HPOTrial objects (a fresh
+list) when the operator starts, after any failed step, and when the spec
+changes; every step in between only feeds it what is new: observations the
+sidecars appended and pod phases, both from the operator's watch caches.
+So a restarted operator makes the same decisions (nothing lives only in
+memory), and a step costs what changed, not what exists.
+
+:func:`reconcile` is the from-scratch form (objects in, plan out) the unit
+tests chain; :func:`step` the incremental one the handler runs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Optional
+from datetime import datetime, timedelta, timezone
+from typing import Optional, Sequence
 
 from hpo_operator.controller.builders import checkpoint_location
-from hpo_operator.controller.trials import TrialView, changed, read_trial, status_of, text_value
+from hpo_operator.controller.trials import changed, read_trial, status_of, text_value
 from hpo_operator.engine import ExperimentEngine, Launch
 from hpo_operator.scheduling import Decision
+
+# A pod the operator created may reach its watch cache a moment later: absent that long, it is not "vanished".
+POD_APPEAR_GRACE = timedelta(seconds=30)
+# A pod that ended well before all its observations reached the cache: wait for them that long.
+OBSERVATIONS_GRACE = timedelta(seconds=10)
+# Observations that changed nothing but progress are acknowledged (status.processed) lazily, at most this late.
+LAZY_ACK = timedelta(seconds=10)
+
+Observations = Sequence[tuple[int, Optional[float]]]  # (epoch, objective value) as on record
 
 
 @dataclass(frozen=True)
@@ -36,6 +52,17 @@ class Plan:
     events: list[Event] = field(default_factory=list)
 
 
+def compact_pod(pod: dict) -> dict:
+    """The part of a pod (as the API returns it) that decides a run's outcome; small enough to cache by the
+    thousand."""
+    status = pod.get("status") or {}
+    terminated = [{"name": cs.get("name"), "state": {"terminated": {k: cs["state"]["terminated"].get(k)
+                                                                    for k in ("exitCode", "reason")}}}
+                  for cs in status.get("containerStatuses") or [] if (cs.get("state") or {}).get("terminated")]
+    return {"status": {"phase": status.get("phase"), "reason": status.get("reason"), "containerStatuses": terminated},
+            "deleting": bool((pod.get("metadata") or {}).get("deletionTimestamp"))}
+
+
 def _pod_outcome(pod: Optional[dict]) -> Optional[tuple[bool, str]]:
     """(succeeded, message) once a pod has finished, or None while it runs."""
     if pod is None:
@@ -53,69 +80,151 @@ def _pod_outcome(pod: Optional[dict]) -> Optional[tuple[bool, str]]:
     return None
 
 
+@dataclass
+class TrialBook:
+    """What the operator knows of one trial beyond the engine's TrialState."""
+
+    trial_id: int
+    ref: Optional[dict]  # the HPOTrial object (for events and owner references); None until created
+    processed: int  # observations acted on
+    decided: int  # decidedEpoch: the rung the latest decision was made at
+    pod: Optional[str]
+    written: dict  # the operator's status fields as on record
+    problems_posted: int = 0  # sidecar problems already posted as events
+    lazy_since: Optional[datetime] = None  # progress not yet acknowledged in status since then
+
+
+@dataclass
+class ExperimentState:
+    name: str
+    engine: ExperimentEngine
+    books: dict[str, TrialBook]  # trial name -> book, in trial id order
+    generation: Optional[int] = None
+    awaiting: dict[str, datetime] = field(default_factory=dict)  # pods not yet seen in the cache -> since
+    ended_early: dict[str, datetime] = field(default_factory=dict)  # pods ended before their observations
+
+    @classmethod
+    def from_trials(cls, name: str, spec, trial_objs: list[dict], generation: Optional[int] = None
+                    ) -> "ExperimentState":
+        views = sorted((read_trial(o) for o in trial_objs), key=lambda v: v.state.trial_id)
+        engine = ExperimentEngine(name, spec)
+        engine.restore([v.state for v in views])
+        books = {v.name: TrialBook(v.state.trial_id, v.obj, v.processed, v.decided_epoch, v.pod,
+                                   dict(v.obj.get("status") or {}), problems_posted_of(v.obj)) for v in views}
+        return cls(name, engine, books, generation)
+
+
+def observations_of(trial_obj: dict) -> list[tuple[int, Optional[float]]]:
+    return [(int(o["epoch"]), o.get("value")) for o in (trial_obj.get("status") or {}).get("observations") or []]
+
+
+def problems_of(trial_obj: dict) -> list[dict]:
+    return list((trial_obj.get("status") or {}).get("problems") or [])
+
+
+def problems_posted_of(trial_obj: dict) -> int:
+    status = trial_obj.get("status") or {}
+    return min(int(status.get("problemsPosted") or 0), len(status.get("problems") or []))
+
+
 def reconcile(name: str, spec, status: dict, trial_objs: list[dict], pods: dict[str, dict],
               now: datetime) -> Plan:
+    """One step from scratch: rebuild from the objects, act, and bring every trial's status up to date."""
+    state = ExperimentState.from_trials(name, spec, trial_objs)
+    observations = {o["metadata"]["name"]: observations_of(o) for o in trial_objs}
+    problems = {o["metadata"]["name"]: problems_of(o) for o in trial_objs}
+    return step(state, spec, status, observations, pods, now, fresh=True, problems=problems)
+
+
+def step(state: ExperimentState, spec, status: dict, observations: dict[str, Observations],
+         pods: dict[str, dict], now: datetime, fresh: bool = False,
+         problems: Optional[dict[str, Sequence[dict]]] = None) -> Plan:
+    """Feed ``state`` what is new and return what to do.
+
+    ``pods``: pod name -> pod (see ``compact_pod``); ``problems``: trial name -> the problems its sidecar
+    recorded. ``fresh``: observations and pods come from one
+    consistent read (pods listed first), not from watch caches that may lag: no grace for late arrivals,
+    and every trial's status is brought up to date. ``state`` is updated as if the plan succeeded; a
+    caller that fails to execute the plan must drop it and rebuild from the API.
+    """
     plan = Plan()
-    views = sorted((read_trial(o) for o in trial_objs), key=lambda v: v.state.trial_id)
-    engine = ExperimentEngine(name, spec)
-    engine.restore([v.state for v in views])
-    by_id = {v.state.trial_id: v for v in views}
-    processed = {v.name: v.processed for v in views}
-    decided = {v.name: v.decided_epoch for v in views}
-    pod_of = {v.name: v.pod for v in views}
+    engine = state.engine
+    spec_name = state.name
+    touched: set[str] = set(state.books) if fresh else set()
 
     # 1. New observations, each exactly once, in trial order then epoch order.
-    for view in views:
-        for epoch, value in view.pending:
-            trial = engine.trials[view.state.trial_id]
+    for name, book in state.books.items():
+        on_record = observations.get(name) or ()
+        if len(on_record) <= book.processed:
+            continue
+        trial = engine.trials[book.trial_id]
+        for epoch, value in on_record[book.processed:]:
             until_before = trial.until
             decision = engine.on_observation(trial.trial_id, epoch, value)
-            processed[view.name] += 1
+            book.processed += 1
             if decision is Decision.STOP:
-                if pod_of[view.name]:
-                    plan.delete_pods.append(pod_of[view.name])
-                plan.events.append(Event(view.name, "Normal", "Stopped", trial.message))
+                if book.pod:
+                    plan.delete_pods.append(book.pod)
+                plan.events.append(Event(name, "Normal", "Stopped", trial.message))
             elif epoch >= until_before:
-                decided[view.name] = epoch  # tells the sidecar, which tells the waiting trainer
+                book.decided = epoch  # tells the sidecar, which tells the waiting trainer
                 if decision is Decision.PAUSE:
-                    plan.events.append(Event(view.name, "Normal", "Paused", f"paused at rung epoch {epoch}"))
+                    plan.events.append(Event(name, "Normal", "Paused", f"paused at rung epoch {epoch}"))
                 elif trial.until > until_before:
-                    plan.events.append(Event(view.name, "Normal", "PromotedInPlace",
+                    plan.events.append(Event(name, "Normal", "PromotedInPlace",
                                              f"continues to epoch {trial.until} without a restart"))
+            if decision is Decision.CONTINUE and epoch < until_before and trial.until == until_before:
+                book.lazy_since = book.lazy_since or now  # progress only: acknowledged later
+            else:
+                touched.add(name)
+
+    for name, reported in (problems or {}).items():
+        if name in state.books and announce_problems(state.books[name], name, reported, plan):
+            touched.add(name)
 
     # 2. Finished or vanished pods end their runs.
-    for view in views:
-        trial = engine.trials[view.state.trial_id]
-        pod_name = pod_of[view.name]
-        if trial.phase != "Running" or not pod_name:
+    for name, book in state.books.items():
+        trial = engine.trials[book.trial_id]
+        if trial.phase != "Running" or not book.pod:
             continue
-        outcome = _pod_outcome(pods.get(pod_name))
+        pod = pods.get(book.pod)
+        if pod is None and not fresh and now - state.awaiting.get(book.pod, now - POD_APPEAR_GRACE) < POD_APPEAR_GRACE:
+            continue  # created moments ago; the cache has not seen it yet
+        state.awaiting.pop(book.pod, None)
+        outcome = _pod_outcome(pod)
         if outcome is None:
             continue
         ok, message = outcome
+        if ok and trial.last_epoch < trial.until and not fresh:
+            first = state.ended_early.setdefault(book.pod, now)
+            if now - first < OBSERVATIONS_GRACE:
+                continue  # its last observations are still on their way to the cache
+        state.ended_early.pop(book.pod, None)
         engine.on_run_exit(trial.trial_id, ok, message)
-        if pod_name in pods:
-            plan.delete_pods.append(pod_name)
+        touched.add(name)
+        if pod is not None and not pod.get("deleting"):
+            plan.delete_pods.append(book.pod)
         if trial.phase == "Pending":
-            plan.events.append(Event(view.name, "Warning", "Retrying", trial.message))
+            plan.events.append(Event(name, "Warning", "Retrying", trial.message))
         elif trial.phase == "Failed":
-            plan.events.append(Event(view.name, "Warning", "Failed", trial.message))
+            plan.events.append(Event(name, "Warning", "Failed", trial.message))
         elif trial.phase == "Completed":
-            plan.events.append(Event(view.name, "Normal", "Completed",
+            plan.events.append(Event(name, "Normal", "Completed",
                                      f"{spec.objective.metric}={text_value(trial.last_value)} at epoch {trial.last_epoch}"))
 
     # 3. Budget: maxDuration, and a failed experiment stops what runs.
     start = status.get("startTime") or now.strftime("%Y-%m-%dT%H:%M:%SZ")
     limit = spec.budget.max_duration_seconds
     started_at = datetime.strptime(start, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    ended = []
     if limit is not None and (now - started_at).total_seconds() >= limit and engine.outcome is None:
-        for t in engine.time_up():
-            if pod_of.get(t.name):
-                plan.delete_pods.append(pod_of[t.name])
+        ended += engine.time_up()
     if engine.outcome is not None and engine.outcome.phase == "Failed":
-        for t in engine.stop_all(f"stopped: experiment failed ({engine.outcome.reason})"):
-            if pod_of.get(t.name):
-                plan.delete_pods.append(pod_of[t.name])
+        ended += engine.stop_all(f"stopped: experiment failed ({engine.outcome.reason})")
+    for t in ended:
+        touched.add(t.name)
+        if state.books[t.name].pod:
+            plan.delete_pods.append(state.books[t.name].pod)
 
     # 4. Free slots.
     running = sum(1 for t in engine.trials.values() if t.phase == "Running")
@@ -125,56 +234,64 @@ def reconcile(name: str, spec, status: dict, trial_objs: list[dict], pods: dict[
             break
         running += 1
         plan.launches.append(launch)
-        pod_of[launch.trial.name] = f"{launch.trial.name}-{launch.attempt}"
-        decided[launch.trial.name] = launch.start_epoch
+        name = launch.trial.name
+        book = state.books.get(name)
+        if book is None:
+            book = state.books[name] = TrialBook(launch.trial.trial_id, None, 0, 0, None, {})
+        book.pod = f"{name}-{launch.attempt}"
+        book.decided = launch.start_epoch
+        state.awaiting[book.pod] = now
+        touched.add(name)
         verb = {"new": "Started", "resume": "Resumed", "retry": "Restarted"}[launch.reason]
-        plan.events.append(Event(launch.trial.name, "Normal", verb,
-                                 f"epochs {launch.start_epoch + 1}..{launch.until} in pod {pod_of[launch.trial.name]}"))
+        plan.events.append(Event(name, "Normal", verb,
+                                 f"epochs {launch.start_epoch + 1}..{launch.until} in pod {book.pod}"))
 
     outcome = engine.finish_if_done()
 
     # 5. Checkpoints: when the experiment ends, stopped trials' claims go unless kept; the best stays.
     best = engine.best()
-    if outcome is not None and not spec.checkpoints.keep_checkpoints and spec.checkpoints.storage == "perTrial":
-        for t in engine.trials.values():
-            if t.phase == "Stopped" and (best is None or t.trial_id != best.trial.trial_id):
-                plan.delete_claims.append(checkpoint_location(spec, name, t.name)[0])
+    if outcome is not None:
+        touched.update(state.books)  # paused trials became Stopped
+        if not spec.checkpoints.keep_checkpoints and spec.checkpoints.storage == "perTrial":
+            for t in engine.trials.values():
+                if t.phase == "Stopped" and (best is None or t.trial_id != best.trial.trial_id):
+                    plan.delete_claims.append(checkpoint_location(spec, spec_name, t.name)[0])
 
-    # 6. Status of every trial (only what changed) and of the experiment.
-    for tid, t in engine.trials.items():
-        view = by_id.get(tid)
-        claim, sub = checkpoint_location(spec, name, t.name)
-        desired = status_of(view, t, processed.get(t.name, 0), pod_of.get(t.name), decided.get(t.name, 0),
-                            f"{claim}:{sub or '/'}")
-        current = (view.obj.get("status") or {}) if view else {}
-        patch = changed(current, desired)
+    # 6. Status of the trials that changed (progress-only ones at most LAZY_ACK late), and of the experiment.
+    for name, book in state.books.items():
+        if name not in touched and not (book.lazy_since and now - book.lazy_since >= LAZY_ACK):
+            continue
+        t = engine.trials[book.trial_id]
+        claim, sub = checkpoint_location(spec, spec_name, name)
+        desired = status_of(t, book.processed, book.pod, book.decided, f"{claim}:{sub or '/'}")
+        desired["problemsPosted"] = book.problems_posted
+        patch = changed(book.written, desired)
+        book.lazy_since = None
         if patch:
-            plan.trial_status[t.name] = patch
-    plan.experiment_status = experiment_status(engine, spec, name, status, start, now, outcome, best)
-    announce_problems(views, plan)
+            plan.trial_status[name] = patch
+            book.written.update(patch)
+    plan.experiment_status = experiment_status(engine, spec, spec_name, status, start, now, outcome, best)
     return plan
 
 
-def announce_problems(views: list[TrialView], plan: Plan) -> None:
-    """One Warning Event per problem a trial's sidecar recorded (``status.problems``) and no step has posted.
+def announce_problems(book: TrialBook, name: str, problems: Sequence[dict], plan: Plan) -> bool:
+    """One Warning Event per problem a trial's sidecar recorded (``status.problems``) and no step has posted;
+    True if there were any.
 
     The sidecar may only write its trial's status, so the operator speaks for it. ``problemsPosted``
     goes into the trial's status, which is written before the events are posted: a restarted
     operator posts none twice.
     """
-    for view in views:
-        status = view.obj.get("status") or {}
-        problems = status.get("problems") or []
-        posted = min(int(status.get("problemsPosted") or 0), len(problems))
-        if posted == len(problems):
-            continue
-        for problem in problems[posted:]:
-            problem = problem if isinstance(problem, dict) else {}
-            reason = str(problem.get("reason") or "unknown")
-            run = f"run {problem['attempt']}: " if problem.get("attempt") else ""
-            plan.events.append(Event(view.name, "Warning", _problem_event_reason(reason),
-                                     run + str(problem.get("message") or reason)))
-        plan.trial_status.setdefault(view.name, {})["problemsPosted"] = len(problems)
+    if len(problems) <= book.problems_posted:
+        return False
+    for problem in problems[book.problems_posted:]:
+        problem = problem if isinstance(problem, dict) else {}
+        reason = str(problem.get("reason") or "unknown")
+        run = f"run {problem['attempt']}: " if problem.get("attempt") else ""
+        plan.events.append(Event(name, "Warning", _problem_event_reason(reason),
+                                 run + str(problem.get("message") or reason)))
+    book.problems_posted = len(problems)
+    return True
 
 
 def _problem_event_reason(reason: str) -> str:

@@ -60,7 +60,7 @@ def text_value(value: Optional[float]) -> Optional[str]:
     return "NaN" if not math.isfinite(value) else f"{value:.6g}"
 
 
-def status_of(view: TrialView, state: TrialState, processed: int, pod: Optional[str], decided_epoch: int,
+def status_of(state: TrialState, processed: int, pod: Optional[str], decided_epoch: int,
               checkpoint: Optional[str]) -> dict:
     """The operator's part of a trial's status (never ``observations``: the sidecar appends those)."""
     return {

@@ -1,0 +1,128 @@
+"""The incremental reconcile step: state kept between steps, inputs from watch caches that may lag.
+
+The handler's caches see the operator's own writes (new pods, new trials) a
+moment late, and a run's last observation and its pod ending arrive on two
+different watches in either order. These tests feed ``step`` exactly those
+situations and check nothing is decided wrongly.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from hpo_operator.controller.builders import build_trial
+from hpo_operator.controller.reconcile import (
+    LAZY_ACK, OBSERVATIONS_GRACE, POD_APPEAR_GRACE, ExperimentState, reconcile, step,
+)
+from hpo_operator.spec import experiment_spec_from_dict
+
+from test_controller_reconcile import EXPERIMENT, T0
+
+
+def running_pod():
+    return {"status": {"phase": "Running"}, "deleting": False}
+
+
+def succeeded_pod():
+    return {"status": {"phase": "Succeeded", "containerStatuses": [
+        {"name": "trainer", "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]}, "deleting": False}
+
+
+class Operator:
+    """The handler's side: one ExperimentState, caches handed in by the test."""
+
+    def __init__(self, manifest: dict, **budget):
+        manifest["spec"]["budget"] = {"parallelism": 1, "maxTrials": 2, **budget}
+        manifest["spec"]["scheduler"] = {"algorithm": "fifo", "maxResource": 3}
+        self.spec = experiment_spec_from_dict(manifest["spec"])
+        self.state = ExperimentState.from_trials("exp", self.spec, [])
+        self.status: dict = {}
+        self.records: dict[str, dict] = {}  # what the API holds, as written by the plans
+
+    def step(self, observations=None, pods=None, at=timedelta(0)):
+        plan = step(self.state, self.spec, self.status, observations or {}, pods or {}, T0 + at)
+        for launch in plan.launches:
+            name = launch.trial.name
+            if name not in self.records:
+                self.records[name] = build_trial(EXPERIMENT, launch.trial)
+                self.records[name]["status"] = {"observations": []}
+                self.state.books[name].ref = self.records[name]
+        for name, patch in plan.trial_status.items():
+            self.records[name]["status"].update(patch)
+        self.status = plan.experiment_status
+        return plan
+
+
+def test_a_pod_the_cache_has_not_seen_yet_is_not_taken_for_a_vanished_one(manifest):
+    op = Operator(manifest)
+    op.step()
+    plan = op.step(pods={}, at=POD_APPEAR_GRACE / 2)
+    assert not plan.launches and not [e for e in plan.events if e.reason == "Retrying"]
+    assert op.records["exp-0000"]["status"]["failures"] == 0
+    # Never seen and long gone: the run is lost, and retried.
+    plan = op.step(pods={}, at=POD_APPEAR_GRACE * 2)
+    assert [(l.trial.name, l.reason) for l in plan.launches] == [("exp-0000", "retry")]
+
+
+def test_a_pod_that_ended_before_its_last_observations_reached_the_cache_is_not_a_failure(manifest):
+    op = Operator(manifest)
+    op.step()
+    # The pod's end arrives first: the run looks one epoch short.
+    plan = op.step({"exp-0000": [(1, 0.5), (2, 0.4)]}, {"exp-0000-1": succeeded_pod()}, at=timedelta(seconds=1))
+    assert not plan.launches and op.records["exp-0000"]["status"]["phase"] == "Running"
+    # Then the last observation: the run completed, the next trial starts.
+    plan = op.step({"exp-0000": [(1, 0.5), (2, 0.4), (3, 0.3)]}, {"exp-0000-1": succeeded_pod()},
+                   at=timedelta(seconds=2))
+    status = op.records["exp-0000"]["status"]
+    assert (status["phase"], status["failures"]) == ("Completed", 0)
+    assert [(l.trial.name, l.reason) for l in plan.launches] == [("exp-0001", "new")]
+
+
+def test_a_pod_that_ended_short_of_its_epochs_fails_once_the_grace_is_over(manifest):
+    op = Operator(manifest, maxRetries=1)
+    op.step()
+    op.step({"exp-0000": [(1, 0.5)]}, {"exp-0000-1": succeeded_pod()}, at=timedelta(seconds=1))
+    plan = op.step({"exp-0000": [(1, 0.5)]}, {"exp-0000-1": succeeded_pod()},
+                   at=timedelta(seconds=1) + OBSERVATIONS_GRACE)
+    retry = [l for l in plan.launches if l.reason == "retry"]
+    assert retry and retry[0].start_epoch == 1
+    warning = next(e for e in plan.events if e.reason == "Retrying")
+    assert "exited 0 after epoch 1, before epoch 3" in warning.message
+    assert op.records["exp-0000"]["status"]["failures"] == 1
+
+
+def test_progress_is_acknowledged_lazily_and_decisions_at_once(manifest):
+    op = Operator(manifest)
+    op.step()
+    plan = op.step({"exp-0000": [(1, 0.5)]}, {"exp-0000-1": running_pod()}, at=timedelta(seconds=1))
+    assert "exp-0000" not in plan.trial_status  # mid-run progress: no write yet
+    plan = op.step({"exp-0000": [(1, 0.5)]}, {"exp-0000-1": running_pod()}, at=timedelta(seconds=1) + LAZY_ACK)
+    assert plan.trial_status["exp-0000"]["processed"] == 1  # written at most LAZY_ACK late
+    # The epoch the run was launched to reach is a decision: written in the same step.
+    plan = op.step({"exp-0000": [(1, 0.5), (2, 0.4), (3, 0.3)]}, {"exp-0000-1": running_pod()},
+                   at=timedelta(seconds=2) + LAZY_ACK)
+    assert plan.trial_status["exp-0000"]["processed"] == 3
+
+
+def test_a_lagging_cache_never_feeds_an_observation_twice(manifest):
+    op = Operator(manifest)
+    op.step()
+    op.step({"exp-0000": [(1, 0.5), (2, 0.4)]}, {"exp-0000-1": running_pod()}, at=timedelta(seconds=1))
+    # The cache shows an older version of the trial (one observation): nothing is replayed.
+    op.step({"exp-0000": [(1, 0.5)]}, {"exp-0000-1": running_pod()}, at=timedelta(seconds=2))
+    trial = op.state.engine.trials[0]
+    assert trial.observations == [(1, 0.5), (2, 0.4)]
+
+
+def test_a_restart_rebuilds_the_same_decisions_from_what_was_written(manifest):
+    op = Operator(manifest, maxTrials=3)
+    op.step()
+    op.step({"exp-0000": [(1, 0.5), (2, 0.4), (3, 0.3)]}, {"exp-0000-1": succeeded_pod()}, at=timedelta(seconds=1))
+    for name, record in op.records.items():
+        record["status"]["observations"] = [{"epoch": e, "value": v}
+                                            for e, v in {"exp-0000": [(1, 0.5), (2, 0.4), (3, 0.3)]}.get(name, [])]
+    # A new operator process: everything from the objects; exp-0001's pod runs, exp-0000's was deleted.
+    plan = reconcile("exp", op.spec, op.status, list(op.records.values()), {"exp-0001-1": running_pod()},
+                     T0 + timedelta(seconds=2))
+    assert not plan.launches and not plan.delete_pods  # nothing decided twice
+    assert plan.experiment_status["trials"] == op.status["trials"]
