@@ -136,7 +136,7 @@ def main() -> int:
     experiment = Experiment(trials=args.trials)
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="hpo-reliability-"))
-    results = []
+    results, failed = [], []
     with ControlPlane(ensure_binaries()) as cp:
         kubectl(cp, "apply", "-f", str(REPO / "crds"))
         for crd in ("hpoexperiments.hpo.dev", "hpotrials.hpo.dev"):
@@ -145,18 +145,23 @@ def main() -> int:
         for title, plan in plans(args.seed):
             print(f"scenario {plan.name}: {title} ...", flush=True)
             ns = new_namespace(api, plan.name)
-            result = run_scenario(cp, api, ns, workdir / plan.name, plan, experiment)
+            try:
+                result = run_scenario(cp, api, ns, workdir / plan.name, plan, experiment)
+            except AssertionError as err:  # did not finish: that is a finding, and the other rows still count
+                print(f"  did not finish: {err}", flush=True)
+                failed.append(f"- {title}: the experiment did not finish: {err}")
+                continue
             print(f"  {result.phase} in {result.seconds:.0f}s; injected {injected_text(result)}; "
                   f"clean={result.findings.clean}", flush=True)
             results.append((title, result))
         print("bad input ...", flush=True)
         bad = bad_input_rows(cp, api, workdir / "bad-input")
-    write_report(args, experiment, results, bad, time.monotonic() - started)
+    write_report(args, experiment, results, failed, bad, time.monotonic() - started)
     print(f"wrote {args.out} in {time.monotonic() - started:.0f}s", flush=True)
-    return 0 if all(r.findings.clean and not r.problems for _, r in results) else 1
+    return 0 if not failed and all(r.findings.clean and not r.problems for _, r in results) else 1
 
 
-def write_report(args, experiment: Experiment, results, bad: list[str], seconds: float) -> None:
+def write_report(args, experiment: Experiment, results, failed: list[str], bad: list[str], seconds: float) -> None:
     lines = [
         "# Reliability: an experiment under faults",
         "",
@@ -210,7 +215,7 @@ def write_report(args, experiment: Experiment, results, bad: list[str], seconds:
         "",
         "Target: nothing lost. Problems found:",
         "",
-        *details(results),
+        *(failed + [d for d in details(results) if d.startswith("- ")] if failed else details(results)),
         "",
         "## Bad input",
         "",
