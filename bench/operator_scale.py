@@ -206,14 +206,13 @@ def run_scenario(cp: ControlPlane, admin: client.ApiClient, node: InstantNode, s
     exps_raw = json.loads(custom.list_namespaced_custom_object(GROUP, VERSION, ns, "hpoexperiments",
                                                                _preload_content=False).data)["items"]
     epochs = sum(len((t.get("status") or {}).get("observations") or []) for t in trials_raw)
-    ns_timeline = node.timeline
-    decisions = decision_latencies(ns_timeline, ns)
-    pod_ends = pod_latencies(ns_timeline, trials_raw)
+    decisions = decision_latencies(node.timeline, ns)
+    pod_ends = pod_latencies(node.timeline, trials_raw)
     per_epoch = (lambda k: counts.get(k, 0) / epochs) if epochs else (lambda k: float("nan"))
     status_writes = counts.get("operator.writes.hpotrials/status", 0) + counts.get("node.writes.hpotrials/status", 0)
     core.delete_namespace(ns)
     return Result(
-        scenario=s.name, trials=len(trials_raw), max_running=_max_running(ns_timeline, ns), epochs=epochs,
+        scenario=s.name, trials=len(trials_raw), max_running=_max_running(node.timeline, ns), epochs=epochs,
         seconds=round(seconds, 1), finished=finished,
         decision_p50=_percentile(decisions, 50), decision_p99=_percentile(decisions, 99),
         pod_p50=_percentile(pod_ends, 50), pod_p99=_percentile(pod_ends, 99),

@@ -14,6 +14,7 @@ import pytest
 
 from support.control_plane import ControlPlane, ensure_binaries
 from support.kube_tools import kubectl
+from support.operator_process import Operator
 from support.paths import REPO
 
 
@@ -59,3 +60,12 @@ def namespace(control_plane, kube_api, request):
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     yield name
     core.delete_namespace(name)
+
+
+@pytest.fixture
+def operator(crds_installed, namespace, tmp_path):
+    """The operator as a real ``kopf run`` process watching the test's namespace."""
+    op = Operator(crds_installed, namespace, tmp_path)
+    op.start()
+    yield op
+    op.stop()

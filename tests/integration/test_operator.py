@@ -8,12 +8,11 @@ import pytest
 import yaml
 from kubernetes import client
 
-from support.kube_tools import kubectl, wait_for
+from support.kube_tools import experiment, kubectl, trials, wait_for
 from support.paths import TABLES
 from hpo_operator.sim import LearningCurveTable, simulate
 from hpo_operator.spec.experiment import SchedulerSpec
 from support.node_double import NodeDouble
-from support.operator_process import Operator
 
 TABLE = TABLES / "digits_s44.json"
 pytestmark = pytest.mark.timeout(420)
@@ -36,23 +35,6 @@ def manifest(name: str, *, trials: int, parallelism: int, max_resource: int = 9,
                 "resources": {"limits": {"nvidia.com/gpu": 1}}}]}},
         },
     }
-
-
-@pytest.fixture
-def operator(crds_installed, namespace, tmp_path):
-    op = Operator(crds_installed, namespace, tmp_path)
-    op.start()
-    yield op
-    op.stop()
-
-
-def experiment(api, ns, name) -> dict:
-    return client.CustomObjectsApi(api).get_namespaced_custom_object("hpo.dev", "v1alpha1", ns, "hpoexperiments", name)
-
-
-def trials(api, ns) -> list[dict]:
-    items = client.CustomObjectsApi(api).list_namespaced_custom_object("hpo.dev", "v1alpha1", ns, "hpotrials")["items"]
-    return sorted(items, key=lambda t: t["spec"]["trialId"])
 
 
 def finished(api, ns, name):

@@ -11,31 +11,12 @@ import json
 import threading
 
 import pytest
-from kubernetes import client
 
 from support.curve_manifests import curve_manifest
-from support.kube_tools import kubectl, wait_for
+from support.kube_tools import experiment, kubectl, trials, wait_for
 from support.node_double import NodeDouble
-from support.operator_process import Operator
 
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture
-def operator(crds_installed, namespace, tmp_path):
-    op = Operator(crds_installed, namespace, tmp_path)
-    op.start()
-    yield op
-    op.stop()
-
-
-def experiment(api, ns, name) -> dict:
-    return client.CustomObjectsApi(api).get_namespaced_custom_object("hpo.dev", "v1alpha1", ns, "hpoexperiments", name)
-
-
-def trials(api, ns) -> list[dict]:
-    items = client.CustomObjectsApi(api).list_namespaced_custom_object("hpo.dev", "v1alpha1", ns, "hpotrials")["items"]
-    return sorted(items, key=lambda t: t["spec"]["trialId"])
 
 
 def running(api, ns) -> set[str]:

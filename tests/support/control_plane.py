@@ -129,13 +129,7 @@ class ControlPlane:
 
         SIGTERM, then SIGKILL after 5 s: a graceful stop waits up to a minute for open watches to end."""
         started = time.monotonic()
-        proc = self._procs.pop("kube-apiserver")
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        _terminate(self._procs.pop("kube-apiserver"), grace_seconds=5)
         time.sleep(down_seconds)
         self._spawn("kube-apiserver", self._argv["kube-apiserver"])
         self._wait_ready("/readyz", timeout=timeout)
@@ -145,12 +139,7 @@ class ControlPlane:
         for name in reversed(list(self._procs)):
             proc = self._procs.pop(name)
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+                _terminate(proc, grace_seconds=10)
         if not keep_logs:
             shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -257,6 +246,16 @@ class ControlPlane:
             time.sleep(0.2)
         raise ControlPlaneError(f"controller manager made no default service account in {timeout}s:\n"
                                 f"{self.log_tail('kube-controller-manager')}")
+
+
+def _terminate(proc: subprocess.Popen, grace_seconds: float) -> None:
+    """SIGTERM the process group, SIGKILL it after ``grace_seconds``, and reap it."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace_seconds)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def main() -> int:

@@ -63,7 +63,6 @@ class Timeline:
     done: dict[PodKey, float] = field(default_factory=dict)  # pod marked Succeeded
     created: dict[PodKey, float] = field(default_factory=dict)  # pod first seen
     deleted: dict[PodKey, float] = field(default_factory=dict)  # deletion first seen
-    max_running: int = 0
 
 
 class InstantNode:
@@ -100,11 +99,6 @@ class InstantNode:
         with self._wake:
             self._wake.notify_all()
         self._pool.shutdown(wait=True, cancel_futures=True)
-
-    @property
-    def running(self) -> int:
-        with self._lock:
-            return sum(1 for r in self.runs.values() if not r.deleted)
 
     # ---- watching pods and trials ----------------------------------------------
     def _watch(self, list_objects, on_event) -> None:
@@ -166,7 +160,6 @@ class InstantNode:
         with self._lock:
             self.timeline.created[key] = now
             self.runs[key] = run
-            self.timeline.max_running = max(self.timeline.max_running, len(self.runs))
         self._pool.submit(self._start, run)
 
     # ---- timed actions ----------------------------------------------------------

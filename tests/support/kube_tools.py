@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import time
 
+from kubernetes import client
+
 
 def kubectl(control_plane, *args, check=True, input=None) -> subprocess.CompletedProcess:
     """Run the real kubectl against ``control_plane`` (anything with a ``kubeconfig_path``)."""
@@ -21,3 +23,16 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.2, what: str 
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def experiment(api, namespace: str, name: str) -> dict:
+    """One HPOExperiment as the API server has it."""
+    return client.CustomObjectsApi(api).get_namespaced_custom_object("hpo.dev", "v1alpha1", namespace,
+                                                                     "hpoexperiments", name)
+
+
+def trials(api, namespace: str) -> list[dict]:
+    """The namespace's HPOTrials, in trial id order."""
+    items = client.CustomObjectsApi(api).list_namespaced_custom_object("hpo.dev", "v1alpha1", namespace,
+                                                                       "hpotrials")["items"]
+    return sorted(items, key=lambda t: t["spec"]["trialId"])

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Optional, Sequence
 
 from hpo_operator.controller.builders import checkpoint_location
-from hpo_operator.controller.trials import changed, read_trial, status_of, text_value
+from hpo_operator.controller.trials import changed, observations_of, read_trial, status_of, text_value
 from hpo_operator.engine import ExperimentEngine, Launch
 from hpo_operator.scheduling import Decision
 
@@ -112,10 +112,6 @@ class ExperimentState:
         books = {v.name: TrialBook(v.state.trial_id, v.obj, v.processed, v.decided_epoch, v.pod,
                                    dict(v.obj.get("status") or {}), problems_posted_of(v.obj)) for v in views}
         return cls(name, engine, books, generation)
-
-
-def observations_of(trial_obj: dict) -> list[tuple[int, Optional[float]]]:
-    return [(int(o["epoch"]), o.get("value")) for o in (trial_obj.get("status") or {}).get("observations") or []]
 
 
 def problems_of(trial_obj: dict) -> list[dict]:

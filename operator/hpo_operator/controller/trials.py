@@ -16,11 +16,11 @@ from hpo_operator.engine import TrialState
 
 @dataclass
 class TrialView:
-    """One HPOTrial as read from the API: the engine's state plus what is not yet processed."""
+    """One HPOTrial as read from the API: the engine's state (the processed observations) and the operator's
+    bookkeeping."""
 
     obj: dict
     state: TrialState
-    pending: list[tuple[int, Optional[float]]]  # observations the operator has not acted on yet
     processed: int
     pod: Optional[str]
     decided_epoch: int
@@ -34,9 +34,14 @@ def _value(v) -> float:
     return float("nan") if v is None else float(v)
 
 
+def observations_of(trial_obj: dict) -> list[tuple[int, Optional[float]]]:
+    """(epoch, value) of every observation on record, processed or not."""
+    return [(int(o["epoch"]), o.get("value")) for o in (trial_obj.get("status") or {}).get("observations") or []]
+
+
 def read_trial(obj: dict) -> TrialView:
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
-    observations = [(int(o["epoch"]), o.get("value")) for o in status.get("observations") or []]
+    observations = observations_of(obj)
     processed = min(int(status.get("processed", 0)), len(observations))
     state = TrialState(
         trial_id=int(spec["trialId"]),
@@ -50,8 +55,7 @@ def read_trial(obj: dict) -> TrialView:
         failures=int(status.get("failures", 0)),
         message=status.get("message") or "",
     )
-    return TrialView(obj, state, observations[processed:], processed, status.get("pod"),
-                     int(status.get("decidedEpoch", 0)))
+    return TrialView(obj, state, processed, status.get("pod"), int(status.get("decidedEpoch", 0)))
 
 
 def text_value(value: Optional[float]) -> Optional[str]:
