@@ -10,13 +10,18 @@ parallelism 1).
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
+import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from support.curve_manifests import curve_manifest
 from support.fault_proxy import FaultProxy
 from support.faults import FaultPlan, run_scenario
+from support.kube_tools import kubectl, trials, wait_for
+from support.operator_process import Operator
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -69,3 +74,22 @@ def test_the_proxy_applies_a_write_and_loses_its_answer(crds_installed, namespac
     assert errors == 6 and sum(proxy.injected.values()) == 6
     stored = custom.get_namespaced_custom_object("hpo.dev", "v1alpha1", namespace, "hpotrials", "t-0000")
     assert [o["epoch"] for o in stored["status"]["observations"]] == [1, 2, 3, 4, 5, 6], json.dumps(stored)
+
+
+def test_an_operator_started_during_an_api_server_outage_serves_experiments_once_it_is_back(
+        crds_installed, namespace, kube_api, tmp_path):
+    """kopf looks up the resources it watches once at start; started against an API server that is down (or
+    up but not yet listing the CRDs' resources), it must wait for them instead of never watching them."""
+    kubectl(crds_installed, "apply", "-n", namespace, "-f", "-",
+            input=yaml.safe_dump(curve_manifest("outage", trials=2, parallelism=2)))
+    operator = Operator(crds_installed, namespace, tmp_path)
+    crds_installed.stop_apiserver()
+    try:
+        operator.start()
+        time.sleep(4)
+        crds_installed.start_apiserver()
+        wait_for(lambda: len(trials(kube_api, namespace)) == 2, timeout=60, what="the operator creating the trials")
+        assert operator.proc.poll() is None, operator.logs()
+        assert "Waiting for the API server to serve" in operator.logs()
+    finally:
+        operator.stop()

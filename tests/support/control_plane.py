@@ -125,15 +125,20 @@ class ControlPlane:
 
     def restart_apiserver(self, down_seconds: float = 0.0, timeout: float = 120) -> float:
         """Stop kube-apiserver and start it again on the same port, etcd and certificates (as an upgrade or
-        a crashed control-plane node does); returns the seconds it answered nothing.
-
-        SIGTERM, then SIGKILL after 5 s: a graceful stop waits up to a minute for open watches to end."""
+        a crashed control-plane node does); returns the seconds it answered nothing."""
         started = time.monotonic()
-        _terminate(self._procs.pop("kube-apiserver"), grace_seconds=5)
+        self.stop_apiserver()
         time.sleep(down_seconds)
+        self.start_apiserver(timeout)
+        return time.monotonic() - started
+
+    def stop_apiserver(self) -> None:
+        """SIGTERM, then SIGKILL after 5 s: a graceful stop waits up to a minute for open watches to end."""
+        _terminate(self._procs.pop("kube-apiserver"), grace_seconds=5)
+
+    def start_apiserver(self, timeout: float = 120) -> None:
         self._spawn("kube-apiserver", self._argv["kube-apiserver"])
         self._wait_ready("/readyz", timeout=timeout)
-        return time.monotonic() - started
 
     def stop(self, keep_logs: bool = False) -> None:
         for name in reversed(list(self._procs)):

@@ -43,6 +43,21 @@ def configure(settings: kopf.OperatorSettings, **_):
     settings.watching.server_timeout = int(os.environ.get("HPO_WATCH_TIMEOUT", "300"))
 
 
+@kopf.on.startup()
+async def wait_until_resources_served(logger, **_):
+    """kopf looks up the resources it watches once, right after the startup handlers; one not served then
+    (the CRDs not installed yet, or an API server still starting) would never be watched. Wait for them."""
+    loop = asyncio.get_running_loop()
+    api = kube.Api.from_environment()
+    waited = 0.0
+    while missing := await loop.run_in_executor(None, api.unserved_resources):
+        if waited % 30 == 0:
+            logger.warning(f"Waiting for the API server to serve {', '.join(missing)} "
+                           f"(install the CRDs: kubectl apply -f crds/)")
+        await asyncio.sleep(1)
+        waited += 1
+
+
 @kopf.index(GROUP, VERSION, "hpotrials", labels=OURS)
 def trial_reports(namespace, name, labels, status, **_):
     """(namespace, experiment) -> (trial, ((epoch, value), ...), (problem, ...)): what the sidecars reported."""

@@ -67,6 +67,19 @@ class Api:
             cls._instance = cls(client.ApiClient(configuration))
         return cls._instance
 
+    def unserved_resources(self) -> list[str]:
+        """Of the resources the operator watches, those the API server does not serve yet (its discovery
+        documents). A restarted API server answers requests before it lists the CRDs' resources, and kopf,
+        which scans them once at start, would then never watch them."""
+        served: set[str] = set()
+        for ask in (self.core.get_api_resources,
+                    lambda **kw: self.custom.get_api_resources(GROUP, VERSION, **kw)):
+            try:
+                served |= {r["name"] for r in json.loads(ask(_preload_content=False).data)["resources"]}
+            except Exception:  # not answering, or the group is not listed yet: its resources are missing
+                pass
+        return [name for name in ("pods", "hpoexperiments", "hpotrials") if name not in served]
+
     def list_trials(self, namespace: str, experiment: str) -> list[dict]:
         out = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "hpotrials",
                                                         label_selector=f"{LABEL_EXPERIMENT}={experiment}",
