@@ -27,15 +27,20 @@ class Status:
         self.fail_next = fail_next
         self.applied_despite_error = applied_despite_error
         self.requests = 0
+        self.reads = 0
 
     @property
     def problems(self) -> list[tuple[str, str]]:
         return [(p["reason"], p["message"]) for p in self.doc.get("problems", [])]
 
     def read(self) -> dict:
+        self.reads += 1
+        return self.copy()
+
+    def copy(self) -> dict:
         return json.loads(json.dumps(self.doc))
 
-    def append(self, patch: list[dict]) -> None:
+    def append(self, patch: list[dict]) -> dict:
         self.requests += 1
         (op,) = patch
         assert op["op"] == "add" and op["path"] in ("/status/observations/-", "/status/problems/-", "/status/problems")
@@ -45,6 +50,7 @@ class Status:
                 self._apply(op)
             raise TimeoutError("read timed out")
         self._apply(op)
+        return self.copy()  # the API server answers a patch with the object
 
     def _apply(self, op: dict) -> None:
         json.dumps(op, allow_nan=False)  # what the API server gets must be plain JSON
@@ -105,6 +111,20 @@ def test_decisions_reach_the_trainer_through_the_control_file(tmp_path):
     run_sidecar(tmp_path, status, [line(1, 0.9)])
     assert json.loads((tmp_path / "control.json").read_text()) == {"decided_epoch": 3, "until": 9}
     assert control_document({"decidedEpoch": 0, "until": 3}) is None  # nothing decided yet
+
+
+def test_the_trial_is_read_only_while_the_trainer_waits_for_a_decision(tmp_path):
+    # Free to train to epoch 9: each append's answer is enough, no read per poll.
+    status = Status()
+    status.doc.update(decidedEpoch=0, until=9)
+    run_sidecar(tmp_path, status, [line(1, 0.9), line(2, 0.8)], done_after_polls=50, refresh_seconds=3600)
+    assert status.reads == 1  # at start
+    # At its rung (epoch 3 = until) the trainer waits: the sidecar asks until the decision is there.
+    waiting = Status()
+    waiting.doc.update(decidedEpoch=0, until=3)
+    run_sidecar(tmp_path, waiting, [line(1, 0.9), line(2, 0.8), line(3, 0.7)], done_after_polls=50,
+                refresh_seconds=3600)
+    assert waiting.reads >= 49
 
 
 def test_trainer_exit_is_seen_through_a_marker_or_the_process_table(tmp_path):

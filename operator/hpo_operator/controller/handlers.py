@@ -39,7 +39,7 @@ def configure(settings: kopf.OperatorSettings, **_):
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="hpo.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="hpo.dev")
     settings.persistence.finalizer = "hpo.dev/finalizer"
-    settings.posting.level = int(os.environ.get("HPO_EVENT_LEVEL", "20"))
+    settings.posting.level = int(os.environ.get("HPO_EVENT_LEVEL", "30"))  # info lines: the log only
     settings.watching.server_timeout = int(os.environ.get("HPO_WATCH_TIMEOUT", "300"))
 
 

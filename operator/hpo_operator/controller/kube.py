@@ -1,9 +1,11 @@
 """The operator's API calls, and the execution of a reconcile plan in a crash-safe order.
 
-Order: delete pods that must stop; create trials, claims and pods (names are
-deterministic, so a repeat after a crash gets 409 and changes nothing); then
-write trial status (including how many observations were processed). A crash
-anywhere in between replays the same plan on the next step.
+Order: delete pods that must stop; write the status of trials that ended
+(so no listing shows more trials Running than the parallelism); create
+trials, claims and pods (names are deterministic, so a repeat after a crash
+gets 409 and changes nothing); then write the other trials' status
+(including how many observations were processed). A crash anywhere in
+between replays the decisions on the next step, from the trials as written.
 
 Lists are read as raw JSON: the client's typed models cost ~1 ms per pod to build.
 """
@@ -193,29 +195,33 @@ def execute(api: Api, plan: Plan, spec, experiment: dict, books: dict[str, Trial
     """
     ns = experiment["metadata"]["namespace"]
     _all(lambda pod=pod: api.delete_pod(ns, pod) for pod in plan.delete_pods)
+    # Trials that ended are marked so before those taking their slots show Running.
+    ending = {n: p for n, p in plan.trial_status.items() if p.get("phase") not in (None, "Running")}
+    _all(lambda n=n, p=p: api.patch_trial_status(ns, n, p) for n, p in ending.items())
     if plan.launches and all(book.ref is None for book in books.values()):
         judge_template(api, spec, experiment, plan.launches[0])
+    initialized: set[str] = set()
 
     def launch_one(launch) -> None:
         name = launch.trial.name
         book = books[name]
         if book.ref is None:
             book.ref, created = api.create_trial(build_trial(experiment, launch.trial))
-            if created:
-                # A new trial's records start empty (the sidecar appends to them) before its pod exists.
-                api.patch_trial_status(ns, name, {"observations": [], "problems": [], "problemsPosted": 0})
-        if spec.checkpoints.storage == "perTrial":
-            api.create(build_claim(spec, book.ref))
+            if created or "observations" not in (book.ref.get("status") or {}):
+                # The sidecar appends to these records: they exist before its pod does, written
+                # together with the trial's first status.
+                api.patch_trial_status(ns, name, {"observations": [], "problems": [], "problemsPosted": 0,
+                                                  **plan.trial_status.get(name, {})})
+                initialized.add(name)
+        if spec.checkpoints.storage == "perTrial" and launch.reason == "new":
+            api.create(build_claim(spec, book.ref))  # a resumed or retried trial has its claim
         create_pod(api, build_pod(spec, experiment, book.ref, launch, SIDECAR_IMAGE))
         logger.info(f"Launched trial name={name} attempt={launch.attempt} reason={launch.reason} "
-                    f"epochs={launch.start_epoch + 1}..{launch.until}")
+                     f"epochs={launch.start_epoch + 1}..{launch.until}")
 
     _all(lambda launch=launch: launch_one(launch) for launch in plan.launches)
-    # Trials that ended are marked so before those taking their slots show Running.
-    ending = {n: p for n, p in plan.trial_status.items() if p.get("phase") not in (None, "Running")}
-    rest = {n: p for n, p in plan.trial_status.items() if n not in ending}
-    for wave in (ending, rest):
-        _all(lambda n=n, p=p: api.patch_trial_status(ns, n, p) for n, p in wave.items())
+    _all(lambda n=n, p=p: api.patch_trial_status(ns, n, p) for n, p in plan.trial_status.items()
+         if n not in ending and n not in initialized)
     _all(lambda claim=claim: api.delete_claim(ns, claim) for claim in plan.delete_claims)
     for ev in plan.events:
         target = books[ev.trial].ref if ev.trial else experiment

@@ -49,9 +49,10 @@ def main() -> int:
         obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "hpotrials", trial)
         return obj.get("status") or {}
 
-    def append(patch: list[dict]) -> None:
-        custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "hpotrials", trial, patch,
-                                                     _content_type="application/json-patch+json")
+    def append(patch: list[dict]) -> dict:
+        obj = custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "hpotrials", trial, patch,
+                                                           _content_type="application/json-patch+json")
+        return obj.get("status") or {}
 
     sidecar = Sidecar(metrics, Path(os.environ["HPO_CONTROL_FILE"]), os.environ["HPO_OBJECTIVE"], read_status,
                       append, trainer_exited(Path(str(metrics) + ".exit")),

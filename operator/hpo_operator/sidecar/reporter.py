@@ -6,7 +6,9 @@ it reads the observations on record and skips what is already there, so a
 new run's lines for epochs already on record are skipped (and reported: the
 trainer did not resume where the last run ended). It also carries the
 operator's decision at rung epochs (``status.until``/``status.decidedEpoch``)
-into the control file the waiting trainer reads (promote in place).
+into the control file the waiting trainer reads (promote in place). It reads
+the trial only while the trainer waits for a decision (and every few seconds
+otherwise): each append's answer already carries the status.
 
 Whatever the trainer writes, the loop goes on: a bad line is skipped, and each
 kind of problem is recorded once per run in ``status.problems`` (see
@@ -51,6 +53,12 @@ def control_document(status: dict) -> Optional[dict]:
     return {contract.CONTROL_DECIDED_EPOCH: decided, contract.CONTROL_UNTIL: until}
 
 
+def awaiting_decision(status: dict, last_epoch: int) -> bool:
+    """The trainer has reported the last epoch it may train (a rung) and waits for the operator's word."""
+    until, decided = status.get("until"), status.get("decidedEpoch")
+    return isinstance(until, int) and last_epoch >= until and (decided if isinstance(decided, int) else 0) < last_epoch
+
+
 def write_control(path: Path, doc: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(doc))
@@ -65,13 +73,15 @@ class Sidecar:
     control_file: Path
     objective: str
     read_status: Callable[[], dict]
-    append: Callable[[list[dict]], None]  # one JSON patch on the trial's status
+    append: Callable[[list[dict]], Optional[dict]]  # one JSON patch on the trial's status; the status after it
     trainer_done: Callable[[], bool]
     poll_seconds: float = 0.2
+    refresh_seconds: float = 5.0  # how stale the status may get while no decision is awaited
     retry_seconds: float = 1.0
     attempt: Optional[int] = None
     reported: set = field(default_factory=set)  # problem reasons this run has recorded
     sent: int = 0
+    last_epoch: int = 0  # the latest epoch on record
     repeated: int = 0  # lines for epochs on record that this run trained again
 
     def run(self, deadline: Optional[float] = None) -> int:
@@ -80,8 +90,10 @@ class Sidecar:
         self.reported |= {p.get("reason") for p in status.get("problems") or []
                           if isinstance(p, dict) and p.get("attempt") == self.attempt}
         last = max([o["epoch"] for o in status.get("observations") or []], default=0)
+        self.last_epoch = last
         reader = MetricsReader(self.metrics_file, self.objective, last_epoch=last or None)
         written_control = None
+        read_at = time.monotonic()
         while True:
             finished = self.trainer_done()  # checked before the read: lines written before exit are drained
             for item in self._poll(reader):
@@ -93,8 +105,9 @@ class Sidecar:
                         continue
                     self.report(item.reason.value, str(item))
                     continue
-                self._send(item)
-            status = self._with_retries(self.read_status)
+                status = self._send(item) or status
+            if awaiting_decision(status, self.last_epoch) or time.monotonic() - read_at >= self.refresh_seconds:
+                status, read_at = self._with_retries(self.read_status), time.monotonic()
             doc = control_document(status)
             if doc is not None and doc != written_control:
                 write_control(self.control_file, doc)
@@ -141,15 +154,18 @@ class Sidecar:
         except Exception as err:  # reporting must never stop the observations
             log.warning("Could not record problem reason=%s: %s", reason, err)
 
-    def _send(self, record: MetricRecord) -> None:
+    def _send(self, record: MetricRecord) -> Optional[dict]:
         """Append one observation exactly once: after a failed request, look before sending again
-        (a request that timed out may still have been applied)."""
+        (a request that timed out may still have been applied). The status after it, when the answer came."""
         def on_record() -> bool:
             status = self._with_retries(self.read_status)
             return any(o.get("epoch") == record.epoch for o in status.get("observations") or [])
 
-        self._with_retries(lambda: self.append(observation_patch(record, self.attempt)), already_done=on_record)
+        after = self._with_retries(lambda: self.append(observation_patch(record, self.attempt)),
+                                   already_done=on_record)
         self.sent += 1
+        self.last_epoch = max(self.last_epoch, record.epoch)
+        return after
 
     def _with_retries(self, call, attempts: int = 30, already_done: Optional[Callable[[], bool]] = None):
         """``call()``, retried on transient errors; before each retry, ``already_done()`` may say it is not needed."""
