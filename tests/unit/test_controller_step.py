@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from hpo_operator.controller.builders import build_trial
 from hpo_operator.controller.reconcile import (
-    LAZY_ACK, OBSERVATIONS_GRACE, POD_APPEAR_GRACE, ExperimentState, reconcile, step,
+    LAZY_ACK, OBSERVATIONS_GRACE, POD_APPEAR_GRACE, ExperimentState, reconcile, runs_ended, step,
 )
 from hpo_operator.spec import experiment_spec_from_dict
 
@@ -39,8 +39,9 @@ class Operator:
         self.status: dict = {}
         self.records: dict[str, dict] = {}  # what the API holds, as written by the plans
 
-    def step(self, observations=None, pods=None, at=timedelta(0)):
-        plan = step(self.state, self.spec, self.status, observations or {}, pods or {}, T0 + at)
+    def step(self, observations=None, pods=None, at=timedelta(0), confirmed=()):
+        plan = step(self.state, self.spec, self.status, observations or {}, pods or {}, T0 + at,
+                    confirmed=confirmed)
         for launch in plan.launches:
             name = launch.trial.name
             if name not in self.records:
@@ -76,6 +77,25 @@ def test_a_pod_that_ended_before_its_last_observations_reached_the_cache_is_not_
     status = op.records["exp-0000"]["status"]
     assert (status["phase"], status["failures"]) == ("Completed", 0)
     assert [(l.trial.name, l.reason) for l in plan.launches] == [("exp-0001", "new")]
+
+
+def test_a_run_whose_pod_ended_is_judged_on_observations_read_after_the_end_without_waiting(manifest):
+    op = Operator(manifest, maxRetries=2)
+    op.step()
+    pods = {"exp-0000-1": running_pod()}
+    op.step({"exp-0000": [(1, 0.5)]}, pods, at=timedelta(seconds=1))
+    assert runs_ended(op.state, pods, T0 + timedelta(seconds=1)) == []
+    # Deleted by hand after epoch 2, which the trials' cache has not delivered yet; the runner read
+    # the trial from the API (confirmed): the retry resumes after epoch 2, not 1.
+    assert runs_ended(op.state, {}, T0 + POD_APPEAR_GRACE * 2) == ["exp-0000"]
+    plan = op.step({"exp-0000": [(1, 0.5), (2, 0.4)]}, {}, at=POD_APPEAR_GRACE * 2, confirmed=["exp-0000"])
+    (retry,) = plan.launches
+    assert (retry.reason, retry.start_epoch) == ("retry", 2)
+    # An early but clean exit, confirmed: no grace to wait out, it is a failure at once.
+    plan = op.step({"exp-0000": [(1, 0.5), (2, 0.4)]}, {"exp-0000-2": succeeded_pod()},
+                   at=POD_APPEAR_GRACE * 2 + timedelta(seconds=1), confirmed=["exp-0000"])
+    assert [(l.reason, l.start_epoch) for l in plan.launches] == [("retry", 2)]
+    assert op.records["exp-0000"]["status"]["failures"] == 2
 
 
 def test_a_pod_that_ended_short_of_its_epochs_fails_once_the_grace_is_over(manifest):

@@ -271,16 +271,35 @@ def test_a_failed_problem_request_is_retried_without_duplicating(tmp_path, appli
 
 def test_a_problem_the_api_refuses_does_not_stop_the_observations(tmp_path):
     class Refused(Exception):
-        status = 403  # not transient: retrying cannot help
+        status = 422  # the server refuses the request itself: retrying cannot help
 
     class NoProblemsAllowed(Status):
         def append(self, patch):
             if "problems" in patch[0]["path"]:
-                raise Refused("forbidden")
-            super().append(patch)
+                raise Refused("unprocessable")
+            return super().append(patch)
 
     write_bytes(tmp_path, [b"not json", b'{"epoch": 1, "val_error": 0.5}'])
     status = NoProblemsAllowed(problems=[])
+    assert sidecar_for(tmp_path, status, iter([False, True]).__next__).run() == 0
+    assert [o["epoch"] for o in status.doc["observations"]] == [1]
+
+
+def test_an_api_server_that_refuses_while_its_caches_fill_after_a_restart_is_waited_for(tmp_path):
+    class Forbidden(Exception):
+        status = 403  # what a restarted API server answers until its RBAC cache is filled
+
+    class JustRestarted(Status):
+        refusals = 3
+
+        def read(self):
+            if self.refusals:
+                self.refusals -= 1
+                raise Forbidden("forbidden")
+            return super().read()
+
+    write_bytes(tmp_path, [b'{"epoch": 1, "val_error": 0.5}'])
+    status = JustRestarted()
     assert sidecar_for(tmp_path, status, iter([False, True]).__next__).run() == 0
     assert [o["epoch"] for o in status.doc["observations"]] == [1]
 

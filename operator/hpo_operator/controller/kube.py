@@ -88,6 +88,13 @@ class Api:
                                                         _preload_content=False)
         return json.loads(out.data)["items"]
 
+    def get_trials(self, namespace: str, names: list[str]) -> list[dict]:
+        """The named trials, read from the API server (not a cache), in parallel."""
+        def get(name: str) -> dict:
+            return json.loads(self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "hpotrials", name,
+                                                                       _preload_content=False).data)
+        return list(_POOL.map(get, names))
+
     def list_pods(self, namespace: str, experiment: str) -> dict[str, dict]:
         """The experiment's pods, name -> ``compact_pod``."""
         out = self.core.list_namespaced_pod(namespace, label_selector=f"{LABEL_EXPERIMENT}={experiment}",

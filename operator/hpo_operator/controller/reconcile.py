@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Optional, Sequence
+from typing import Collection, Optional, Sequence
 
 from hpo_operator.controller.builders import checkpoint_location
 from hpo_operator.controller.trials import changed, observations_of, read_trial, status_of, text_value
@@ -123,6 +123,20 @@ def problems_posted_of(trial_obj: dict) -> int:
     return min(int(status.get("problemsPosted") or 0), len(status.get("problems") or []))
 
 
+def runs_ended(state: ExperimentState, pods: dict[str, dict], now: datetime, fresh: bool = False) -> list[str]:
+    """Trials whose current run's pod has finished, or vanished (and is not merely too new for the cache)."""
+    ended = []
+    for name, book in state.books.items():
+        if state.engine.trials[book.trial_id].phase != "Running" or not book.pod:
+            continue
+        pod = pods.get(book.pod)
+        if pod is None and not fresh and now - state.awaiting.get(book.pod, now - POD_APPEAR_GRACE) < POD_APPEAR_GRACE:
+            continue  # created moments ago; the cache has not seen it yet
+        if _pod_outcome(pod) is not None:
+            ended.append(name)
+    return ended
+
+
 def reconcile(name: str, spec, status: dict, trial_objs: list[dict], pods: dict[str, dict],
               now: datetime) -> Plan:
     """One step from scratch: rebuild from the objects, act, and bring every trial's status up to date."""
@@ -134,13 +148,14 @@ def reconcile(name: str, spec, status: dict, trial_objs: list[dict], pods: dict[
 
 def step(state: ExperimentState, spec, status: dict, observations: dict[str, Observations],
          pods: dict[str, dict], now: datetime, fresh: bool = False,
-         problems: Optional[dict[str, Sequence[dict]]] = None) -> Plan:
+         problems: Optional[dict[str, Sequence[dict]]] = None, confirmed: Collection[str] = ()) -> Plan:
     """Feed ``state`` what is new and return what to do.
 
     ``pods``: pod name -> pod (see ``compact_pod``); ``problems``: trial name -> the problems its sidecar
     recorded. ``fresh``: observations and pods come from one
     consistent read (pods listed first), not from watch caches that may lag: no grace for late arrivals,
-    and every trial's status is brought up to date. ``state`` is updated as if the plan succeeded; a
+    and every trial's status is brought up to date. ``confirmed``: trials of ``runs_ended`` whose
+    observations were read from the API after their pod's end was seen: all their run reported is in. ``state`` is updated as if the plan succeeded; a
     caller that fails to execute the plan must drop it and rebuild from the API.
     """
     plan = Plan()
@@ -179,19 +194,15 @@ def step(state: ExperimentState, spec, status: dict, observations: dict[str, Obs
             touched.add(name)
 
     # 2. Finished or vanished pods end their runs.
-    for name, book in state.books.items():
+    for seen in [p for p in state.awaiting if p in pods]:
+        state.awaiting.pop(seen)
+    for name in runs_ended(state, pods, now, fresh):
+        book = state.books[name]
         trial = engine.trials[book.trial_id]
-        if trial.phase != "Running" or not book.pod:
-            continue
         pod = pods.get(book.pod)
-        if pod is None and not fresh and now - state.awaiting.get(book.pod, now - POD_APPEAR_GRACE) < POD_APPEAR_GRACE:
-            continue  # created moments ago; the cache has not seen it yet
         state.awaiting.pop(book.pod, None)
-        outcome = _pod_outcome(pod)
-        if outcome is None:
-            continue
-        ok, message = outcome
-        if ok and trial.last_epoch < trial.until and not fresh:
+        ok, message = _pod_outcome(pod)
+        if ok and trial.last_epoch < trial.until and not fresh and name not in confirmed:
             first = state.ended_early.setdefault(book.pod, now)
             if now - first < OBSERVATIONS_GRACE:
                 continue  # its last observations are still on their way to the cache

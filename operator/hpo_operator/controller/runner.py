@@ -17,7 +17,7 @@ import kopf
 from hpo_operator.controller import kube, spec_changes
 from hpo_operator.controller.conditions import set_condition
 from hpo_operator.controller.reconcile import (
-    ExperimentState, Observations, observations_of, problems_of, step,
+    ExperimentState, Observations, observations_of, problems_of, runs_ended, step,
 )
 from hpo_operator.spec import ManifestError, experiment_spec_from_dict
 
@@ -60,7 +60,14 @@ class ExperimentRunner:
         spec = review.spec
         if fresh:
             self.state = ExperimentState.from_trials(self.name, spec, trial_objs, meta.get("generation"))
-        plan = step(self.state, spec, status, observations, pods, kube.now(), fresh=fresh, problems=problems)
+        now = kube.now()
+        confirmed = [] if fresh else runs_ended(self.state, pods, now)
+        for trial in self.api.get_trials(self.namespace, confirmed):
+            # A run ended: its sidecar's last writes came before, but the trials' cache may lag the pods'.
+            observations[trial["metadata"]["name"]] = observations_of(trial)
+            problems[trial["metadata"]["name"]] = problems_of(trial)
+        plan = step(self.state, spec, status, observations, pods, now, fresh=fresh, problems=problems,
+                    confirmed=confirmed)
         try:
             kube.execute(self.api, plan, spec, body, self.state.books, logger)
         except kube.TemplateRejected as err:
