@@ -286,16 +286,18 @@ def test_a_problem_the_api_refuses_does_not_stop_the_observations(tmp_path):
 
 
 def test_an_api_server_that_refuses_while_its_caches_fill_after_a_restart_is_waited_for(tmp_path):
-    class Forbidden(Exception):
-        status = 403  # what a restarted API server answers until its RBAC cache is filled
+    class Refused(Exception):
+        def __init__(self, status):
+            super().__init__(status)
+            self.status = status
 
     class JustRestarted(Status):
-        refusals = 3
+        # what a restarted API server answers until its caches are filled and it serves the CRDs again
+        refusals = [401, 403, 404]
 
         def read(self):
             if self.refusals:
-                self.refusals -= 1
-                raise Forbidden("forbidden")
+                raise Refused(self.refusals.pop())
             return super().read()
 
     write_bytes(tmp_path, [b'{"epoch": 1, "val_error": 0.5}'])

@@ -181,10 +181,11 @@ class Sidecar:
 
 
 def _transient(err: Exception) -> bool:
-    # 401 and 403 too: an API server that has just restarted refuses requests until its token and RBAC
-    # caches are filled; a real lack of permission still surfaces, after the retries.
+    # 401, 403 and 404 too: an API server that has just restarted refuses requests until its token and
+    # RBAC caches are filled, and answers 404 for custom resources until it serves their CRDs again; a
+    # real lack of permission (or a deleted trial, whose pod goes with it) still ends it, after the retries.
     status = getattr(err, "status", None)
-    return status is None or status in (0, 401, 403, 409, 429, 500, 502, 503, 504)
+    return status is None or status in (0, 401, 403, 404, 409, 429, 500, 502, 503, 504)
 
 
 def trainer_exited(exit_marker: Path, proc_root: Path = Path("/proc"), grace_seconds: float = 10.0,
