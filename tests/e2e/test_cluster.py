@@ -63,6 +63,7 @@ def test_example_experiment_pauses_resumes_and_succeeds(cluster, images, release
     name = doc["metadata"]["name"]
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc))
     assert_trainer_cannot_read_a_token(cluster, namespace, name)
+    victim = delete_the_operator_and_a_training_pod(cluster, namespace)
 
     def finished():
         phase = (get(cluster, "hpx", namespace, name).get("status") or {}).get("phase")
@@ -79,6 +80,11 @@ def test_example_experiment_pauses_resumes_and_succeeds(cluster, images, release
     events = get(cluster, "events", namespace)["items"]
     reasons = {(e["involvedObject"]["name"], e["reason"]) for e in events}
     assert not any(r in ("EpochsRepeated", "BadMetricsLine") for _, r in reasons), reasons
+    # The run whose pod was deleted counted as exactly one failure and was retried from its checkpoint
+    # (every trial's epochs are checked below: none lost, none twice); no other run failed.
+    failures = {t["metadata"]["name"]: t["status"].get("failures", 0) for t in trials}
+    assert failures[victim] == 1 and sum(failures.values()) == 1, failures
+    assert (victim, "Retrying") in reasons
 
     # A trial paused at a rung, its pod ended, and a new pod resumed it from its PVC checkpoint:
     # its observations continue after the checkpointed epoch (and no epoch was trained twice).
@@ -211,6 +217,28 @@ def assert_checkpoint_on_claim(cluster, namespace: str, claim: str, image: str) 
              timeout=180, interval=2, what="the checkpoint reader pod")
     listing = cluster.kubectl("logs", "-n", namespace, "read-ckpt").stdout
     assert "epoch-000009.ckpt" in listing, listing  # the fully trained best trial's last checkpoint
+
+
+def delete_the_operator_and_a_training_pod(cluster, namespace: str) -> str:
+    """Faults on the real cluster: the operator's pod deleted (its Deployment starts another, which
+    rebuilds from the API), then a trial's pod deleted by hand while it has epochs to go. Returns the trial."""
+    operator_pods = f"app.kubernetes.io/instance={RELEASE}"
+    before = {p["metadata"]["name"] for p in get(cluster, "pods", OPERATOR_NS, selector=operator_pods)["items"]}
+    cluster.kubectl("delete", "pod", "-n", OPERATOR_NS, "-l", operator_pods, "--wait=false")
+
+    def training():
+        for t in get(cluster, "hpt", namespace)["items"]:
+            status = t.get("status") or {}
+            mine = [o for o in status.get("observations") or [] if o.get("attempt") == status.get("attempts")]
+            if status.get("phase") == "Running" and mine and mine[-1]["epoch"] < status.get("until", 0):
+                return t["metadata"]["name"], status["pod"]
+        return None
+
+    trial, pod = wait_for(training, timeout=900, interval=1, what="a trial pod training with epochs to go")
+    cluster.kubectl("delete", "pod", pod, "-n", namespace, "--wait=false")
+    replaced = get(cluster, "pods", OPERATOR_NS, selector=operator_pods)["items"]
+    assert {p["metadata"]["name"] for p in replaced} - before, "the Deployment started no new operator pod"
+    return trial
 
 
 def test_helm_uninstall_removes_everything_but_the_crds(cluster, images, release):
