@@ -221,20 +221,22 @@ def assert_checkpoint_on_claim(cluster, namespace: str, claim: str, image: str) 
 
 def delete_the_operator_and_a_training_pod(cluster, namespace: str) -> str:
     """Faults on the real cluster: the operator's pod deleted (its Deployment starts another, which
-    rebuilds from the API), then a trial's pod deleted by hand while it has epochs to go. Returns the trial."""
+    rebuilds from the API), then a trial's pod deleted by hand before its run reported. Returns the trial."""
     operator_pods = f"app.kubernetes.io/instance={RELEASE}"
     before = {p["metadata"]["name"] for p in get(cluster, "pods", OPERATOR_NS, selector=operator_pods)["items"]}
     cluster.kubectl("delete", "pod", "-n", OPERATOR_NS, "-l", operator_pods, "--wait=false")
 
-    def training():
+    def starting():
+        # A run that has reported nothing yet (its trainer is loading): deleting its pod certainly ends it
+        # short, where a run a few epochs in could finish them (an epoch takes well under a second) first.
         for t in get(cluster, "hpt", namespace)["items"]:
             status = t.get("status") or {}
             mine = [o for o in status.get("observations") or [] if o.get("attempt") == status.get("attempts")]
-            if status.get("phase") == "Running" and mine and mine[-1]["epoch"] < status.get("until", 0):
+            if status.get("phase") == "Running" and status.get("pod") and not mine:
                 return t["metadata"]["name"], status["pod"]
         return None
 
-    trial, pod = wait_for(training, timeout=900, interval=1, what="a trial pod training with epochs to go")
+    trial, pod = wait_for(starting, timeout=900, interval=0.5, what="a trial pod starting its run")
     cluster.kubectl("delete", "pod", pod, "-n", namespace, "--wait=false")
     replaced = get(cluster, "pods", OPERATOR_NS, selector=operator_pods)["items"]
     assert {p["metadata"]["name"] for p in replaced} - before, "the Deployment started no new operator pod"

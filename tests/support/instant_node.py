@@ -201,7 +201,7 @@ class InstantNode:
         try:
             self.custom.patch_namespaced_custom_object_status(
                 GROUP, VERSION, ns, "hpotrials", run.trial, observation_patch(record, run.attempt),
-                _content_type=JSON_PATCH, _preload_content=False)
+                _content_type=JSON_PATCH, _preload_content=False).data  # read to the end: reuses the connection
         except ApiException as err:
             if err.status == 404:
                 return  # the experiment was deleted
@@ -233,14 +233,14 @@ class InstantNode:
 
     def _set_phase(self, key: PodKey, status: dict) -> None:
         try:
-            self.core.patch_namespaced_pod_status(key[1], key[0], {"status": status}, _preload_content=False)
+            self.core.patch_namespaced_pod_status(key[1], key[0], {"status": status}, _preload_content=False).data
         except ApiException as err:
             if err.status != 404:
                 raise
 
     def _force_delete(self, key: PodKey) -> None:
         try:
-            self.core.delete_namespaced_pod(key[1], key[0], grace_period_seconds=0, _preload_content=False)
+            self.core.delete_namespaced_pod(key[1], key[0], grace_period_seconds=0, _preload_content=False).data
         except ApiException as err:
             if err.status != 404:
                 self.errors.append(f"delete {key}: {err!r}")

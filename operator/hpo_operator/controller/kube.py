@@ -38,6 +38,12 @@ def now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _body(response) -> bytes:
+    """Read a raw response (``_preload_content=False``) to its end: only then does its connection go back
+    to the pool. One left unread is dropped, and the next request pays a new TLS handshake."""
+    return response.data
+
+
 def _ignore(status: int):
     class _Ctx:
         def __enter__(self):
@@ -126,29 +132,29 @@ class Api:
                                                             obj["metadata"]["name"]), False
 
     def patch_trial_status(self, namespace: str, name: str, patch: dict) -> None:
-        self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "hpotrials", name,
-                                                          {"status": patch}, _preload_content=False)
+        _body(self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "hpotrials", name,
+                                                                {"status": patch}, _preload_content=False))
 
     def patch_experiment_status(self, namespace: str, name: str, status: dict) -> None:
-        self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "hpoexperiments", name,
-                                                          {"status": status}, _preload_content=False)
+        _body(self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "hpoexperiments", name,
+                                                                {"status": status}, _preload_content=False))
 
     def create(self, obj: dict, dry_run: bool = False) -> None:
         ns = obj["metadata"]["namespace"]
         with _ignore(409):
             if obj["kind"] == "Pod":
-                self.core.create_namespaced_pod(ns, obj, _preload_content=False,
-                                                **({"dry_run": "All"} if dry_run else {}))
+                _body(self.core.create_namespaced_pod(ns, obj, _preload_content=False,
+                                                      **({"dry_run": "All"} if dry_run else {})))
             else:
-                self.core.create_namespaced_persistent_volume_claim(ns, obj, _preload_content=False)
+                _body(self.core.create_namespaced_persistent_volume_claim(ns, obj, _preload_content=False))
 
     def delete_pod(self, namespace: str, name: str) -> None:
         with _ignore(404):
-            self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=10, _preload_content=False)
+            _body(self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=10, _preload_content=False))
 
     def delete_claim(self, namespace: str, name: str) -> None:
         with _ignore(404):
-            self.core.delete_namespaced_persistent_volume_claim(name, namespace, _preload_content=False)
+            _body(self.core.delete_namespaced_persistent_volume_claim(name, namespace, _preload_content=False))
 
 
 def create_pod(api: Api, pod: dict, dry_run: bool = False) -> None:
