@@ -17,6 +17,10 @@ from hpo_operator.sidecar.reporter import Sidecar, control_document, trainer_exi
 from hpo_trainer.metrics import MetricsWriter
 
 
+class Unprocessable(Exception):
+    status = 422  # what the API server answers a JSON patch appending to a list that is not there
+
+
 class Status:
     """The trial's status as the sidecar sees it, applying its JSON patches (observations and problems)."""
 
@@ -54,6 +58,9 @@ class Status:
 
     def _apply(self, op: dict) -> None:
         json.dumps(op, allow_nan=False)  # what the API server gets must be plain JSON
+        if op["path"].endswith("/-") and op["path"].split("/")[2] not in self.doc:
+            raise Unprocessable("the server rejected our request: add operation does not apply: doc is missing "
+                                f"path: {op['path']}")
         if op["path"] == "/status/problems":
             self.doc["problems"] = op["value"]
         else:
@@ -111,6 +118,21 @@ def test_decisions_reach_the_trainer_through_the_control_file(tmp_path):
     run_sidecar(tmp_path, status, [line(1, 0.9)])
     assert json.loads((tmp_path / "control.json").read_text()) == {"decided_epoch": 3, "until": 9}
     assert control_document({"decidedEpoch": 0, "until": 3}) is None  # nothing decided yet
+
+
+def test_a_new_trials_first_epoch_waits_for_the_records_the_operator_writes_after_the_pod(tmp_path):
+    class NotYetInitialized(Status):
+        reads_before_records = 3
+
+        def read(self):
+            if self.reads_before_records:
+                self.reads_before_records -= 1
+                return {}  # the trial exists, its status does not yet
+            return super().read()
+
+    status = NotYetInitialized()
+    run_sidecar(tmp_path, status, [line(1, 0.9)])
+    assert status.doc["observations"] == [{"epoch": 1, "value": 0.9}] and status.reads_before_records == 0
 
 
 def test_the_trial_is_read_only_while_the_trainer_waits_for_a_decision(tmp_path):

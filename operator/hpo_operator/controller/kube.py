@@ -1,11 +1,13 @@
 """The operator's API calls, and the execution of a reconcile plan in a crash-safe order.
 
-Order: delete pods that must stop; write the status of trials that ended
-(so no listing shows more trials Running than the parallelism); create
-trials, claims and pods (names are deterministic, so a repeat after a crash
-gets 409 and changes nothing); then write the other trials' status
-(including how many observations were processed). A crash anywhere in
-between replays the decisions on the next step, from the trials as written.
+Order: delete pods that must stop; write the status of the trials not
+launched now (those that ended first, so no listing shows more trials
+Running than the parallelism; decisions at rungs without waiting for the
+launches); create trials, claims and pods (names are deterministic, so a
+repeat after a crash gets 409 and changes nothing); then write the launched
+trials' status. A crash anywhere in between replays the decisions on the
+next step, from the trials as written: launches are recomputed from free
+slots, never recorded before their pod exists.
 
 Lists are read as raw JSON: the client's typed models cost ~1 ms per pod to build.
 """
@@ -208,9 +210,12 @@ def execute(api: Api, plan: Plan, spec, experiment: dict, books: dict[str, Trial
     """
     ns = experiment["metadata"]["namespace"]
     _all(lambda pod=pod: api.delete_pod(ns, pod) for pod in plan.delete_pods)
-    # Trials that ended are marked so before those taking their slots show Running.
-    ending = {n: p for n, p in plan.trial_status.items() if p.get("phase") not in (None, "Running")}
-    _all(lambda n=n, p=p: api.patch_trial_status(ns, n, p) for n, p in ending.items())
+    # Trials not launched now first: those that ended are marked so before those taking their slots show
+    # Running, and a trainer waiting at a rung gets its decision without waiting for the launches. A
+    # launched trial's status follows its pod: a crash in between must not leave it Running without one.
+    launched = {launch.trial.name for launch in plan.launches}
+    _all(lambda n=n, p=p: api.patch_trial_status(ns, n, p) for n, p in plan.trial_status.items()
+         if n not in launched)
     if plan.launches and all(book.ref is None for book in books.values()):
         judge_template(api, spec, experiment, plan.launches[0])
     initialized: set[str] = set()
@@ -218,23 +223,25 @@ def execute(api: Api, plan: Plan, spec, experiment: dict, books: dict[str, Trial
     def launch_one(launch) -> None:
         name = launch.trial.name
         book = books[name]
+        new_records = False
         if book.ref is None:
             book.ref, created = api.create_trial(build_trial(experiment, launch.trial))
-            if created or "observations" not in (book.ref.get("status") or {}):
-                # The sidecar appends to these records: they exist before its pod does, written
-                # together with the trial's first status.
-                api.patch_trial_status(ns, name, {"observations": [], "problems": [], "problemsPosted": 0,
-                                                  **plan.trial_status.get(name, {})})
-                initialized.add(name)
+            new_records = created or "observations" not in (book.ref.get("status") or {})
         if spec.checkpoints.storage == "perTrial" and launch.reason == "new":
             api.create(build_claim(spec, book.ref))  # a resumed or retried trial has its claim
         create_pod(api, build_pod(spec, experiment, book.ref, launch, SIDECAR_IMAGE))
+        if new_records:
+            # Empty records for the sidecar to append to (it waits for them), in one write with the
+            # trial's first status, after its pod exists.
+            api.patch_trial_status(ns, name, {"observations": [], "problems": [], "problemsPosted": 0,
+                                              **plan.trial_status.get(name, {})})
+            initialized.add(name)
         logger.info(f"Launched trial name={name} attempt={launch.attempt} reason={launch.reason} "
-                     f"epochs={launch.start_epoch + 1}..{launch.until}")
+                    f"epochs={launch.start_epoch + 1}..{launch.until}")
 
     _all(lambda launch=launch: launch_one(launch) for launch in plan.launches)
     _all(lambda n=n, p=p: api.patch_trial_status(ns, n, p) for n, p in plan.trial_status.items()
-         if n not in ending and n not in initialized)
+         if n in launched and n not in initialized)
     _all(lambda claim=claim: api.delete_claim(ns, claim) for claim in plan.delete_claims)
     for ev in plan.events:
         target = books[ev.trial].ref if ev.trial else experiment

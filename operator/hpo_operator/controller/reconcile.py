@@ -29,7 +29,7 @@ POD_APPEAR_GRACE = timedelta(seconds=30)
 # A pod that ended well before all its observations reached the cache: wait for them that long.
 OBSERVATIONS_GRACE = timedelta(seconds=10)
 # Observations that changed nothing but progress are acknowledged (status.processed) lazily, at most this late.
-LAZY_ACK = timedelta(seconds=10)
+LAZY_ACK = timedelta(seconds=30)
 
 Observations = Sequence[tuple[int, Optional[float]]]  # (epoch, objective value) as on record
 

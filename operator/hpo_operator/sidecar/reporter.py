@@ -86,6 +86,12 @@ class Sidecar:
 
     def run(self, deadline: Optional[float] = None) -> int:
         status = self._with_retries(self.read_status)
+        while not isinstance(status.get("observations"), list):
+            # A new trial: the operator writes its empty records right after creating this pod.
+            if deadline is not None and time.monotonic() > deadline:
+                return 1
+            time.sleep(self.poll_seconds)
+            status = self._with_retries(self.read_status)
         # A restarted sidecar container (same run) does not record its run's problems again.
         self.reported |= {p.get("reason") for p in status.get("problems") or []
                           if isinstance(p, dict) and p.get("attempt") == self.attempt}
