@@ -117,6 +117,26 @@ def test_crashed_runs_are_retried_and_counted(crds_installed, namespace, kube_ap
     assert experiment(kube_api, namespace, "crashy")["status"]["trials"]["failed"] == 0
 
 
+def test_a_trainer_writing_garbage_gets_one_warning_event_per_problem_and_run(crds_installed, namespace, kube_api,
+                                                                              operator, tmp_path):
+    doc = manifest("noisy", trials=2, parallelism=2, max_resource=3)
+    doc["spec"]["scheduler"]["algorithm"] = "fifo"
+    doc["spec"]["searchSpace"]["garbage"] = {"type": "choice", "values": [True]}
+    with NodeDouble(crds_installed, kube_api, namespace, tmp_path / "node") as node:
+        apply(crds_installed, namespace, doc)
+        wait_for(lambda: finished(kube_api, namespace, "noisy"), 240, 1, "the experiment to finish")
+        assert not node.errors, node.errors
+    assert experiment(kube_api, namespace, "noisy")["status"]["phase"] == "Succeeded"
+    warnings = [e for e in client.CoreV1Api(kube_api).list_namespaced_event(namespace).items if e.type == "Warning"]
+    for t in trials(kube_api, namespace):
+        name = t["metadata"]["name"]
+        assert [o["epoch"] for o in t["status"]["observations"]] == [1, 2, 3]  # every valid line kept
+        # 6 bad lines (2 an epoch): one event per kind of problem, posted once (not once per line or step)
+        mine = sorted((e.reason, e.message.split(":")[1].strip(), e.count or 1) for e in warnings
+                      if e.involved_object.name == name)
+        assert mine == [("BadMetricsLine", "missing_objective", 1), ("BadMetricsLine", "not_json", 1)], mine
+
+
 def test_invalid_spec_fails_with_a_condition_naming_the_field(crds_installed, namespace, kube_api, operator):
     doc = manifest("badrange", trials=2, parallelism=1)
     doc["spec"]["searchSpace"]["lr"] = {"type": "uniform", "min": 1.0, "max": 0.1}  # the schema cannot say min < max

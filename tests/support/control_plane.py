@@ -191,7 +191,7 @@ class ControlPlane:
                                       "omitStages": ["RequestReceived", "ResponseStarted"],
                                       "rules": [{"level": "Metadata"}]}))
         return [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log_path}",
-                "--audit-log-maxsize=0"]
+                "--audit-log-maxsize=100000"]  # megabytes; 0 would mean its default, 100
 
     # ---- processes -------------------------------------------------------------
     def _spawn(self, name: str, argv: list[str]) -> None:

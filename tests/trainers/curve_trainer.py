@@ -11,6 +11,8 @@ Config (HPO_CONFIG):
     seconds_per_epoch sleep per epoch                                         default 0
     crash_at_epoch    exit 3 when about to train this epoch, on the first     default none
                       attempt only (marker file in the checkpoint folder)
+    garbage           before each epoch's line, also write a progress-bar    default false
+                      line (not JSON) and a line without the objective
 Reports the table's metric (its "metric" key, e.g. val_error) for each epoch.
 """
 
@@ -60,6 +62,10 @@ def main() -> int:
             return CRASH_EXIT_CODE
         time.sleep(seconds)
         checkpoint.save(ctx.checkpoint_dir, epoch, {"epoch": epoch, "row": row}, serializer="pickle")
+        if ctx.config.get("garbage"):
+            with open(ctx.metrics_file, "a") as f:
+                f.write(f"Epoch {epoch}/{ctx.until_epoch} - loss: 0.41\n")
+                f.write(json.dumps({"epoch": epoch, "loss": 0.41}) + "\n")
         hpo_trainer.report(epoch, **{metric: curve[epoch - 1]})
     return 0
 
