@@ -26,6 +26,14 @@ def owner_reference(obj: dict, controller: bool = True) -> dict:
             "uid": obj["metadata"]["uid"], "controller": controller, "blockOwnerDeletion": True}
 
 
+def object_ref(obj: dict) -> dict:
+    """What the operator keeps of an object it owns things for and posts Events on: not its spec, status
+    or managed fields (at 10,000 trials the whole objects were most of the operator's memory)."""
+    meta = obj["metadata"]
+    return {"apiVersion": obj["apiVersion"], "kind": obj["kind"],
+            "metadata": {key: meta[key] for key in ("name", "namespace", "uid", "labels") if key in meta}}
+
+
 def pod_name(trial_name: str, attempt: int) -> str:
     """Deterministic: a retried create of the same run hits 409 instead of making a second pod."""
     return f"{trial_name}-{attempt}"

@@ -24,7 +24,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from hpo_operator.controller.builders import (
-    LABEL_EXPERIMENT, build_claim, build_pod, build_trial, sidecar_rbac,
+    LABEL_EXPERIMENT, build_claim, build_pod, build_trial, object_ref, sidecar_rbac,
 )
 from hpo_operator.controller.reconcile import Plan, TrialBook, compact_pod
 
@@ -225,8 +225,9 @@ def execute(api: Api, plan: Plan, spec, experiment: dict, books: dict[str, Trial
         book = books[name]
         new_records = False
         if book.ref is None:
-            book.ref, created = api.create_trial(build_trial(experiment, launch.trial))
-            new_records = created or "observations" not in (book.ref.get("status") or {})
+            trial, created = api.create_trial(build_trial(experiment, launch.trial))
+            new_records = created or "observations" not in (trial.get("status") or {})
+            book.ref = object_ref(trial)
         if spec.checkpoints.storage == "perTrial" and launch.reason == "new":
             api.create(build_claim(spec, book.ref))  # a resumed or retried trial has its claim
         create_pod(api, build_pod(spec, experiment, book.ref, launch, SIDECAR_IMAGE))

@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Collection, Optional, Sequence
 
-from hpo_operator.controller.builders import checkpoint_location
-from hpo_operator.controller.trials import changed, observations_of, read_trial, status_of, text_value
+from hpo_operator.controller.builders import checkpoint_location, object_ref
+from hpo_operator.controller.trials import (
+    changed, observations_of, operator_fields, read_trial, status_of, text_value,
+)
 from hpo_operator.engine import ExperimentEngine, Launch
 from hpo_operator.scheduling import Decision
 
@@ -85,7 +87,7 @@ class TrialBook:
     """What the operator knows of one trial beyond the engine's TrialState."""
 
     trial_id: int
-    ref: Optional[dict]  # the HPOTrial object (for events and owner references); None until created
+    ref: Optional[dict]  # the HPOTrial's object_ref (for events and owner references); None until created
     processed: int  # observations acted on
     decided: int  # decidedEpoch: the rung the latest decision was made at
     pod: Optional[str]
@@ -109,8 +111,8 @@ class ExperimentState:
         views = sorted((read_trial(o) for o in trial_objs), key=lambda v: v.state.trial_id)
         engine = ExperimentEngine(name, spec)
         engine.restore([v.state for v in views])
-        books = {v.name: TrialBook(v.state.trial_id, v.obj, v.processed, v.decided_epoch, v.pod,
-                                   dict(v.obj.get("status") or {}), problems_posted_of(v.obj)) for v in views}
+        books = {v.name: TrialBook(v.state.trial_id, object_ref(v.obj), v.processed, v.decided_epoch, v.pod,
+                                   operator_fields(v.obj), problems_posted_of(v.obj)) for v in views}
         return cls(name, engine, books, generation)
 
 

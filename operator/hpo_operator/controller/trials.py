@@ -82,6 +82,16 @@ def status_of(state: TrialState, processed: int, pod: Optional[str], decided_epo
     }
 
 
+OPERATOR_FIELDS = ("phase", "until", "processed", "decidedEpoch", "attempts", "failures", "pod", "message",
+                   "checkpoint", "lastEpoch", "lastValue", "problemsPosted")
+
+
+def operator_fields(trial_obj: dict) -> dict:
+    """The operator's part of a trial's status as on record (``status_of``'s fields), without the sidecar's."""
+    status = trial_obj.get("status") or {}
+    return {key: status[key] for key in OPERATOR_FIELDS if key in status}
+
+
 def changed(current: dict, desired: dict) -> dict:
     """The fields of ``desired`` that differ from ``current`` (a merge patch)."""
     return {k: v for k, v in desired.items() if current.get(k) != v}
