@@ -104,6 +104,7 @@ class OperatorProcess:
     def __init__(self, cp: ControlPlane, namespace: str, logdir: Path):
         kubeconfig = cp.kubeconfig_for_token("bench-operator-token", "bench-operator")
         env = {**os.environ, "KUBECONFIG": str(kubeconfig), "HPO_SIDECAR_IMAGE": "hpo-operator:bench",
+               "MALLOC_ARENA_MAX": "2",  # as the operator image sets it
                "PYTHONPATH": os.pathsep.join([str(REPO / "operator"), str(REPO / "trainer_image"),
                                               os.environ.get("PYTHONPATH", "")])}
         self.log = open(logdir / f"operator-{namespace}.log", "wb")
