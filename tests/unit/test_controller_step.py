@@ -146,3 +146,55 @@ def test_a_restart_rebuilds_the_same_decisions_from_what_was_written(manifest):
                      T0 + timedelta(seconds=2))
     assert not plan.launches and not plan.delete_pods  # nothing decided twice
     assert plan.experiment_status["trials"] == op.status["trials"]
+
+
+class RecordingApi:
+    """Stands in for kube.Api in ``kube.execute``: records each call in order; creates succeed."""
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+        self.created: dict[str, dict] = {}
+
+    def create_trial(self, obj):
+        self.calls.append(("create trial", obj["metadata"]["name"]))
+        obj = {**obj, "metadata": {**obj["metadata"], "uid": "trial-uid"}}
+        self.created[obj["metadata"]["name"]] = obj
+        return obj, True
+
+    def patch_trial_status(self, namespace, name, patch):
+        self.calls.append(("status", name, "observations" in patch))
+        self.created[name].setdefault("status", {}).update(patch)
+
+    def create(self, obj, dry_run=False):
+        if not dry_run:
+            self.calls.append(("create", obj["kind"], obj["metadata"]["name"]))
+
+    def delete_pod(self, namespace, name):
+        self.calls.append(("delete pod", name))
+
+    def delete_claim(self, namespace, name):
+        self.calls.append(("delete claim", name))
+
+
+def test_a_trial_whose_first_launch_a_crash_cut_short_is_launched_again(manifest):
+    import logging
+
+    from hpo_operator.controller import kube
+
+    op = Operator(manifest)
+    api = RecordingApi()
+    plan = step(op.state, op.spec, {}, {}, {}, T0)
+    plan.events.clear()  # kopf posts them only inside a running operator
+    kube.execute(api, plan, op.spec, EXPERIMENT, op.state.books, logging.getLogger("test"))
+    # The sidecar's records exist before its pod.
+    assert api.calls.index(("status", "exp-0000", True)) < api.calls.index(("create", "Pod", "exp-0000-1"))
+    # Killed right after those records, before the pod: the rebuilt trial is launched, not taken for done.
+    trial = api.created["exp-0000"]
+    trial["status"] = {"observations": [], "problems": [], "problemsPosted": 0, "until": trial["status"]["until"]}
+    state = ExperimentState.from_trials("exp", op.spec, [trial])
+    api.calls.clear()
+    plan = step(state, op.spec, {}, {}, {}, T0 + timedelta(seconds=1), fresh=True)
+    plan.events.clear()
+    kube.execute(api, plan, op.spec, EXPERIMENT, state.books, logging.getLogger("test"))
+    assert [l.trial.name for l in plan.launches] == ["exp-0000"]
+    assert ("create", "Pod", "exp-0000-1") in api.calls

@@ -218,31 +218,28 @@ def execute(api: Api, plan: Plan, spec, experiment: dict, books: dict[str, Trial
          if n not in launched)
     if plan.launches and all(book.ref is None for book in books.values()):
         judge_template(api, spec, experiment, plan.launches[0])
-    initialized: set[str] = set()
 
     def launch_one(launch) -> None:
         name = launch.trial.name
         book = books[name]
-        new_records = False
         if book.ref is None:
-            trial, created = api.create_trial(build_trial(experiment, launch.trial))
-            new_records = created or "observations" not in (trial.get("status") or {})
+            trial, _ = api.create_trial(build_trial(experiment, launch.trial))
             book.ref = object_ref(trial)
+            book.has_records = isinstance((trial.get("status") or {}).get("observations"), list)
+        if not book.has_records:  # a new trial, or one whose first launch a crash cut short
+            # Empty records for the sidecar to append to, and the epochs its first run is for: a trial
+            # rebuilt after a crash before its pod existed is then launched again, not taken for finished.
+            api.patch_trial_status(ns, name, {"observations": [], "problems": [], "problemsPosted": 0,
+                                              "until": launch.until})
+            book.has_records = True
         if spec.checkpoints.storage == "perTrial" and launch.reason == "new":
             api.create(build_claim(spec, book.ref))  # a resumed or retried trial has its claim
         create_pod(api, build_pod(spec, experiment, book.ref, launch, SIDECAR_IMAGE))
-        if new_records:
-            # Empty records for the sidecar to append to (it waits for them), in one write with the
-            # trial's first status, after its pod exists.
-            api.patch_trial_status(ns, name, {"observations": [], "problems": [], "problemsPosted": 0,
-                                              **plan.trial_status.get(name, {})})
-            initialized.add(name)
         logger.info(f"Launched trial name={name} attempt={launch.attempt} reason={launch.reason} "
                     f"epochs={launch.start_epoch + 1}..{launch.until}")
 
     _all(lambda launch=launch: launch_one(launch) for launch in plan.launches)
-    _all(lambda n=n, p=p: api.patch_trial_status(ns, n, p) for n, p in plan.trial_status.items()
-         if n in launched and n not in initialized)
+    _all(lambda n=n, p=p: api.patch_trial_status(ns, n, p) for n, p in plan.trial_status.items() if n in launched)
     _all(lambda claim=claim: api.delete_claim(ns, claim) for claim in plan.delete_claims)
     for ev in plan.events:
         target = books[ev.trial].ref if ev.trial else experiment

@@ -94,6 +94,7 @@ class TrialBook:
     written: dict  # the operator's status fields as on record
     problems_posted: int = 0  # sidecar problems already posted as events
     lazy_since: Optional[datetime] = None  # progress not yet acknowledged in status since then
+    has_records: bool = True  # status.observations exists (the operator writes it empty after the first pod)
 
 
 @dataclass
@@ -112,7 +113,9 @@ class ExperimentState:
         engine = ExperimentEngine(name, spec)
         engine.restore([v.state for v in views])
         books = {v.name: TrialBook(v.state.trial_id, object_ref(v.obj), v.processed, v.decided_epoch, v.pod,
-                                   operator_fields(v.obj), problems_posted_of(v.obj)) for v in views}
+                                   operator_fields(v.obj), problems_posted_of(v.obj),
+                                   has_records=isinstance((v.obj.get("status") or {}).get("observations"), list))
+                 for v in views}
         return cls(name, engine, books, generation)
 
 
@@ -246,7 +249,7 @@ def step(state: ExperimentState, spec, status: dict, observations: dict[str, Obs
         name = launch.trial.name
         book = state.books.get(name)
         if book is None:
-            book = state.books[name] = TrialBook(launch.trial.trial_id, None, 0, 0, None, {})
+            book = state.books[name] = TrialBook(launch.trial.trial_id, None, 0, 0, None, {}, has_records=False)
         book.pod = f"{name}-{launch.attempt}"
         book.decided = launch.start_epoch
         state.awaiting[book.pod] = now
