@@ -27,6 +27,7 @@ from hpo_operator.controller.builders import (
     LABEL_EXPERIMENT, build_claim, build_pod, build_trial, object_ref, sidecar_rbac,
 )
 from hpo_operator.controller.reconcile import Plan, TrialBook, compact_pod
+from hpo_operator.controller.trials import has_records
 
 GROUP, VERSION = "hpo.dev", "v1alpha1"
 SIDECAR_IMAGE = os.environ.get("HPO_SIDECAR_IMAGE", "hpo-operator:0.1.0")
@@ -225,7 +226,7 @@ def execute(api: Api, plan: Plan, spec, experiment: dict, books: dict[str, Trial
         if book.ref is None:
             trial, _ = api.create_trial(build_trial(experiment, launch.trial))
             book.ref = object_ref(trial)
-            book.has_records = isinstance((trial.get("status") or {}).get("observations"), list)
+            book.has_records = has_records(trial)
         if not book.has_records:  # a new trial, or one whose first launch a crash cut short
             # Empty records for the sidecar to append to, and the epochs its first run is for: a trial
             # rebuilt after a crash before its pod existed is then launched again, not taken for finished.

@@ -21,7 +21,7 @@ from typing import Collection, Optional, Sequence
 
 from hpo_operator.controller.builders import checkpoint_location, object_ref
 from hpo_operator.controller.trials import (
-    changed, observations_of, operator_fields, read_trial, status_of, text_value,
+    changed, has_records, observations_of, operator_fields, read_trial, status_of, text_value,
 )
 from hpo_operator.engine import ExperimentEngine, Launch
 from hpo_operator.scheduling import Decision
@@ -94,7 +94,7 @@ class TrialBook:
     written: dict  # the operator's status fields as on record
     problems_posted: int = 0  # sidecar problems already posted as events
     lazy_since: Optional[datetime] = None  # progress not yet acknowledged in status since then
-    has_records: bool = True  # status.observations exists (the operator writes it empty after the first pod)
+    has_records: bool = True  # status.observations exists (written empty before the trial's first pod)
 
 
 @dataclass
@@ -114,7 +114,7 @@ class ExperimentState:
         engine.restore([v.state for v in views])
         books = {v.name: TrialBook(v.state.trial_id, object_ref(v.obj), v.processed, v.decided_epoch, v.pod,
                                    operator_fields(v.obj), problems_posted_of(v.obj),
-                                   has_records=isinstance((v.obj.get("status") or {}).get("observations"), list))
+                                   has_records=has_records(v.obj))
                  for v in views}
         return cls(name, engine, books, generation)
 

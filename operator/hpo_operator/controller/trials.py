@@ -86,6 +86,12 @@ OPERATOR_FIELDS = ("phase", "until", "processed", "decidedEpoch", "attempts", "f
                    "checkpoint", "lastEpoch", "lastValue", "problemsPosted")
 
 
+def has_records(trial_obj: dict) -> bool:
+    """The sidecar's records (``status.observations``) exist: the operator writes them empty before a new
+    trial's first pod."""
+    return isinstance((trial_obj.get("status") or {}).get("observations"), list)
+
+
 def operator_fields(trial_obj: dict) -> dict:
     """The operator's part of a trial's status as on record (``status_of``'s fields), without the sidecar's."""
     status = trial_obj.get("status") or {}

@@ -87,7 +87,8 @@ class Sidecar:
     def run(self, deadline: Optional[float] = None) -> int:
         status = self._with_retries(self.read_status)
         while not isinstance(status.get("observations"), list):
-            # A new trial: the operator writes its empty records right after creating this pod.
+            # The operator writes a new trial's empty records before its first pod; should a pod ever
+            # come first, appending to records that are not there would fail: wait for them.
             if deadline is not None and time.monotonic() > deadline:
                 return 1
             time.sleep(self.poll_seconds)
@@ -95,8 +96,7 @@ class Sidecar:
         # A restarted sidecar container (same run) does not record its run's problems again.
         self.reported |= {p.get("reason") for p in status.get("problems") or []
                           if isinstance(p, dict) and p.get("attempt") == self.attempt}
-        last = max([o["epoch"] for o in status.get("observations") or []], default=0)
-        self.last_epoch = last
+        last = self.last_epoch = max([o["epoch"] for o in status.get("observations") or []], default=0)
         reader = MetricsReader(self.metrics_file, self.objective, last_epoch=last or None)
         written_control = None
         read_at = time.monotonic()
