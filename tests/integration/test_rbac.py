@@ -104,7 +104,8 @@ def test_operator_runs_experiments_but_cannot_read_secrets(crds_installed, names
     for verb, resource, sub in [
         ("watch", "hpoexperiments.hpo.dev", ""), ("patch", "hpoexperiments.hpo.dev", "status"),
         ("create", "hpotrials.hpo.dev", ""), ("patch", "hpotrials.hpo.dev", "status"),
-        ("create", "pods", ""), ("delete", "pods", ""), ("create", "persistentvolumeclaims", ""),
+        ("create", "pods", ""), ("deletecollection", "pods", ""), ("create", "persistentvolumeclaims", ""),
+        ("deletecollection", "persistentvolumeclaims", ""),
         ("create", "events", ""), ("create", "roles.rbac.authorization.k8s.io", ""),
     ]:
         assert can(cp, op, verb, resource, namespace, sub), (verb, resource, sub)

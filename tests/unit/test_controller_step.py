@@ -12,7 +12,7 @@ from datetime import timedelta
 
 from hpo_operator.controller.builders import build_trial
 from hpo_operator.controller.reconcile import (
-    LAZY_ACK, OBSERVATIONS_GRACE, POD_APPEAR_GRACE, ExperimentState, reconcile, runs_ended, step,
+    LAUNCHES_PER_STEP, LAZY_ACK, OBSERVATIONS_GRACE, POD_APPEAR_GRACE, ExperimentState, reconcile, runs_ended, runs_to_read, step,
 )
 from hpo_operator.spec import experiment_spec_from_dict
 
@@ -77,6 +77,20 @@ def test_a_pod_that_ended_before_its_last_observations_reached_the_cache_is_not_
     status = op.records["exp-0000"]["status"]
     assert (status["phase"], status["failures"]) == ("Completed", 0)
     assert [(l.trial.name, l.reason) for l in plan.launches] == [("exp-0001", "new")]
+
+
+def test_only_runs_the_cache_may_not_have_fully_seen_are_read_from_the_api(manifest):
+    op = Operator(manifest, parallelism=2)
+    op.step()
+    done = {"exp-0000-1": succeeded_pod(), "exp-0001-1": succeeded_pod()}
+    ended = runs_ended(op.state, done, T0 + timedelta(seconds=1))
+    assert ended == ["exp-0000", "exp-0001"]
+    # exp-0000's last epoch (3) is cached: nothing left to arrive. exp-0001 looks short: read it.
+    cached = {"exp-0000": [(1, 0.5), (2, 0.4), (3, 0.3)], "exp-0001": [(1, 0.5)]}
+    assert runs_to_read(op.state, ended, done, cached) == ["exp-0001"]
+    # A failed or vanished run is always read: its retry starts after its last recorded epoch.
+    failed = {"exp-0000-1": {"status": {"phase": "Failed"}, "deleting": False}}
+    assert runs_to_read(op.state, ["exp-0000", "exp-0001"], failed, cached) == ["exp-0000", "exp-0001"]
 
 
 def test_a_run_whose_pod_ended_is_judged_on_observations_read_after_the_end_without_waiting(manifest):
@@ -169,11 +183,11 @@ class RecordingApi:
         if not dry_run:
             self.calls.append(("create", obj["kind"], obj["metadata"]["name"]))
 
-    def delete_pod(self, namespace, name):
-        self.calls.append(("delete pod", name))
+    def delete_trial_pods(self, namespace, experiment, trials):
+        self.calls.append(("delete pods", tuple(trials)))
 
-    def delete_claim(self, namespace, name):
-        self.calls.append(("delete claim", name))
+    def delete_trial_claims(self, namespace, experiment, trials):
+        self.calls.append(("delete claims", tuple(trials)))
 
 
 def test_a_trial_whose_first_launch_a_crash_cut_short_is_launched_again(manifest):
@@ -198,3 +212,12 @@ def test_a_trial_whose_first_launch_a_crash_cut_short_is_launched_again(manifest
     kube.execute(api, plan, op.spec, EXPERIMENT, state.books, logging.getLogger("test"))
     assert [l.trial.name for l in plan.launches] == ["exp-0000"]
     assert ("create", "Pod", "exp-0000-1") in api.calls
+
+
+def test_a_step_launches_a_bounded_number_of_trials_and_says_when_slots_are_left(manifest):
+    op = Operator(manifest, parallelism=2 * LAUNCHES_PER_STEP + 3, maxTrials=100)
+    sizes = []
+    for i in range(4):
+        plan = op.step(at=timedelta(seconds=i))
+        sizes.append((len(plan.launches), plan.more_launches))
+    assert sizes == [(LAUNCHES_PER_STEP, True), (LAUNCHES_PER_STEP, True), (3, False), (0, False)]

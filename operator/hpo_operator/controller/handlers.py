@@ -110,6 +110,9 @@ async def run_experiment(body, name, namespace, logger, trial_reports: kopf.Inde
                 await asyncio.sleep(1)
             if finished:
                 return
+            if runner.more_launches:
+                await asyncio.sleep(BATCH_SECONDS)  # free slots are left: the next step at once
+                continue
             try:
                 await asyncio.wait_for(wakeup.wait(), timeout=INTERVAL)
                 await asyncio.sleep(BATCH_SECONDS)

@@ -32,6 +32,10 @@ POD_APPEAR_GRACE = timedelta(seconds=30)
 OBSERVATIONS_GRACE = timedelta(seconds=10)
 # Observations that changed nothing but progress are acknowledged (status.processed) lazily, at most this late.
 LAZY_ACK = timedelta(seconds=30)
+# A launch is three or four requests in sequence, decisions one. Capping the launches of a step keeps
+# steps short, so trainers waiting at a rung get their decision without waiting for a wave of new pods;
+# the next step, at once, launches the rest.
+LAUNCHES_PER_STEP = 16
 
 Observations = Sequence[tuple[int, Optional[float]]]  # (epoch, objective value) as on record
 
@@ -44,11 +48,48 @@ class Event:
     message: str
 
 
+# An Event naming several trials lists them up to this many characters (the API server takes 1 KiB).
+EVENT_MESSAGE_CHARS = 900
+
+
+def coalesce_events(events: Sequence[Event]) -> list[Event]:
+    """The Events one step posts: Warnings, and a Normal reason only one trial had, on their trial; the
+    Normal events of several trials with one reason as a single Event on the experiment that names them.
+
+    A busy step of a thousand-trial experiment launches, pauses and stops dozens of trials; one Event
+    each made Events the operator's most frequent write. Failures and sidecar problems stay per trial.
+    """
+    groups: dict[str, list[Event]] = {}
+    for ev in events:
+        if ev.type == "Normal" and ev.trial is not None:
+            groups.setdefault(ev.reason, []).append(ev)
+    out = []
+    for ev in events:
+        group = groups.get(ev.reason) if ev.type == "Normal" and ev.trial is not None else None
+        if group is None or len(group) == 1:
+            out.append(ev)
+        elif group[0] is ev:
+            out.append(Event(None, "Normal", ev.reason, _list_trials(group)))
+    return out
+
+
+def _list_trials(group: list[Event]) -> str:
+    message = f"{len(group)} trials: "
+    for i, ev in enumerate(group):
+        item = f"{ev.trial} ({ev.message})" + ("; " if i + 1 < len(group) else "")
+        rest = f"and {len(group) - i} more"
+        if len(message) + len(item) + (len(rest) if i + 1 < len(group) else 0) > EVENT_MESSAGE_CHARS:
+            return message + rest
+        message += item
+    return message
+
+
 @dataclass
 class Plan:
     launches: list[Launch] = field(default_factory=list)
-    delete_pods: list[str] = field(default_factory=list)
-    delete_claims: list[str] = field(default_factory=list)
+    more_launches: bool = False  # free slots left for the next step (LAUNCHES_PER_STEP)
+    delete_pods: dict[str, str] = field(default_factory=dict)  # pod name -> its trial
+    delete_claims: dict[str, str] = field(default_factory=dict)  # claim name -> its trial
     trial_status: dict[str, dict] = field(default_factory=dict)  # trial name -> merge patch
     experiment_status: dict = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
@@ -142,6 +183,21 @@ def runs_ended(state: ExperimentState, pods: dict[str, dict], now: datetime, fre
     return ended
 
 
+def runs_to_read(state: ExperimentState, ended: Sequence[str], pods: dict[str, dict],
+                 observations: dict[str, Observations]) -> list[str]:
+    """Of the trials whose run ended (``runs_ended``), those whose records must be read from the API
+    before the run is judged: a run that failed or vanished, or succeeded short of its last epoch in the
+    cache. A run that succeeded with its last epoch cached has nothing left to arrive."""
+    out = []
+    for name in ended:
+        book = state.books[name]
+        outcome = _pod_outcome(pods.get(book.pod))
+        last = max((epoch for epoch, _ in observations.get(name) or ()), default=0)
+        if not (outcome and outcome[0]) or last < state.engine.trials[book.trial_id].until:
+            out.append(name)
+    return out
+
+
 def reconcile(name: str, spec, status: dict, trial_objs: list[dict], pods: dict[str, dict],
               now: datetime) -> Plan:
     """One step from scratch: rebuild from the objects, act, and bring every trial's status up to date."""
@@ -180,7 +236,7 @@ def step(state: ExperimentState, spec, status: dict, observations: dict[str, Obs
             book.processed += 1
             if decision is Decision.STOP:
                 if book.pod:
-                    plan.delete_pods.append(book.pod)
+                    plan.delete_pods[book.pod] = name
                 plan.events.append(Event(name, "Normal", "Stopped", trial.message))
             elif epoch >= until_before:
                 book.decided = epoch  # tells the sidecar, which tells the waiting trainer
@@ -215,7 +271,7 @@ def step(state: ExperimentState, spec, status: dict, observations: dict[str, Obs
         engine.on_run_exit(trial.trial_id, ok, message)
         touched.add(name)
         if pod is not None and not pod.get("deleting"):
-            plan.delete_pods.append(book.pod)
+            plan.delete_pods[book.pod] = name
         if trial.phase == "Pending":
             plan.events.append(Event(name, "Warning", "Retrying", trial.message))
         elif trial.phase == "Failed":
@@ -236,11 +292,14 @@ def step(state: ExperimentState, spec, status: dict, observations: dict[str, Obs
     for t in ended:
         touched.add(t.name)
         if state.books[t.name].pod:
-            plan.delete_pods.append(state.books[t.name].pod)
+            plan.delete_pods[state.books[t.name].pod] = t.name
 
-    # 4. Free slots.
+    # 4. Free slots, at most LAUNCHES_PER_STEP of them.
     running = sum(1 for t in engine.trials.values() if t.phase == "Running")
     while running < spec.budget.parallelism:
+        if len(plan.launches) >= LAUNCHES_PER_STEP:
+            plan.more_launches = True
+            break
         launch = engine.next_launch()
         if launch is None:
             break
@@ -267,7 +326,7 @@ def step(state: ExperimentState, spec, status: dict, observations: dict[str, Obs
         if not spec.checkpoints.keep_checkpoints and spec.checkpoints.storage == "perTrial":
             for t in engine.trials.values():
                 if t.phase == "Stopped" and (best is None or t.trial_id != best.trial.trial_id):
-                    plan.delete_claims.append(checkpoint_location(spec, spec_name, t.name)[0])
+                    plan.delete_claims[checkpoint_location(spec, spec_name, t.name)[0]] = t.name
 
     # 6. Status of the trials that changed (progress-only ones at most LAZY_ACK late), and of the experiment.
     for name, book in state.books.items():

@@ -17,7 +17,7 @@ import kopf
 from hpo_operator.controller import kube, spec_changes
 from hpo_operator.controller.conditions import set_condition
 from hpo_operator.controller.reconcile import (
-    ExperimentState, Observations, observations_of, problems_of, runs_ended, step,
+    ExperimentState, Observations, observations_of, problems_of, runs_ended, runs_to_read, step,
 )
 from hpo_operator.spec import ManifestError, experiment_spec_from_dict
 
@@ -35,6 +35,7 @@ class ExperimentRunner:
         self.state: Optional[ExperimentState] = None
         self.written: Optional[dict] = None  # the status this runner last wrote
         self.written_at = 0.0
+        self.more_launches = False  # the last step left free slots for the next one
 
     def step(self, body: dict, observations: dict[str, Observations], problems: dict[str, list],
              pods: dict[str, dict], logger) -> bool:
@@ -62,7 +63,7 @@ class ExperimentRunner:
             self.state = ExperimentState.from_trials(self.name, spec, trial_objs, meta.get("generation"))
         now = kube.now()
         confirmed = [] if fresh else runs_ended(self.state, pods, now)
-        for trial in self.api.get_trials(self.namespace, confirmed):
+        for trial in self.api.get_trials(self.namespace, runs_to_read(self.state, confirmed, pods, observations)):
             # A run ended: its sidecar's last writes came before, but the trials' cache may lag the pods'.
             observations[trial["metadata"]["name"]] = observations_of(trial)
             problems[trial["metadata"]["name"]] = problems_of(trial)
@@ -77,6 +78,7 @@ class ExperimentRunner:
         except Exception:
             self.state = None  # half-applied: rebuild from the API next time
             raise
+        self.more_launches = plan.more_launches
         st = plan.experiment_status
         st["observedGeneration"] = meta.get("generation")
         cond_status = {"Succeeded": "True", "Failed": "False"}.get(st["phase"], "Unknown")
