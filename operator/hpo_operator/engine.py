@@ -17,7 +17,7 @@ that backends persist (API objects, a results file) and hand back to
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Collection, Literal, Optional
 
 from hpo_operator.scheduling import Decision, Scheduler, TrialRecord, make_scheduler, rank_key
 from hpo_operator.search import Searcher, make_searcher
@@ -160,6 +160,15 @@ class ExperimentEngine:
             trial.message = f"stopped at epoch {epoch} by the {self.spec.scheduler.algorithm} scheduler"
         return decision
 
+    def settled_phase(self, trial_id: int) -> str:
+        """The trial's phase, or, for a run that has reported its last epoch, the phase its exit will
+        give it (Paused or Completed, however its pod ends: see ``on_run_exit``). The operator records
+        this one, so the pod's exit usually changes nothing on record."""
+        trial = self.trials[trial_id]
+        if trial.phase == "Running" and trial.observations and trial.last_epoch >= trial.until:
+            return "Completed" if trial.last_epoch >= self.max_resource else "Paused"
+        return trial.phase
+
     def on_run_exit(self, trial_id: int, succeeded: bool, message: str = "") -> None:
         """A run ended: the trainer exited (or its pod finished, or vanished).
 
@@ -257,13 +266,20 @@ class ExperimentEngine:
         trial = min(pool, key=lambda t: (rank_key(t.last_value, self.mode), t.trial_id))
         return Best(trial, trial.last_value, trial.last_epoch, bool(complete))
 
-    def restore(self, trials: list[TrialState]) -> None:
-        """Rebuild from persisted trial states; runs that were in flight are the backend's to reconcile."""
+    def restore(self, trials: list[TrialState], exiting: Collection[int] = ()) -> None:
+        """Rebuild from persisted trial states; runs that were in flight are the backend's to reconcile.
+
+        ``exiting``: trials recorded with the phase their run's exit will give them (``settled_phase``)
+        whose pod has not been seen to end: Running again until it has, so they keep their slot.
+        """
         for t in trials:
             self.trials[t.trial_id] = t
             if t.phase == "Pending":
                 self._retry_queue.append(t.trial_id)
         self.scheduler.restore(_scheduler_record(t) for t in trials)
+        for trial_id in exiting:
+            if self.trials[trial_id].phase in ("Paused", "Completed"):
+                self.trials[trial_id].phase = "Running"
 
 
 _STATUS = {"Pending": "running", "Running": "running", "Paused": "paused", "Stopped": "stopped",

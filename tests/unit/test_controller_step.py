@@ -221,3 +221,36 @@ def test_a_step_launches_a_bounded_number_of_trials_and_says_when_slots_are_left
         plan = op.step(at=timedelta(seconds=i))
         sizes.append((len(plan.launches), plan.more_launches))
     assert sizes == [(LAUNCHES_PER_STEP, True), (LAUNCHES_PER_STEP, True), (3, False), (0, False)]
+
+
+def test_the_last_epoch_of_a_run_records_its_outcome_and_the_pods_exit_writes_nothing_more(manifest):
+    op = Operator(manifest)
+    op.step()
+    running = {"exp-0000-1": running_pod()}
+    plan = op.step({"exp-0000": [(1, 0.5), (2, 0.4), (3, 0.3)]}, running, at=timedelta(seconds=1))
+    # The trainer is told its run is over and exits; the record says so already.
+    assert op.records["exp-0000"]["status"]["phase"] == "Completed"
+    assert not plan.launches  # its slot is free only once the pod has ended
+    plan = op.step({"exp-0000": [(1, 0.5), (2, 0.4), (3, 0.3)]}, {"exp-0000-1": succeeded_pod()},
+                   at=timedelta(seconds=2))
+    assert "exp-0000" not in plan.trial_status and "exp-0000-1" in plan.delete_pods
+    assert [(l.trial.name, l.reason) for l in plan.launches] == [("exp-0001", "new")]
+    assert [e.reason for e in plan.events if e.trial == "exp-0000"] == ["Completed"]
+
+
+def test_a_rebuild_while_a_settled_runs_pod_exits_keeps_its_slot_and_handles_its_end(manifest):
+    op = Operator(manifest)
+    op.step()
+    op.step({"exp-0000": [(1, 0.5), (2, 0.4), (3, 0.3)]}, {"exp-0000-1": running_pod()}, at=timedelta(seconds=1))
+    trial = op.records["exp-0000"]
+    trial["status"]["observations"] = [{"epoch": e, "value": v} for e, v in [(1, 0.5), (2, 0.4), (3, 0.3)]]
+    assert trial["status"]["phase"] == "Completed"
+    # The operator restarts while that pod still exits: no second trial beyond the parallelism of 1.
+    state = ExperimentState.from_trials("exp", op.spec, [trial], pods={"exp-0000-1": running_pod()})
+    plan = step(state, op.spec, {}, {}, {"exp-0000-1": running_pod()}, T0 + timedelta(seconds=2), fresh=True)
+    assert not plan.launches and not plan.delete_pods
+    # Its pod ends: deleted, nothing more recorded for it, no failure, the next trial starts.
+    plan = step(state, op.spec, {}, {}, {"exp-0000-1": succeeded_pod()}, T0 + timedelta(seconds=3))
+    assert "exp-0000-1" in plan.delete_pods and [l.trial.name for l in plan.launches] == ["exp-0001"]
+    assert plan.trial_status.get("exp-0000", {}).get("failures", 0) == 0
+    assert state.engine.trials[0].phase == "Completed"

@@ -148,11 +148,16 @@ class ExperimentState:
     ended_early: dict[str, datetime] = field(default_factory=dict)  # pods ended before their observations
 
     @classmethod
-    def from_trials(cls, name: str, spec, trial_objs: list[dict], generation: Optional[int] = None
-                    ) -> "ExperimentState":
+    def from_trials(cls, name: str, spec, trial_objs: list[dict], generation: Optional[int] = None,
+                    pods: Optional[dict[str, dict]] = None) -> "ExperimentState":
+        """``pods``: the experiment's pods, listed before the trials (see ``compact_pod``)."""
         views = sorted((read_trial(o) for o in trial_objs), key=lambda v: v.state.trial_id)
         engine = ExperimentEngine(name, spec)
-        engine.restore([v.state for v in views])
+        # A run recorded Paused or Completed at its last decision whose pod is still there: its exit is
+        # still to be handled (and its pod deleted).
+        exiting = [v.state.trial_id for v in views
+                   if v.pod and v.pod in (pods or {}) and not (pods or {})[v.pod].get("deleting")]
+        engine.restore([v.state for v in views], exiting=exiting)
         books = {v.name: TrialBook(v.state.trial_id, object_ref(v.obj), v.processed, v.decided_epoch, v.pod,
                                    operator_fields(v.obj), problems_posted_of(v.obj),
                                    has_records=has_records(v.obj))
@@ -201,7 +206,7 @@ def runs_to_read(state: ExperimentState, ended: Sequence[str], pods: dict[str, d
 def reconcile(name: str, spec, status: dict, trial_objs: list[dict], pods: dict[str, dict],
               now: datetime) -> Plan:
     """One step from scratch: rebuild from the objects, act, and bring every trial's status up to date."""
-    state = ExperimentState.from_trials(name, spec, trial_objs)
+    state = ExperimentState.from_trials(name, spec, trial_objs, pods=pods)
     observations = {o["metadata"]["name"]: observations_of(o) for o in trial_objs}
     problems = {o["metadata"]["name"]: problems_of(o) for o in trial_objs}
     return step(state, spec, status, observations, pods, now, fresh=True, problems=problems)
@@ -334,7 +339,8 @@ def step(state: ExperimentState, spec, status: dict, observations: dict[str, Obs
             continue
         t = engine.trials[book.trial_id]
         claim, sub = checkpoint_location(spec, spec_name, name)
-        desired = status_of(t, book.processed, book.pod, book.decided, f"{claim}:{sub or '/'}")
+        desired = status_of(t, book.processed, book.pod, book.decided, f"{claim}:{sub or '/'}",
+                            phase=engine.settled_phase(t.trial_id))
         desired["problemsPosted"] = book.problems_posted
         patch = changed(book.written, desired)
         book.lazy_since = None

@@ -60,7 +60,7 @@ class ExperimentRunner:
                                      len(trial_objs) if fresh else len(self.state.books))
         spec = review.spec
         if fresh:
-            self.state = ExperimentState.from_trials(self.name, spec, trial_objs, meta.get("generation"))
+            self.state = ExperimentState.from_trials(self.name, spec, trial_objs, meta.get("generation"), pods=pods)
         now = kube.now()
         confirmed = [] if fresh else runs_ended(self.state, pods, now)
         for trial in self.api.get_trials(self.namespace, runs_to_read(self.state, confirmed, pods, observations)):

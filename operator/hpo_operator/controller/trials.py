@@ -65,10 +65,11 @@ def text_value(value: Optional[float]) -> Optional[str]:
 
 
 def status_of(state: TrialState, processed: int, pod: Optional[str], decided_epoch: int,
-              checkpoint: Optional[str]) -> dict:
-    """The operator's part of a trial's status (never ``observations``: the sidecar appends those)."""
+              checkpoint: Optional[str], phase: Optional[str] = None) -> dict:
+    """The operator's part of a trial's status (never ``observations``: the sidecar appends those).
+    ``phase``: the one to record, if not the state's (``ExperimentEngine.settled_phase``)."""
     return {
-        "phase": state.phase,
+        "phase": phase or state.phase,
         "until": state.until,
         "processed": processed,
         "decidedEpoch": decided_epoch,
