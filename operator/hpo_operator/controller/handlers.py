@@ -120,4 +120,3 @@ async def run_experiment(body, name, namespace, logger, trial_reports: kopf.Inde
                 pass
     finally:
         _wakeups.pop(key, None)
-        runner.close()

@@ -3,26 +3,22 @@
 Order: delete pods that must stop; write the status of the trials not
 launched now (those that ended first, so no listing shows more trials
 Running than the parallelism; decisions at rungs without waiting for the
-launches); then each launch in turn: its trial, records and claim, its pod
-(names are deterministic, so a repeat after a crash gets 409 and changes
-nothing), its status. Launches run in a thread of their own (``Launcher``):
-a step's decisions never wait behind pod creations. A crash anywhere in
-between replays the decisions on the next step, from the trials as written:
-launches are recomputed from free slots, never recorded before their pod
-exists.
+launches); create trials, claims and pods (names are deterministic, so a
+repeat after a crash gets 409 and changes nothing); then write the launched
+trials' status. A crash anywhere in between replays the decisions on the
+next step, from the trials as written: launches are recomputed from free
+slots, never recorded before their pod exists.
 
 Lists are read as raw JSON: the client's typed models cost ~1 ms per pod to build.
 """
 
 from __future__ import annotations
 
-import contextvars
 import json
 import os
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import wait as futures_wait
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from typing import Callable, Collection, Optional
+from typing import Collection
 
 import kopf
 from kubernetes import client, config
@@ -211,91 +207,36 @@ def judge_template(api: Api, spec, experiment: dict, launch) -> None:
     create_pod(api, build_pod(spec, experiment, probe, launch, SIDECAR_IMAGE), dry_run=True)
 
 
-def _all(calls, pool: Optional[ThreadPoolExecutor] = None) -> None:
+def _all(calls) -> None:
     """Run independent API calls at once (each is a round trip; in sequence they made one step of a
     thousand-trial experiment take seconds); wait for all, then raise the first error."""
-    futures = [(pool or _POOL).submit(call) for call in calls]
+    futures = [_POOL.submit(call) for call in calls]
     errors = [f.exception() for f in futures if f.exception() is not None]
     if errors:
         raise errors[0]
 
 
-# Decisions and launches get a pool each: a wave of pod creations never holds up a decision's write.
 _POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="hpo-api")
-_LAUNCH_POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="hpo-launch")
 
 
-class Launcher:
-    """Carries out launch batches (trial, records, claim, pod, status) one after another in a thread of
-    its own, so the step that planned them, and the steps after it, write their decisions without
-    waiting for pod creations. One trial's writes stay in order: a step that writes for a trial whose
-    launch is still queued waits for it first (``wait_for``). A failed batch is raised by the next
-    ``wait_for`` or ``drain``; the runner then rebuilds from the API, as after any failed step.
-    """
-
-    def __init__(self, inline: bool = False):
-        self._worker = None if inline else ThreadPoolExecutor(max_workers=1, thread_name_prefix="hpo-launcher")
-        self._pending: dict[str, Future] = {}  # trial -> the batch launching it
-        self._failure: Optional[BaseException] = None
-
-    def submit(self, trials: Collection[str], batch: Callable[[], None]) -> None:
-        if self._worker is None:
-            batch()
-            return
-        # In the submitting step's context: kopf posts events through context variables.
-        future = self._worker.submit(contextvars.copy_context().run, self._run, batch)
-        self._pending.update(dict.fromkeys(trials, future))
-
-    def _run(self, batch: Callable[[], None]) -> None:
-        try:
-            batch()
-        except BaseException as err:  # noqa: BLE001 - raised in the step thread by wait_for/drain
-            self._failure = self._failure or err
-
-    def busy(self) -> bool:
-        return any(not f.done() for f in self._pending.values())
-
-    def wait_for(self, trials: Collection[str]) -> None:
-        futures_wait({self._pending[t] for t in trials if t in self._pending})
-        self._settle()
-
-    def drain(self) -> None:
-        futures_wait(set(self._pending.values()))
-        self._settle()
-
-    def close(self) -> None:
-        if self._worker is not None:
-            self._worker.shutdown(wait=False, cancel_futures=True)
-
-    def _settle(self) -> None:
-        self._pending = {t: f for t, f in self._pending.items() if not f.done()}
-        failure, self._failure = self._failure, None
-        if failure is not None:
-            raise failure
-
-
-def execute(api: Api, plan: Plan, spec, experiment: dict, books: dict[str, TrialBook], logger,
-            launcher: Optional[Launcher] = None) -> None:
+def execute(api: Api, plan: Plan, spec, experiment: dict, books: dict[str, TrialBook], logger) -> None:
     """Apply ``plan``; trials it creates get their object recorded in ``books``.
 
-    Stages, each finished before the next starts (that order is what makes a replay safe): pods
-    deleted; the status of the trials not launched now; then the launches, each trial's in the order
-    trial, its records and claim, its pod, its status, handed to ``launcher`` (run inline if none).
+    Each stage finishes before the next starts (that order is what makes a replay safe); within a
+    stage, the calls for different trials run in parallel.
     """
-    launcher = launcher or Launcher(inline=True)
     ns = experiment["metadata"]["namespace"]
     exp_name = experiment["metadata"]["name"]
-    launched = {launch.trial.name for launch in plan.launches}
-    launcher.wait_for(set(plan.trial_status) | set(plan.delete_pods.values()) | launched)
     if plan.delete_pods:
         api.delete_trial_pods(ns, exp_name, plan.delete_pods.values())
     # Trials not launched now first: those that ended are marked so before those taking their slots show
     # Running, and a trainer waiting at a rung gets its decision without waiting for the launches. A
     # launched trial's status follows its pod: a crash in between must not leave it Running without one.
+    launched = {launch.trial.name for launch in plan.launches}
     _all(lambda n=n, p=p: api.patch_trial_status(ns, n, p) for n, p in plan.trial_status.items()
          if n not in launched)
-    if plan.launches and not launcher.busy() and all(book.ref is None for book in books.values()):
-        judge_template(api, spec, experiment, plan.launches[0])  # once: no batch was launched yet
+    if plan.launches and all(book.ref is None for book in books.values()):
+        judge_template(api, spec, experiment, plan.launches[0])
 
     def launch_one(launch) -> None:
         name = launch.trial.name
@@ -313,24 +254,14 @@ def execute(api: Api, plan: Plan, spec, experiment: dict, books: dict[str, Trial
         if spec.checkpoints.storage == "perTrial" and launch.reason == "new":
             api.create(build_claim(spec, book.ref))  # a resumed or retried trial has its claim
         create_pod(api, build_pod(spec, experiment, book.ref, launch, SIDECAR_IMAGE))
-        if name in plan.trial_status:
-            api.patch_trial_status(ns, name, plan.trial_status[name])
         logger.info(f"Launched trial name={name} attempt={launch.attempt} reason={launch.reason} "
                     f"epochs={launch.start_epoch + 1}..{launch.until}")
 
-    def launch_all() -> None:
-        _all((lambda launch=launch: launch_one(launch) for launch in plan.launches), _LAUNCH_POOL)
-        post_events(experiment, books, [ev for ev in plan.events if ev.trial in launched])
-
-    if plan.launches:
-        launcher.submit(launched, launch_all)
+    _all(lambda launch=launch: launch_one(launch) for launch in plan.launches)
+    _all(lambda n=n, p=p: api.patch_trial_status(ns, n, p) for n, p in plan.trial_status.items() if n in launched)
     if plan.delete_claims:
         api.delete_trial_claims(ns, exp_name, plan.delete_claims.values())
-    post_events(experiment, books, [ev for ev in plan.events if ev.trial not in launched])
-
-
-def post_events(experiment: dict, books: dict[str, TrialBook], events: list) -> None:
-    for ev in coalesce_events(events):
+    for ev in coalesce_events(plan.events):
         target = books[ev.trial].ref if ev.trial else experiment
         if target is not None:
             kopf.event(target, type=ev.type, reason=ev.reason, message=ev.message)

@@ -36,7 +36,6 @@ class ExperimentRunner:
         self.written: Optional[dict] = None  # the status this runner last wrote
         self.written_at = 0.0
         self.more_launches = False  # the last step left free slots for the next one
-        self.launcher = kube.Launcher()
 
     def step(self, body: dict, observations: dict[str, Observations], problems: dict[str, list],
              pods: dict[str, dict], logger) -> bool:
@@ -52,13 +51,6 @@ class ExperimentRunner:
         self.api.ensure_sidecar_identity(self.namespace)
         fresh = self.state is None or self.state.generation != meta.get("generation")
         if fresh:
-            try:
-                self.launcher.drain()  # what is still being launched is part of what the lists show
-            except kube.TemplateRejected as err:
-                self.refuse(body, status, "InvalidTrialTemplate", str(err), logger)
-                return True
-            except Exception as err:  # noqa: BLE001 - the rebuild below starts from what the API holds
-                logger.warning(f"A launch failed, rebuilding from the API: {err!r}")
             pods = self.api.list_pods(self.namespace, self.name)  # first: a finished pod's observations are in
             trial_objs = self.api.list_trials(self.namespace, self.name)
             observations = {o["metadata"]["name"]: observations_of(o) for o in trial_objs}
@@ -78,7 +70,7 @@ class ExperimentRunner:
         plan = step(self.state, spec, status, observations, pods, now, fresh=fresh, problems=problems,
                     confirmed=confirmed)
         try:
-            kube.execute(self.api, plan, spec, body, self.state.books, logger, self.launcher)
+            kube.execute(self.api, plan, spec, body, self.state.books, logger)
         except kube.TemplateRejected as err:
             self.state = None
             self.refuse(body, status, "InvalidTrialTemplate", str(err), logger)
@@ -102,9 +94,6 @@ class ExperimentRunner:
             logger.info(f"Finished experiment name={self.name} phase={st['phase']} reason={st.get('reason')}")
             return True
         return False
-
-    def close(self) -> None:
-        self.launcher.close()
 
     def write_status(self, st: dict, force: bool = False) -> None:
         last = self.written or {}
