@@ -37,6 +37,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -78,10 +79,10 @@ def scenarios(scale: float) -> list[Scenario]:
     ]
 
 
-def epoch_seconds_for(s: Scenario) -> float:
-    # Keep the node double's own write rate near 100 epochs/s in total, so the
+def epoch_seconds_for(s: Scenario, fixed: Optional[float] = None) -> float:
+    # By default, keep the node double's own write rate near 100 epochs/s in total, so the
     # figures measure the operator, not a saturated bench process.
-    return max(1.0, s.experiments * s.parallelism / 100.0)
+    return fixed or max(1.0, s.experiments * s.parallelism / 100.0)
 
 
 def manifest(name: str, s: Scenario, seed: int) -> dict:
@@ -151,6 +152,7 @@ def count_requests(audit_log: Path, start: int, end: int) -> dict[str, int]:
 @dataclass
 class Result:
     scenario: str
+    epoch_seconds: float
     trials: int
     max_running: int
     epochs: int
@@ -175,11 +177,11 @@ class Result:
 
 
 def run_scenario(cp: ControlPlane, admin: client.ApiClient, node: InstantNode, s: Scenario, timeout: float,
-                 logdir: Path, pace: dict) -> Result:
+                 logdir: Path, pace: dict, epoch_seconds: Optional[float] = None) -> Result:
     core, custom = client.CoreV1Api(admin), client.CustomObjectsApi(admin)
     ns = f"{s.name}-{uuid.uuid4().hex[:5]}"
     core.create_namespace({"metadata": {"name": ns}})
-    pace[ns] = epoch_seconds_for(s)
+    pace[ns] = epoch_seconds_for(s, epoch_seconds)
     errors_before = len(node.errors)
     audit_start = cp.audit_log_path.stat().st_size
     operator = OperatorProcess(cp, ns, logdir)
@@ -213,7 +215,7 @@ def run_scenario(cp: ControlPlane, admin: client.ApiClient, node: InstantNode, s
     status_writes = counts.get("operator.writes.hpotrials/status", 0) + counts.get("node.writes.hpotrials/status", 0)
     core.delete_namespace(ns)
     return Result(
-        scenario=s.name, trials=len(trials_raw), max_running=_max_running(node.timeline, ns), epochs=epochs,
+        scenario=s.name, epoch_seconds=pace[ns], trials=len(trials_raw), max_running=_max_running(node.timeline, ns), epochs=epochs,
         seconds=round(seconds, 1), finished=finished,
         decision_p50=_percentile(decisions, 50), decision_p99=_percentile(decisions, 99),
         pod_p50=_percentile(pod_ends, 50), pod_p99=_percentile(pod_ends, 99),
@@ -261,7 +263,7 @@ def _max_running(timeline, ns: str) -> int:
 
 
 def print_table(results: list[Result]) -> None:
-    cols = [("scenario", "scenario", "{}"), ("trials", "trials", "{}"), ("running", "max_running", "{}"),
+    cols = [("scenario", "scenario", "{}"), ("epoch s", "epoch_seconds", "{:g}"), ("trials", "trials", "{}"), ("running", "max_running", "{}"),
             ("epochs", "epochs", "{}"), ("wall s", "seconds", "{}"), ("done", "finished", "{}"),
             ("decision p50 s", "decision_p50", "{:.3f}"), ("decision p99 s", "decision_p99", "{:.3f}"),
             ("pod p50 s", "pod_p50", "{:.3f}"), ("pod p99 s", "pod_p99", "{:.3f}"),
@@ -286,6 +288,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="a tenth of every size")
     parser.add_argument("--only", nargs="*", help="scenario names to run")
     parser.add_argument("--timeout", type=float, default=1200, help="seconds per scenario before giving up")
+    parser.add_argument("--epoch-seconds", type=float,
+                        help="seconds per epoch in every scenario (default: scaled to ~100 epochs/s in total)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--logs", type=Path, default=Path("/tmp/hpo-scale-bench"), help="operator logs go here")
     args = parser.parse_args(argv)
@@ -304,7 +308,7 @@ def main(argv=None) -> int:
         with InstantNode(node_api, curves, lambda ns: pace.get(ns, 1.0)) as node:
             for s in chosen:
                 print(f"running {s} ...", file=sys.stderr, flush=True)
-                r = run_scenario(cp, admin, node, s, args.timeout, args.logs, pace)
+                r = run_scenario(cp, admin, node, s, args.timeout, args.logs, pace, args.epoch_seconds)
                 print(json.dumps(asdict(r)), file=sys.stderr, flush=True)
                 results.append(r)
     print_table(results)

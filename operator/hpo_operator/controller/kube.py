@@ -1,12 +1,10 @@
 """The operator's API calls, and the execution of a reconcile plan in a crash-safe order.
 
-Order: delete pods that must stop; write the status of the trials not
-launched now (those that ended first, so no listing shows more trials
-Running than the parallelism; decisions at rungs without waiting for the
-launches); create trials, claims and pods (names are deterministic, so a
-repeat after a crash gets 409 and changes nothing); then write the launched
-trials' status. A crash anywhere in between replays the decisions on the
-next step, from the trials as written: launches are recomputed from free
+The order of a step's calls is in ``execute``: pods go before their trials
+are recorded as ended; records, claims and pods are created before a trial is
+recorded Running (names are deterministic, so a repeat after a crash gets 409
+and changes nothing). A crash anywhere in between replays the decisions on
+the next step, from the trials as written: launches are recomputed from free
 slots, never recorded before their pod exists.
 
 Lists are read as raw JSON: the client's typed models cost ~1 ms per pod to build.
@@ -222,43 +220,62 @@ _POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="hpo-api")
 def execute(api: Api, plan: Plan, spec, experiment: dict, books: dict[str, TrialBook], logger) -> None:
     """Apply ``plan``; trials it creates get their object recorded in ``books``.
 
-    Each stage finishes before the next starts (that order is what makes a replay safe); within a
-    stage, the calls for different trials run in parallel.
+    In waves, each finished before the next starts (that order is what makes a replay safe); within a
+    wave, the calls run in parallel, so a step costs a handful of round trips however many trials it
+    touches:
+
+    1. the pods that must go (one deletecollection), and the decisions for trials whose pods stay: a
+       trainer waiting at a rung has its answer after the step's first round trip;
+    2. the status of the trials whose pods went (after them: a trial recorded Stopped never keeps a
+       running pod), and the new trials;
+    3. their records (before any pod: a trial rebuilt after a crash is launched again, not taken for
+       finished) and checkpoint claims;
+    4. the pods;
+    5. the launched trials' status: after their pods (a crash in between must not leave one Running
+       without a pod) and after the ended trials' (no listing shows more Running than the parallelism).
     """
     ns = experiment["metadata"]["namespace"]
     exp_name = experiment["metadata"]["name"]
-    if plan.delete_pods:
-        api.delete_trial_pods(ns, exp_name, plan.delete_pods.values())
-    # Trials not launched now first: those that ended are marked so before those taking their slots show
-    # Running, and a trainer waiting at a rung gets its decision without waiting for the launches. A
-    # launched trial's status follows its pod: a crash in between must not leave it Running without one.
     launched = {launch.trial.name for launch in plan.launches}
-    _all(lambda n=n, p=p: api.patch_trial_status(ns, n, p) for n, p in plan.trial_status.items()
-         if n not in launched)
+    went = set(plan.delete_pods.values()) - launched
+    deciding = [(n, p) for n, p in plan.trial_status.items() if n not in launched and n not in went]
+    ending = [(n, p) for n, p in plan.trial_status.items() if n in went]
+
+    def patch_status(name: str, patch: dict) -> None:
+        api.patch_trial_status(ns, name, patch)
+
+    deletes = [lambda: api.delete_trial_pods(ns, exp_name, plan.delete_pods.values())] if plan.delete_pods else []
+    _all(deletes + [lambda n=n, p=p: patch_status(n, p) for n, p in deciding])
     if plan.launches and all(book.ref is None for book in books.values()):
         judge_template(api, spec, experiment, plan.launches[0])
 
-    def launch_one(launch) -> None:
-        name = launch.trial.name
-        book = books[name]
-        if book.ref is None:
-            trial, _ = api.create_trial(build_trial(experiment, launch.trial))
-            book.ref = object_ref(trial)
-            book.has_records = has_records(trial)
-        if not book.has_records:  # a new trial, or one whose first launch a crash cut short
-            # Empty records for the sidecar to append to, and the epochs its first run is for: a trial
-            # rebuilt after a crash before its pod existed is then launched again, not taken for finished.
-            api.patch_trial_status(ns, name, {"observations": [], "problems": [], "problemsPosted": 0,
-                                              "until": launch.until})
-            book.has_records = True
-        if spec.checkpoints.storage == "perTrial" and launch.reason == "new":
-            api.create(build_claim(spec, book.ref))  # a resumed or retried trial has its claim
-        create_pod(api, build_pod(spec, experiment, book.ref, launch, SIDECAR_IMAGE))
-        logger.info(f"Launched trial name={name} attempt={launch.attempt} reason={launch.reason} "
-                    f"epochs={launch.start_epoch + 1}..{launch.until}")
+    def create_trial(launch) -> None:
+        trial, _ = api.create_trial(build_trial(experiment, launch.trial))
+        book = books[launch.trial.name]
+        book.ref, book.has_records = object_ref(trial), has_records(trial)
 
-    _all(lambda launch=launch: launch_one(launch) for launch in plan.launches)
-    _all(lambda n=n, p=p: api.patch_trial_status(ns, n, p) for n, p in plan.trial_status.items() if n in launched)
+    _all([lambda n=n, p=p: patch_status(n, p) for n, p in ending] +
+         [lambda launch=launch: create_trial(launch) for launch in plan.launches
+          if books[launch.trial.name].ref is None])
+
+    def write_records(launch) -> None:
+        # Empty records for the sidecar to append to, and the epochs its first run is for.
+        patch_status(launch.trial.name, {"observations": [], "problems": [], "problemsPosted": 0,
+                                         "until": launch.until})
+        books[launch.trial.name].has_records = True
+
+    _all([lambda launch=launch: write_records(launch) for launch in plan.launches
+          if not books[launch.trial.name].has_records] +  # a new trial, or one a crash cut short
+         [lambda launch=launch: api.create(build_claim(spec, books[launch.trial.name].ref))
+          for launch in plan.launches  # a resumed or retried trial has its claim
+          if spec.checkpoints.storage == "perTrial" and launch.reason == "new"])
+    _all(lambda launch=launch: create_pod(api, build_pod(spec, experiment, books[launch.trial.name].ref, launch,
+                                                         SIDECAR_IMAGE))
+         for launch in plan.launches)
+    for launch in plan.launches:
+        logger.info(f"Launched trial name={launch.trial.name} attempt={launch.attempt} reason={launch.reason} "
+                    f"epochs={launch.start_epoch + 1}..{launch.until}")
+    _all(lambda n=n, p=p: patch_status(n, p) for n, p in plan.trial_status.items() if n in launched)
     if plan.delete_claims:
         api.delete_trial_claims(ns, exp_name, plan.delete_claims.values())
     for ev in coalesce_events(plan.events):
