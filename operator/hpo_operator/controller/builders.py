@@ -39,6 +39,11 @@ def pod_name(trial_name: str, attempt: int) -> str:
     return f"{trial_name}-{attempt}"
 
 
+def attempt_of(trial_name: str, pod: str) -> int:
+    """The attempt ``pod_name`` made ``pod`` for."""
+    return int(pod[len(trial_name) + 1:])
+
+
 def claim_name(trial_name: str) -> str:
     return f"{trial_name}-ckpt"
 

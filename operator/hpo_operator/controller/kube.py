@@ -23,7 +23,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from hpo_operator.controller.builders import (
-    LABEL_EXPERIMENT, LABEL_TRIAL, build_claim, build_pod, build_trial, object_ref, sidecar_rbac,
+    LABEL_ATTEMPT, LABEL_EXPERIMENT, LABEL_TRIAL, build_claim, build_pod, build_trial, object_ref, sidecar_rbac,
 )
 from hpo_operator.controller.reconcile import Plan, TrialBook, coalesce_events, compact_pod
 from hpo_operator.controller.trials import has_records
@@ -150,12 +150,18 @@ class Api:
             else:
                 _body(self.core.create_namespaced_persistent_volume_claim(ns, obj, _preload_content=False))
 
-    def delete_trial_pods(self, namespace: str, experiment: str, trials: Collection[str]) -> None:
-        """Delete every pod of these trials (each has one at a time): one deletecollection request per
-        DELETE_CHUNK trials, selected by label, instead of one request per pod."""
-        for selector in _trial_selectors(experiment, trials):
-            _body(self.core.delete_collection_namespaced_pod(namespace, label_selector=selector,
-                                                             grace_period_seconds=10, _preload_content=False))
+    def delete_trial_pods(self, namespace: str, experiment: str, runs: Collection[tuple[str, int]]) -> None:
+        """Delete the pods of these runs ((trial, attempt) pairs): one deletecollection request per attempt
+        number and DELETE_CHUNK trials, selected by label, instead of one request per pod. The attempt is
+        in the selector: after a crash, a trial's next pod may exist before its last one is deleted."""
+        by_attempt: dict[int, list[str]] = {}
+        for trial, attempt in runs:
+            by_attempt.setdefault(attempt, []).append(trial)
+        for attempt, trials in sorted(by_attempt.items()):
+            for selector in _trial_selectors(experiment, trials):
+                _body(self.core.delete_collection_namespaced_pod(
+                    namespace, label_selector=f"{selector},{LABEL_ATTEMPT}={attempt}", grace_period_seconds=10,
+                    _preload_content=False))
 
     def delete_trial_claims(self, namespace: str, experiment: str, trials: Collection[str]) -> None:
         """Delete these trials' checkpoint claims, DELETE_CHUNK trials per request."""
@@ -237,7 +243,7 @@ def execute(api: Api, plan: Plan, spec, experiment: dict, books: dict[str, Trial
     ns = experiment["metadata"]["namespace"]
     exp_name = experiment["metadata"]["name"]
     launched = {launch.trial.name for launch in plan.launches}
-    went = set(plan.delete_pods.values()) - launched
+    went = {trial for trial, _ in plan.delete_pods.values()} - launched
     deciding = [(n, p) for n, p in plan.trial_status.items() if n not in launched and n not in went]
     ending = [(n, p) for n, p in plan.trial_status.items() if n in went]
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Collection, Optional, Sequence
 
-from hpo_operator.controller.builders import checkpoint_location, object_ref
+from hpo_operator.controller.builders import attempt_of, checkpoint_location, object_ref, pod_name
 from hpo_operator.controller.trials import (
     changed, has_records, observations_of, operator_fields, read_trial, status_of, text_value,
 )
@@ -88,7 +88,7 @@ def _list_trials(group: list[Event]) -> str:
 class Plan:
     launches: list[Launch] = field(default_factory=list)
     more_launches: bool = False  # free slots left for the next step (LAUNCHES_PER_STEP)
-    delete_pods: dict[str, str] = field(default_factory=dict)  # pod name -> its trial
+    delete_pods: dict[str, tuple[str, int]] = field(default_factory=dict)  # pod -> (its trial, attempt)
     delete_claims: dict[str, str] = field(default_factory=dict)  # claim name -> its trial
     trial_status: dict[str, dict] = field(default_factory=dict)  # trial name -> merge patch
     experiment_status: dict = field(default_factory=dict)
@@ -241,7 +241,7 @@ def step(state: ExperimentState, spec, status: dict, observations: dict[str, Obs
             book.processed += 1
             if decision is Decision.STOP:
                 if book.pod:
-                    plan.delete_pods[book.pod] = name
+                    plan.delete_pods[book.pod] = (name, attempt_of(name, book.pod))
                 plan.events.append(Event(name, "Normal", "Stopped", trial.message))
             elif epoch >= until_before:
                 book.decided = epoch  # tells the sidecar, which tells the waiting trainer
@@ -276,7 +276,7 @@ def step(state: ExperimentState, spec, status: dict, observations: dict[str, Obs
         engine.on_run_exit(trial.trial_id, ok, message)
         touched.add(name)
         if pod is not None and not pod.get("deleting"):
-            plan.delete_pods[book.pod] = name
+            plan.delete_pods[book.pod] = (name, attempt_of(name, book.pod))
         if trial.phase == "Pending":
             plan.events.append(Event(name, "Warning", "Retrying", trial.message))
         elif trial.phase == "Failed":
@@ -297,7 +297,8 @@ def step(state: ExperimentState, spec, status: dict, observations: dict[str, Obs
     for t in ended:
         touched.add(t.name)
         if state.books[t.name].pod:
-            plan.delete_pods[state.books[t.name].pod] = t.name
+            pod = state.books[t.name].pod
+            plan.delete_pods[pod] = (t.name, attempt_of(t.name, pod))
 
     # 4. Free slots, at most LAUNCHES_PER_STEP of them.
     running = sum(1 for t in engine.trials.values() if t.phase == "Running")
@@ -314,7 +315,7 @@ def step(state: ExperimentState, spec, status: dict, observations: dict[str, Obs
         book = state.books.get(name)
         if book is None:
             book = state.books[name] = TrialBook(launch.trial.trial_id, None, 0, 0, None, {}, has_records=False)
-        book.pod = f"{name}-{launch.attempt}"
+        book.pod = pod_name(name, launch.attempt)
         book.decided = launch.start_epoch
         state.awaiting[book.pod] = now
         touched.add(name)
