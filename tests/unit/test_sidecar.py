@@ -46,7 +46,11 @@ class Status:
 
     def append(self, patch: list[dict]) -> dict:
         self.requests += 1
-        (op,) = patch
+        *tests, op = patch
+        for test in tests:  # the API server applies a patch only if its tests hold
+            assert test["op"] == "test" and test["path"] == "/status/runFence"
+            if self.doc.get("runFence") != test["value"]:
+                raise Unprocessable("the server rejected our request due to an error in our request")
         assert op["op"] == "add" and op["path"] in ("/status/observations/-", "/status/problems/-", "/status/problems")
         if self.fail_next:
             self.fail_next -= 1
@@ -332,3 +336,37 @@ def test_problem_messages_spell_out_control_characters_and_stay_short():
     entry = problem_entry("not_json", "line: \x00\x1b[31m" + "x" * 10_000, attempt=2)
     assert entry["message"].startswith("line: \\x00\\x1b[31m") and entry["message"].endswith("...")
     assert len(entry["message"]) < 600 and entry["attempt"] == 2
+
+
+def test_once_the_operator_has_judged_the_run_over_none_of_its_epochs_land(tmp_path):
+    status = Status()
+    status.doc["runFence"] = 2
+
+    def append(patch):
+        after = status.append(patch)
+        status.doc["runFence"] = 3  # the operator judged the run over right after epoch 1 landed
+        return after
+
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text(line(1, 0.9) + "\n" + line(2, 0.8) + "\n")
+    polls = iter(range(10_000))
+    sidecar = Sidecar(metrics, tmp_path / "control.json", "val_error", status.read, append,
+                      trainer_done=lambda: next(polls) >= 3, poll_seconds=0, retry_seconds=0, attempt=1)
+    assert sidecar.run(deadline=None) == 0  # ends quietly: its run is over
+    assert status.doc["observations"] == [{"epoch": 1, "value": 0.9, "attempt": 1}]
+    assert sidecar.sent == 1
+
+
+def test_each_append_requires_the_fence_the_run_started_with(tmp_path):
+    status = Status()
+    status.doc["runFence"] = 4
+    seen = []
+    polls = iter(range(10_000))
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text(line(1, 0.9) + "\n")
+    sidecar = Sidecar(metrics, tmp_path / "control.json", "val_error", status.read,
+                      lambda patch: (seen.append(patch), status.append(patch))[1],
+                      trainer_done=lambda: next(polls) >= 1, poll_seconds=0, retry_seconds=0)
+    assert sidecar.run(deadline=None) == 0
+    assert seen[0][0] == {"op": "test", "path": "/status/runFence", "value": 4}
+    assert status.doc["observations"] == [{"epoch": 1, "value": 0.9}]

@@ -103,7 +103,15 @@ class Api:
                                                                        _preload_content=False).data)
         return list(_POOL.map(get, names))
 
-    def list_pods(self, namespace: str, experiment: str) -> dict[str, dict]:
+    def fence_trials(self, namespace: str, fences: dict[str, int]) -> list[dict]:
+        """Set each named trial's ``status.runFence``, in parallel; the trials as that write left them."""
+        def fence(name: str) -> dict:
+            return json.loads(self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, "hpotrials", name, {"status": {"runFence": fences[name]}},
+                _preload_content=False).data)
+        return list(_POOL.map(fence, fences))
+
+
         """The experiment's pods, name -> ``compact_pod``."""
         out = self.core.list_namespaced_pod(namespace, label_selector=f"{LABEL_EXPERIMENT}={experiment}",
                                             _preload_content=False)
@@ -266,7 +274,7 @@ def execute(api: Api, plan: Plan, spec, experiment: dict, books: dict[str, Trial
 
     def write_records(launch) -> None:
         # Empty records for the sidecar to append to, and the epochs its first run is for.
-        patch_status(launch.trial.name, {"observations": [], "problems": [], "problemsPosted": 0,
+        patch_status(launch.trial.name, {"observations": [], "problems": [], "problemsPosted": 0, "runFence": 0,
                                          "until": launch.until})
         books[launch.trial.name].has_records = True
 

@@ -189,18 +189,26 @@ def runs_ended(state: ExperimentState, pods: dict[str, dict], now: datetime, fre
 
 
 def runs_to_read(state: ExperimentState, ended: Sequence[str], pods: dict[str, dict],
-                 observations: dict[str, Observations]) -> list[str]:
-    """Of the trials whose run ended (``runs_ended``), those whose records must be read from the API
-    before the run is judged: a run that failed or vanished, or succeeded short of its last epoch in the
-    cache. A run that succeeded with its last epoch cached has nothing left to arrive."""
-    out = []
+                 observations: dict[str, Observations]) -> tuple[list[str], list[str]]:
+    """Of the trials whose run ended (``runs_ended``), those whose records must come from the API before
+    the run is judged: (read, fence).
+
+    fence: the run failed or vanished. Its sidecar may have died with an append in flight, which the API
+    server can still apply after any read; the operator raises the trial's ``runFence`` (the sidecar's
+    appends require the value they started with) and judges the run on what that write returns.
+    read: the run succeeded short of its last epoch in the cache; its sidecar acknowledged every append
+    before it exited, so a read has them all. A run that succeeded with its last epoch cached needs neither.
+    """
+    read, fence = [], []
     for name in ended:
         book = state.books[name]
         outcome = _pod_outcome(pods.get(book.pod))
         last = max((epoch for epoch, _ in observations.get(name) or ()), default=0)
-        if not (outcome and outcome[0]) or last < state.engine.trials[book.trial_id].until:
-            out.append(name)
-    return out
+        if not (outcome and outcome[0]):
+            fence.append(name)
+        elif last < state.engine.trials[book.trial_id].until:
+            read.append(name)
+    return read, fence
 
 
 def reconcile(name: str, spec, status: dict, trial_objs: list[dict], pods: dict[str, dict],

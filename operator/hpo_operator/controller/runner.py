@@ -63,10 +63,14 @@ class ExperimentRunner:
             self.state = ExperimentState.from_trials(self.name, spec, trial_objs, meta.get("generation"), pods=pods)
         now = kube.now()
         confirmed = [] if fresh else runs_ended(self.state, pods, now)
-        for trial in self.api.get_trials(self.namespace, runs_to_read(self.state, confirmed, pods, observations)):
-            # A run ended: its sidecar's last writes came before, but the trials' cache may lag the pods'.
-            observations[trial["metadata"]["name"]] = observations_of(trial)
-            problems[trial["metadata"]["name"]] = problems_of(trial)
+        to_read, to_fence = runs_to_read(self.state, confirmed, pods, observations)
+        fences = {name: int(self.state.books[name].written.get("runFence") or 0) + 1 for name in to_fence}
+        for trial in self.api.get_trials(self.namespace, to_read) + self.api.fence_trials(self.namespace, fences):
+            # A run ended: the trials' cache may lag the pods', so its records come from the API.
+            name = trial["metadata"]["name"]
+            observations[name], problems[name] = observations_of(trial), problems_of(trial)
+            if name in fences:
+                self.state.books[name].written["runFence"] = fences[name]
         plan = step(self.state, spec, status, observations, pods, now, fresh=fresh, problems=problems,
                     confirmed=confirmed)
         try:

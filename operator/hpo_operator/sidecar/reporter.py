@@ -37,12 +37,20 @@ GROUP, VERSION = "hpo.dev", "v1alpha1"
 log = logging.getLogger("hpo.sidecar")
 
 
-def observation_patch(record: MetricRecord, attempt: Optional[int] = None) -> list[dict]:
+def observation_patch(record: MetricRecord, attempt: Optional[int] = None, fence: Optional[int] = None
+                      ) -> list[dict]:
+    """``fence``: the trial's ``status.runFence`` when this run started; the append then only applies while
+    it is unchanged (the operator raises it when it judges the run over)."""
     value = record.value if math.isfinite(record.value) else None  # JSON has no NaN: null ranks worst
     observation = {"epoch": record.epoch, "value": value}
     if attempt is not None:
         observation["attempt"] = attempt
-    return [{"op": "add", "path": "/status/observations/-", "value": observation}]
+    guard = [] if fence is None else [{"op": "test", "path": "/status/runFence", "value": fence}]
+    return guard + [{"op": "add", "path": "/status/observations/-", "value": observation}]
+
+
+class RunFenced(Exception):
+    """The operator has judged this run over (``status.runFence`` moved on): nothing more of it is recorded."""
 
 
 def control_document(status: dict) -> Optional[dict]:
@@ -83,6 +91,7 @@ class Sidecar:
     sent: int = 0
     last_epoch: int = 0  # the latest epoch on record
     repeated: int = 0  # lines for epochs on record that this run trained again
+    fence: Optional[int] = None  # status.runFence when the run started (None: a record that has none)
 
     def run(self, deadline: Optional[float] = None) -> int:
         status = self._with_retries(self.read_status)
@@ -97,6 +106,7 @@ class Sidecar:
         self.reported |= {p.get("reason") for p in status.get("problems") or []
                           if isinstance(p, dict) and p.get("attempt") == self.attempt}
         last = self.last_epoch = max([o["epoch"] for o in status.get("observations") or []], default=0)
+        self.fence = status.get("runFence") if isinstance(status.get("runFence"), int) else None
         reader = MetricsReader(self.metrics_file, self.objective, last_epoch=last or None)
         written_control = None
         read_at = time.monotonic()
@@ -111,7 +121,12 @@ class Sidecar:
                         continue
                     self.report(item.reason.value, str(item))
                     continue
-                status = self._send(item) or status
+                try:
+                    status = self._send(item) or status
+                except RunFenced:
+                    log.warning("The operator has judged this run (attempt %s) over; its epoch %d and later "
+                                "are not recorded", self.attempt, item.epoch)
+                    return 0
             if awaiting_decision(status, self.last_epoch) or time.monotonic() - read_at >= self.refresh_seconds:
                 status, read_at = self._with_retries(self.read_status), time.monotonic()
             doc = control_document(status)
@@ -165,9 +180,13 @@ class Sidecar:
         (a request that timed out may still have been applied). The status after it, when the answer came."""
         def on_record() -> bool:
             status = self._with_retries(self.read_status)
-            return any(o.get("epoch") == record.epoch for o in status.get("observations") or [])
+            if any(o.get("epoch") == record.epoch for o in status.get("observations") or []):
+                return True
+            if self.fence is not None and status.get("runFence") != self.fence:
+                raise RunFenced()
+            return False
 
-        after = self._with_retries(lambda: self.append(observation_patch(record, self.attempt)),
+        after = self._with_retries(lambda: self.append(observation_patch(record, self.attempt, self.fence)),
                                    already_done=on_record)
         self.sent += 1
         self.last_epoch = max(self.last_epoch, record.epoch)
@@ -190,8 +209,9 @@ def _transient(err: Exception) -> bool:
     # 401, 403 and 404 too: an API server that has just restarted refuses requests until its token and
     # RBAC caches are filled, and answers 404 for custom resources until it serves their CRDs again; a
     # real lack of permission (or a deleted trial, whose pod goes with it) still ends it, after the retries.
+    # 422: the append's runFence test failed (the retry looks at the fence first), or a transient refusal.
     status = getattr(err, "status", None)
-    return status is None or status in (0, 401, 403, 404, 409, 429, 500, 502, 503, 504)
+    return status is None or status in (0, 401, 403, 404, 409, 422, 429, 500, 502, 503, 504)
 
 
 def trainer_exited(exit_marker: Path, proc_root: Path = Path("/proc"), grace_seconds: float = 10.0,

@@ -86,6 +86,9 @@ class HPOTrialStatus(SpecModel):
     problems: list[Problem] = Field(
         default_factory=list, description="Appended by the sidecar, once per reason per run; each becomes a Warning Event.")
     problems_posted: int = Field(default=0, description="How many of the problems the operator has posted as Events.")
+    run_fence: int = Field(default=0, description="Raised by the operator when it judges a run over that may still "
+                           "have writes in flight (its pod failed or vanished); the sidecar's appends require "
+                           "the value they started with, so none of that run lands afterwards.")
     attempts: int = 0
     failures: int = 0
     pod: Optional[str] = None

@@ -1,11 +1,15 @@
-"""The operator's batched deletions, against the real API server: exactly the runs named go."""
+"""The operator's own API calls against the real API server: batched deletions take exactly the runs
+named; a run's fence stops its sidecar's late appends."""
 
 from __future__ import annotations
 
+import pytest
 from kubernetes import client
 
 from hpo_operator.controller.builders import LABEL_ATTEMPT, LABEL_EXPERIMENT, LABEL_TRIAL
 from hpo_operator.controller.kube import DELETE_CHUNK, Api
+from hpo_operator.sidecar.reporter import observation_patch
+from hpo_trainer.metrics import MetricRecord
 
 
 def make_pod(core, ns: str, experiment: str, trial: str, attempt: int, name: str = "") -> None:
@@ -39,3 +43,28 @@ def test_more_runs_than_one_request_names_are_all_deleted(namespace, kube_api):
         make_pod(core, namespace, "exp", trial, 1)
     Api(kube_api).delete_trial_pods(namespace, "exp", [(t, 1) for t in trials[1:]])
     assert pod_names(core, namespace) == {"exp-0000-1"}
+
+
+def test_an_append_of_a_run_judged_over_is_refused_and_the_fence_returns_what_landed(namespace, kube_api,
+                                                                                       crds_installed):
+    custom = client.CustomObjectsApi(kube_api)
+    custom.create_namespaced_custom_object("hpo.dev", "v1alpha1", namespace, "hpotrials", {
+        "apiVersion": "hpo.dev/v1alpha1", "kind": "HPOTrial", "metadata": {"name": "exp-0000"},
+        "spec": {"experiment": "exp", "trialId": 0, "config": {}}})
+    api = Api(kube_api)
+    api.patch_trial_status(namespace, "exp-0000", {"observations": [], "problems": [], "runFence": 0})
+
+    def append(epoch: int) -> None:
+        record = MetricRecord(epoch=epoch, objective="loss", value=0.5)
+        custom.patch_namespaced_custom_object_status("hpo.dev", "v1alpha1", namespace, "hpotrials", "exp-0000",
+                                                     observation_patch(record, attempt=1, fence=0),
+                                                     _content_type="application/json-patch+json")
+
+    append(1)  # the run's sidecar, started with runFence 0
+    (fenced,) = api.fence_trials(namespace, {"exp-0000": 1})
+    assert [o["epoch"] for o in fenced["status"]["observations"]] == [1]
+    with pytest.raises(client.ApiException) as refused:
+        append(2)  # in flight when its pod went: lands after the fence, and is refused
+    assert refused.value.status == 422
+    trial = custom.get_namespaced_custom_object("hpo.dev", "v1alpha1", namespace, "hpotrials", "exp-0000")
+    assert [o["epoch"] for o in trial["status"]["observations"]] == [1] and trial["status"]["runFence"] == 1
