@@ -111,7 +111,7 @@ class Api:
                 _preload_content=False).data)
         return list(_POOL.map(fence, fences))
 
-
+    def list_pods(self, namespace: str, experiment: str) -> dict[str, dict]:
         """The experiment's pods, name -> ``compact_pod``."""
         out = self.core.list_namespaced_pod(namespace, label_selector=f"{LABEL_EXPERIMENT}={experiment}",
                                             _preload_content=False)
