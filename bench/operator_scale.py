@@ -164,6 +164,7 @@ class Result:
     pod_p99: float
     operator_reads_per_epoch: float
     operator_writes_per_epoch: float
+    operator_writes_per_trial: float
     sidecar_writes_per_epoch: float
     status_writes_per_epoch: float
     operator_cpu_seconds: float
@@ -220,6 +221,7 @@ def run_scenario(cp: ControlPlane, admin: client.ApiClient, node: InstantNode, s
         decision_p50=_percentile(decisions, 50), decision_p99=_percentile(decisions, 99),
         pod_p50=_percentile(pod_ends, 50), pod_p99=_percentile(pod_ends, 99),
         operator_reads_per_epoch=per_epoch("operator.reads"), operator_writes_per_epoch=per_epoch("operator.writes"),
+        operator_writes_per_trial=counts.get("operator.writes", 0) / len(trials_raw) if trials_raw else float("nan"),
         sidecar_writes_per_epoch=per_epoch("node.writes.hpotrials/status"),
         status_writes_per_epoch=status_writes / epochs if epochs else float("nan"),
         operator_cpu_seconds=cpu, operator_peak_mib=peak,
@@ -269,6 +271,7 @@ def print_table(results: list[Result]) -> None:
             ("pod p50 s", "pod_p50", "{:.3f}"), ("pod p99 s", "pod_p99", "{:.3f}"),
             ("op reads/ep", "operator_reads_per_epoch", "{:.2f}"),
             ("op writes/ep", "operator_writes_per_epoch", "{:.2f}"),
+            ("op writes/trial", "operator_writes_per_trial", "{:.2f}"),
             ("sidecar w/ep", "sidecar_writes_per_epoch", "{:.2f}"),
             ("status w/ep", "status_writes_per_epoch", "{:.2f}"),
             ("op CPU s", "operator_cpu_seconds", "{:.1f}"), ("op peak MiB", "operator_peak_mib", "{:.0f}"),
