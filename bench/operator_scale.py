@@ -1,6 +1,6 @@
 """How the operator's cost grows with the work, against a real API server.
 
-    .venv/bin/python bench/operator_scale.py            # all scenarios (~15 min on 2 cores)
+    .venv/bin/python bench/operator_scale.py            # all scenarios (~30 min on 2 cores)
     .venv/bin/python bench/operator_scale.py --quick    # a tenth of the sizes (~2 min)
     .venv/bin/python bench/operator_scale.py --only running-100 --json out.json
 
@@ -65,6 +65,7 @@ class Scenario:
     trials: int  # per experiment
     parallelism: int  # per experiment
     max_resource: int = 27
+    scheduler: str = "asha"  # "fifo": every trial trains max_resource epochs (what an epoch costs alone)
 
 
 def scenarios(scale: float) -> list[Scenario]:
@@ -76,6 +77,7 @@ def scenarios(scale: float) -> list[Scenario]:
         Scenario("running-1000", 1, n(3000), n(1000)),
         Scenario("trials-10000", 1, n(10000), n(500), max_resource=9),
         Scenario("experiments-20", 20, n(60), n(10)),
+        Scenario("long-runs-100", 1, n(100), n(100), scheduler="fifo"),
     ]
 
 
@@ -92,7 +94,8 @@ def manifest(name: str, s: Scenario, seed: int) -> dict:
             "objective": {"metric": "val_error", "mode": "min"},
             "searchSpace": {"row": {"type": "randint", "min": 0, "max": 399}},
             "searcher": {"seed": seed},
-            "scheduler": {"algorithm": "asha", "type": "promotion", "maxResource": s.max_resource},
+            "scheduler": ({"algorithm": "asha", "type": "promotion", "maxResource": s.max_resource}
+                          if s.scheduler == "asha" else {"algorithm": s.scheduler, "maxResource": s.max_resource}),
             "budget": {"maxTrials": s.trials, "parallelism": s.parallelism, "maxRetries": 0},
             "trialTemplate": {"spec": {"containers": [{
                 "name": "trainer", "image": "hpo-trainer:bench", "command": ["python", "train.py"],
