@@ -94,6 +94,9 @@ class Plan:
     experiment_status: dict = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
 
+    def delete_run(self, trial: str, pod: str) -> None:
+        self.delete_pods[pod] = (trial, attempt_of(trial, pod))
+
 
 def compact_pod(pod: dict) -> dict:
     """The part of a pod (as the API returns it) that decides a run's outcome; small enough to cache by the
@@ -249,7 +252,7 @@ def step(state: ExperimentState, spec, status: dict, observations: dict[str, Obs
             book.processed += 1
             if decision is Decision.STOP:
                 if book.pod:
-                    plan.delete_pods[book.pod] = (name, attempt_of(name, book.pod))
+                    plan.delete_run(name, book.pod)
                 plan.events.append(Event(name, "Normal", "Stopped", trial.message))
             elif epoch >= until_before:
                 book.decided = epoch  # tells the sidecar, which tells the waiting trainer
@@ -284,7 +287,7 @@ def step(state: ExperimentState, spec, status: dict, observations: dict[str, Obs
         engine.on_run_exit(trial.trial_id, ok, message)
         touched.add(name)
         if pod is not None and not pod.get("deleting"):
-            plan.delete_pods[book.pod] = (name, attempt_of(name, book.pod))
+            plan.delete_run(name, book.pod)
         if trial.phase == "Pending":
             plan.events.append(Event(name, "Warning", "Retrying", trial.message))
         elif trial.phase == "Failed":
@@ -305,8 +308,7 @@ def step(state: ExperimentState, spec, status: dict, observations: dict[str, Obs
     for t in ended:
         touched.add(t.name)
         if state.books[t.name].pod:
-            pod = state.books[t.name].pod
-            plan.delete_pods[pod] = (t.name, attempt_of(t.name, pod))
+            plan.delete_run(t.name, state.books[t.name].pod)
 
     # 4. Free slots, at most LAUNCHES_PER_STEP of them.
     running = sum(1 for t in engine.trials.values() if t.phase == "Running")

@@ -186,8 +186,15 @@ class Sidecar:
                 raise RunFenced()
             return False
 
-        after = self._with_retries(lambda: self.append(observation_patch(record, self.attempt, self.fence)),
-                                   already_done=on_record)
+        try:
+            after = self._with_retries(lambda: self.append(observation_patch(record, self.attempt, self.fence)),
+                                       already_done=on_record)
+        except Exception as err:
+            # A failed runFence test is answered 422 like any refused patch: look whether the fence moved on
+            # (on_record raises RunFenced then); any other refusal stands.
+            if getattr(err, "status", None) != 422 or self.fence is None or not on_record():
+                raise
+            after = None
         self.sent += 1
         self.last_epoch = max(self.last_epoch, record.epoch)
         return after
@@ -209,9 +216,8 @@ def _transient(err: Exception) -> bool:
     # 401, 403 and 404 too: an API server that has just restarted refuses requests until its token and
     # RBAC caches are filled, and answers 404 for custom resources until it serves their CRDs again; a
     # real lack of permission (or a deleted trial, whose pod goes with it) still ends it, after the retries.
-    # 422: the append's runFence test failed (the retry looks at the fence first), or a transient refusal.
     status = getattr(err, "status", None)
-    return status is None or status in (0, 401, 403, 404, 409, 422, 429, 500, 502, 503, 504)
+    return status is None or status in (0, 401, 403, 404, 409, 429, 500, 502, 503, 504)
 
 
 def trainer_exited(exit_marker: Path, proc_root: Path = Path("/proc"), grace_seconds: float = 10.0,
