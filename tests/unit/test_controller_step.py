@@ -12,7 +12,8 @@ from datetime import timedelta
 
 from hpo_operator.controller.builders import build_trial
 from hpo_operator.controller.reconcile import (
-    LAUNCHES_PER_STEP, LAZY_ACK, OBSERVATIONS_GRACE, POD_APPEAR_GRACE, ExperimentState, reconcile, runs_ended, runs_to_read, step,
+    LAUNCHES_PER_STEP, LAZY_ACK, OBSERVATIONS_GRACE, POD_APPEAR_GRACE, EndedRuns, ExperimentState, ended_runs, reconcile,
+    runs_ended, runs_to_read, step,
 )
 from hpo_operator.spec import experiment_spec_from_dict
 
@@ -92,6 +93,20 @@ def test_only_runs_the_cache_may_not_have_fully_seen_are_read_from_the_api(manif
     # judged on what the fencing write returns: its retry starts after its last recorded epoch.
     failed = {"exp-0000-1": {"status": {"phase": "Failed"}, "deleting": False}}
     assert runs_to_read(op.state, ["exp-0000", "exp-0001"], failed, cached) == ([], ["exp-0000", "exp-0001"])
+
+
+def test_a_rebuilt_operator_fences_the_runs_whose_pods_ended_while_it_was_down(manifest):
+    op = Operator(manifest, parallelism=2)
+    op.step()
+    for name in ("exp-0000", "exp-0001"):
+        op.records[name]["status"].update(observations=[{"epoch": 1, "value": 0.5}], runFence=0)
+    # Restarted: exp-0000's pod vanished, exp-0001's failed. Their sidecars may have died with an append in
+    # flight that lands after the list the rebuild read; both are fenced before they are judged.
+    pods = {"exp-0001-1": {"status": {"phase": "Failed"}, "deleting": False}}
+    state = ExperimentState.from_trials("exp", op.spec, list(op.records.values()), pods=pods)
+    on_list = {"exp-0000": [(1, 0.5)], "exp-0001": [(1, 0.5)]}
+    assert ended_runs(state, pods, on_list, T0 + timedelta(seconds=1), fresh=True) == EndedRuns(
+        ["exp-0000", "exp-0001"], [], ["exp-0000", "exp-0001"])
 
 
 def test_a_run_whose_pod_ended_is_judged_on_observations_read_after_the_end_without_waiting(manifest):

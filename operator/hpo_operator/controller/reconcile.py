@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Collection, Optional, Sequence
+from typing import Collection, NamedTuple, Optional, Sequence
 
 from hpo_operator.controller.builders import attempt_of, checkpoint_location, object_ref, pod_name
 from hpo_operator.controller.trials import (
@@ -212,6 +212,23 @@ def runs_to_read(state: ExperimentState, ended: Sequence[str], pods: dict[str, d
         elif last < state.engine.trials[book.trial_id].until:
             read.append(name)
     return read, fence
+
+
+class EndedRuns(NamedTuple):
+    ended: list[str]  # runs_ended
+    read: list[str]  # runs_to_read's reads
+    fence: list[str]  # and fences
+
+
+def ended_runs(state: ExperimentState, pods: dict[str, dict], observations: dict[str, Observations],
+               now: datetime, fresh: bool) -> EndedRuns:
+    """The runs ended since the last step, and how each must be confirmed before it is judged.
+
+    A rebuilt state (``fresh``) fences too: the list of trials it was built from may predate an append
+    that a dead sidecar still had in flight.
+    """
+    ended = runs_ended(state, pods, now, fresh)
+    return EndedRuns(ended, *runs_to_read(state, ended, pods, observations))
 
 
 def reconcile(name: str, spec, status: dict, trial_objs: list[dict], pods: dict[str, dict],

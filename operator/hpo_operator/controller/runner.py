@@ -17,7 +17,7 @@ import kopf
 from hpo_operator.controller import kube, spec_changes
 from hpo_operator.controller.conditions import set_condition
 from hpo_operator.controller.reconcile import (
-    ExperimentState, Observations, observations_of, problems_of, runs_ended, runs_to_read, step,
+    ExperimentState, Observations, ended_runs, observations_of, problems_of, step,
 )
 from hpo_operator.spec import ManifestError, experiment_spec_from_dict
 
@@ -62,8 +62,7 @@ class ExperimentRunner:
         if fresh:
             self.state = ExperimentState.from_trials(self.name, spec, trial_objs, meta.get("generation"), pods=pods)
         now = kube.now()
-        confirmed = [] if fresh else runs_ended(self.state, pods, now)
-        to_read, to_fence = runs_to_read(self.state, confirmed, pods, observations)
+        confirmed, to_read, to_fence = ended_runs(self.state, pods, observations, now, fresh)
         fences = {name: int(self.state.books[name].written.get("runFence") or 0) + 1 for name in to_fence}
         for trial in self.api.get_trials(self.namespace, to_read) + self.api.fence_trials(self.namespace, fences):
             # A run ended: the trials' cache may lag the pods', so its records come from the API.
