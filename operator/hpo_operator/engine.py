@@ -205,6 +205,16 @@ class ExperimentEngine:
                 f"last: {trial.name}: {trial.message}",
             )
 
+    def relaunch(self, trial_id: int) -> None:
+        """A run that never started (its pod was never created): launched again as the same attempt by the
+        next ``next_launch``, with no failure counted."""
+        trial = self.trials[trial_id]
+        if trial.phase != "Running":
+            return
+        trial.phase = "Pending"
+        trial.attempts -= 1
+        self._retry_queue.insert(0, trial_id)
+
     def time_up(self) -> list[TrialState]:
         """maxDuration passed: no new runs; returns the running trials the backend must stop."""
         self._timed_out = True

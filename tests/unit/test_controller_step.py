@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from hpo_operator.controller.builders import build_trial
+from hpo_operator.controller.builders import build_trial, claim_name
 from hpo_operator.controller.reconcile import (
     LAUNCHES_PER_STEP, LAZY_ACK, OBSERVATIONS_GRACE, POD_APPEAR_GRACE, EndedRuns, ExperimentState, ended_runs, reconcile,
     runs_ended, runs_to_read, step,
@@ -206,28 +206,60 @@ class RecordingApi:
         self.calls.append(("delete claims", tuple(trials)))
 
 
-def test_a_trial_whose_first_launch_a_crash_cut_short_is_launched_again(manifest):
+def launch_then_crash_before_the_pod(manifest, **budget):
+    """One trial launched; the API as an operator killed between its status write and its pod left it."""
     import logging
 
     from hpo_operator.controller import kube
 
-    op = Operator(manifest)
+    op = Operator(manifest, **budget)
     api = RecordingApi()
     plan = step(op.state, op.spec, {}, {}, {}, T0)
     plan.events.clear()  # kopf posts them only inside a running operator
     kube.execute(api, plan, op.spec, EXPERIMENT, op.state.books, logging.getLogger("test"))
-    # The sidecar's records exist before its pod.
+    # The sidecar's records, and the run they are for, exist before its pod: one write.
+    assert [c for c in api.calls if c[0] == "status"] == [("status", "exp-0000", True)]
     assert api.calls.index(("status", "exp-0000", True)) < api.calls.index(("create", "Pod", "exp-0000-1"))
-    # Killed right after those records, before the pod: the rebuilt trial is launched, not taken for done.
-    trial = api.created["exp-0000"]
-    trial["status"] = {"observations": [], "problems": [], "problemsPosted": 0, "until": trial["status"]["until"]}
-    state = ExperimentState.from_trials("exp", op.spec, [trial])
+    assert api.created["exp-0000"]["status"]["phase"] == "Running"
     api.calls.clear()
-    plan = step(state, op.spec, {}, {}, {}, T0 + timedelta(seconds=1), fresh=True)
+    return op, api, api.created["exp-0000"]
+
+
+def rebuild_and_step(op, api, trial):
+    """A rebuilt operator's step, as the runner does it: fence the ended runs, then judge them."""
+    import logging
+
+    from hpo_operator.controller import kube
+    from hpo_operator.controller.reconcile import unstarted_runs
+
+    state = ExperimentState.from_trials("exp", op.spec, [trial], pods={})
+    now = T0 + timedelta(seconds=1)
+    ended = ended_runs(state, {}, {}, now, fresh=True)
+    assert ended.fence == ["exp-0000"]  # its pod is not there
+    observations = {"exp-0000": [(o["epoch"], o["value"]) for o in trial["status"]["observations"]]}
+    plan = step(state, op.spec, {}, observations, {}, now, fresh=True, unstarted=unstarted_runs(state, [trial], {}))
     plan.events.clear()
     kube.execute(api, plan, op.spec, EXPERIMENT, state.books, logging.getLogger("test"))
-    assert [l.trial.name for l in plan.launches] == ["exp-0000"]
+    return state, plan
+
+
+def test_a_trial_whose_first_launch_a_crash_cut_short_is_launched_again_as_the_same_attempt(manifest):
+    op, api, trial = launch_then_crash_before_the_pod(manifest, maxRetries=0)
+    state, plan = rebuild_and_step(op, api, trial)
+    # Its pod never existed: launched again as attempt 1, with its claim, and no failure counted (with
+    # maxRetries 0 a failure would have failed the trial).
+    assert [(l.trial.name, l.attempt) for l in plan.launches] == [("exp-0000", 1)]
+    assert ("create", "PersistentVolumeClaim", claim_name("exp-0000")) in api.calls
     assert ("create", "Pod", "exp-0000-1") in api.calls
+    assert (state.engine.trials[0].failures, state.engine.trials[0].phase) == (0, "Running")
+
+
+def test_a_run_that_recorded_an_epoch_and_vanished_while_the_operator_was_down_is_a_failure(manifest):
+    op, api, trial = launch_then_crash_before_the_pod(manifest, maxRetries=1)
+    trial["status"]["observations"] = [{"epoch": 1, "value": 0.5, "attempt": 1}]  # its pod ran, then went
+    state, plan = rebuild_and_step(op, api, trial)
+    assert [(l.trial.name, l.attempt, l.start_epoch) for l in plan.launches] == [("exp-0000", 2, 1)]
+    assert state.engine.trials[0].failures == 1
 
 
 def test_a_step_launches_a_bounded_number_of_trials_and_says_when_slots_are_left(manifest):

@@ -231,6 +231,10 @@ def _all(calls) -> None:
 _POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="hpo-api")
 
 
+# What the sidecar appends to; runFence 0 is the value its appends test (see Api.fence_trials).
+EMPTY_RECORDS = {"observations": [], "problems": [], "problemsPosted": 0, "runFence": 0}
+
+
 def execute(api: Api, plan: Plan, spec, experiment: dict, books: dict[str, TrialBook], logger) -> None:
     """Apply ``plan``; trials it creates get their object recorded in ``books``.
 
@@ -242,11 +246,12 @@ def execute(api: Api, plan: Plan, spec, experiment: dict, books: dict[str, Trial
        trainer waiting at a rung has its answer after the step's first round trip;
     2. the status of the trials whose pods went (after them: a trial recorded Stopped never keeps a
        running pod), and the new trials;
-    3. their records (before any pod: a trial rebuilt after a crash is launched again, not taken for
-       finished) and checkpoint claims;
-    4. the pods;
-    5. the launched trials' status: after their pods (a crash in between must not leave one Running
-       without a pod) and after the ended trials' (no listing shows more Running than the parallelism).
+    3. the launched trials' status, with a new trial's empty records for its sidecar to append to, and
+       checkpoint claims: after the ended trials' status (no listing shows more Running than the
+       parallelism) and before any pod (its sidecar starts from what the status says). A crash before
+       the pod leaves a trial Running without one: a rebuild relaunches it as the same attempt
+       (``unstarted_runs``);
+    4. the pods.
     """
     ns = experiment["metadata"]["namespace"]
     exp_name = experiment["metadata"]["name"]
@@ -272,24 +277,25 @@ def execute(api: Api, plan: Plan, spec, experiment: dict, books: dict[str, Trial
          [lambda launch=launch: create_trial(launch) for launch in plan.launches
           if books[launch.trial.name].ref is None])
 
-    def write_records(launch) -> None:
-        # Empty records for the sidecar to append to, and the epochs its first run is for.
-        patch_status(launch.trial.name, {"observations": [], "problems": [], "problemsPosted": 0, "runFence": 0,
-                                         "until": launch.until})
-        books[launch.trial.name].has_records = True
+    def write_launched(launch) -> None:
+        book = books[launch.trial.name]
+        # A new trial (or one a crash cut short) gets empty records for its sidecar to append to.
+        records = {} if book.has_records else EMPTY_RECORDS
+        patch = {**records, **plan.trial_status.get(launch.trial.name, {})}
+        if patch:  # a run launched again as the same attempt may find its status as it should be
+            patch_status(launch.trial.name, patch)
+        book.has_records = True
 
-    _all([lambda launch=launch: write_records(launch) for launch in plan.launches
-          if not books[launch.trial.name].has_records] +  # a new trial, or one a crash cut short
+    _all([lambda launch=launch: write_launched(launch) for launch in plan.launches] +
          [lambda launch=launch: api.create(build_claim(spec, books[launch.trial.name].ref))
-          for launch in plan.launches  # a resumed or retried trial has its claim
-          if spec.checkpoints.storage == "perTrial" and launch.reason == "new"])
+          for launch in plan.launches  # a later attempt's claim was created before the first attempt's pod
+          if spec.checkpoints.storage == "perTrial" and launch.attempt == 1])
     _all(lambda launch=launch: create_pod(api, build_pod(spec, experiment, books[launch.trial.name].ref, launch,
                                                          SIDECAR_IMAGE))
          for launch in plan.launches)
     for launch in plan.launches:
         logger.info(f"Launched trial name={launch.trial.name} attempt={launch.attempt} reason={launch.reason} "
                     f"epochs={launch.start_epoch + 1}..{launch.until}")
-    _all(lambda n=n, p=p: patch_status(n, p) for n, p in plan.trial_status.items() if n in launched)
     if plan.delete_claims:
         api.delete_trial_claims(ns, exp_name, plan.delete_claims.values())
     for ev in coalesce_events(plan.events):

@@ -231,6 +231,23 @@ def ended_runs(state: ExperimentState, pods: dict[str, dict], observations: dict
     return EndedRuns(ended, *runs_to_read(state, ended, pods, observations))
 
 
+def unstarted_runs(state: ExperimentState, fenced: list[dict], pods: dict[str, dict]) -> set[str]:
+    """Of the trials a rebuilt state fenced (as that write left them), the runs that never started: no pod,
+    and nothing recorded by their attempt. The operator stopped between recording the launch and creating
+    the pod (or the creation failed): the same attempt is launched again, with no failure counted.
+    """
+    unstarted = set()
+    for obj in fenced:
+        name, status = obj["metadata"]["name"], obj.get("status") or {}
+        book = state.books.get(name)
+        if book is None or not book.pod or book.pod in pods:
+            continue
+        attempt = status.get("attempts")
+        if not any(isinstance(o, dict) and o.get("attempt") == attempt for o in status.get("observations") or []):
+            unstarted.add(name)
+    return unstarted
+
+
 def reconcile(name: str, spec, status: dict, trial_objs: list[dict], pods: dict[str, dict],
               now: datetime) -> Plan:
     """One step from scratch: rebuild from the objects, act, and bring every trial's status up to date."""
@@ -242,14 +259,16 @@ def reconcile(name: str, spec, status: dict, trial_objs: list[dict], pods: dict[
 
 def step(state: ExperimentState, spec, status: dict, observations: dict[str, Observations],
          pods: dict[str, dict], now: datetime, fresh: bool = False,
-         problems: Optional[dict[str, Sequence[dict]]] = None, confirmed: Collection[str] = ()) -> Plan:
+         problems: Optional[dict[str, Sequence[dict]]] = None, confirmed: Collection[str] = (),
+         unstarted: Collection[str] = ()) -> Plan:
     """Feed ``state`` what is new and return what to do.
 
     ``pods``: pod name -> pod (see ``compact_pod``); ``problems``: trial name -> the problems its sidecar
     recorded. ``fresh``: observations and pods come from one
     consistent read (pods listed first), not from watch caches that may lag: no grace for late arrivals,
     and every trial's status is brought up to date. ``confirmed``: trials of ``runs_ended`` whose
-    observations were read from the API after their pod's end was seen: all their run reported is in. ``state`` is updated as if the plan succeeded; a
+    observations were read from the API after their pod's end was seen: all their run reported is in.
+    ``unstarted``: runs of a rebuilt state that never started (``unstarted_runs``): launched again. ``state`` is updated as if the plan succeeded; a
     caller that fails to execute the plan must drop it and rebuild from the API.
     """
     plan = Plan()
@@ -295,6 +314,10 @@ def step(state: ExperimentState, spec, status: dict, observations: dict[str, Obs
         trial = engine.trials[book.trial_id]
         pod = pods.get(book.pod)
         state.awaiting.pop(book.pod, None)
+        if fresh and pod is None and name in unstarted:
+            engine.relaunch(trial.trial_id)
+            touched.add(name)
+            continue
         ok, message = _pod_outcome(pod)
         if ok and trial.last_epoch < trial.until and not fresh and name not in confirmed:
             first = state.ended_early.setdefault(book.pod, now)

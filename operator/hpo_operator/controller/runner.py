@@ -17,7 +17,7 @@ import kopf
 from hpo_operator.controller import kube, spec_changes
 from hpo_operator.controller.conditions import set_condition
 from hpo_operator.controller.reconcile import (
-    ExperimentState, Observations, ended_runs, observations_of, problems_of, step,
+    ExperimentState, Observations, ended_runs, observations_of, problems_of, step, unstarted_runs,
 )
 from hpo_operator.spec import ManifestError, experiment_spec_from_dict
 
@@ -64,14 +64,16 @@ class ExperimentRunner:
         now = kube.now()
         confirmed, to_read, to_fence = ended_runs(self.state, pods, observations, now, fresh)
         fences = {name: int(self.state.books[name].written.get("runFence") or 0) + 1 for name in to_fence}
-        for trial in self.api.get_trials(self.namespace, to_read) + self.api.fence_trials(self.namespace, fences):
+        fenced = self.api.fence_trials(self.namespace, fences)
+        unstarted = unstarted_runs(self.state, fenced, pods) if fresh else set()
+        for trial in self.api.get_trials(self.namespace, to_read) + fenced:
             # A run ended: the trials' cache may lag the pods', so its records come from the API.
             name = trial["metadata"]["name"]
             observations[name], problems[name] = observations_of(trial), problems_of(trial)
             if name in fences:
                 self.state.books[name].written["runFence"] = fences[name]
         plan = step(self.state, spec, status, observations, pods, now, fresh=fresh, problems=problems,
-                    confirmed=confirmed)
+                    confirmed=confirmed, unstarted=unstarted)
         try:
             kube.execute(self.api, plan, spec, body, self.state.books, logger)
         except kube.TemplateRejected as err:
