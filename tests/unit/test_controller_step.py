@@ -12,8 +12,8 @@ from datetime import timedelta
 
 from hpo_operator.controller.builders import build_trial, claim_name
 from hpo_operator.controller.reconcile import (
-    LAUNCHES_PER_STEP, LAZY_ACK, OBSERVATIONS_GRACE, POD_APPEAR_GRACE, EndedRuns, ExperimentState, ended_runs, reconcile,
-    runs_ended, runs_to_read, step,
+    LAUNCHES_PER_STEP, LAZY_ACK, POD_APPEAR_GRACE, ExperimentState, ToConfirm, reconcile, runs_ended, runs_to_confirm,
+    runs_to_read, step,
 )
 from hpo_operator.spec import experiment_spec_from_dict
 
@@ -40,9 +40,8 @@ class Operator:
         self.status: dict = {}
         self.records: dict[str, dict] = {}  # what the API holds, as written by the plans
 
-    def step(self, observations=None, pods=None, at=timedelta(0), confirmed=()):
-        plan = step(self.state, self.spec, self.status, observations or {}, pods or {}, T0 + at,
-                    confirmed=confirmed)
+    def step(self, observations=None, pods=None, at=timedelta(0)):
+        plan = step(self.state, self.spec, self.status, observations or {}, pods or {}, T0 + at)
         for launch in plan.launches:
             name = launch.trial.name
             if name not in self.records:
@@ -66,15 +65,15 @@ def test_a_pod_the_cache_has_not_seen_yet_is_not_taken_for_a_vanished_one(manife
     assert [(l.trial.name, l.reason) for l in plan.launches] == [("exp-0000", "retry")]
 
 
-def test_a_pod_that_ended_before_its_last_observations_reached_the_cache_is_not_a_failure(manifest):
+def test_a_pod_that_ended_before_its_last_observations_reached_the_cache_is_judged_on_its_trial_as_read(manifest):
     op = Operator(manifest)
     op.step()
-    # The pod's end arrives first: the run looks one epoch short.
-    plan = op.step({"exp-0000": [(1, 0.5), (2, 0.4)]}, {"exp-0000-1": succeeded_pod()}, at=timedelta(seconds=1))
-    assert not plan.launches and op.records["exp-0000"]["status"]["phase"] == "Running"
-    # Then the last observation: the run completed, the next trial starts.
-    plan = op.step({"exp-0000": [(1, 0.5), (2, 0.4), (3, 0.3)]}, {"exp-0000-1": succeeded_pod()},
-                   at=timedelta(seconds=2))
+    # The pod's end arrives first: in the cache, the run looks one epoch short. Its trial is read from the
+    # API (the sidecar had every append acknowledged before it exited) and the run judged on that.
+    ended = {"exp-0000-1": succeeded_pod()}
+    assert runs_to_confirm(op.state, ended, {"exp-0000": [(1, 0.5), (2, 0.4)]}, T0 + timedelta(seconds=1),
+                           fresh=False) == ToConfirm(["exp-0000"], [])
+    plan = op.step({"exp-0000": [(1, 0.5), (2, 0.4), (3, 0.3)]}, ended, at=timedelta(seconds=1))
     status = op.records["exp-0000"]["status"]
     assert (status["phase"], status["failures"]) == ("Completed", 0)
     assert [(l.trial.name, l.reason) for l in plan.launches] == [("exp-0001", "new")]
@@ -105,8 +104,8 @@ def test_a_rebuilt_operator_fences_the_runs_whose_pods_ended_while_it_was_down(m
     pods = {"exp-0001-1": {"status": {"phase": "Failed"}, "deleting": False}}
     state = ExperimentState.from_trials("exp", op.spec, list(op.records.values()), pods=pods)
     on_list = {"exp-0000": [(1, 0.5)], "exp-0001": [(1, 0.5)]}
-    assert ended_runs(state, pods, on_list, T0 + timedelta(seconds=1), fresh=True) == EndedRuns(
-        ["exp-0000", "exp-0001"], [], ["exp-0000", "exp-0001"])
+    assert runs_to_confirm(state, pods, on_list, T0 + timedelta(seconds=1), fresh=True) == ToConfirm(
+        [], ["exp-0000", "exp-0001"])
 
 
 def test_a_run_whose_pod_ended_is_judged_on_observations_read_after_the_end_without_waiting(manifest):
@@ -115,25 +114,23 @@ def test_a_run_whose_pod_ended_is_judged_on_observations_read_after_the_end_with
     pods = {"exp-0000-1": running_pod()}
     op.step({"exp-0000": [(1, 0.5)]}, pods, at=timedelta(seconds=1))
     assert runs_ended(op.state, pods, T0 + timedelta(seconds=1)) == []
-    # Deleted by hand after epoch 2, which the trials' cache has not delivered yet; the runner read
-    # the trial from the API (confirmed): the retry resumes after epoch 2, not 1.
+    # Deleted by hand after epoch 2, which the trials' cache has not delivered yet; the runner fenced
+    # the trial and took its observations from that write: the retry resumes after epoch 2, not 1.
     assert runs_ended(op.state, {}, T0 + POD_APPEAR_GRACE * 2) == ["exp-0000"]
-    plan = op.step({"exp-0000": [(1, 0.5), (2, 0.4)]}, {}, at=POD_APPEAR_GRACE * 2, confirmed=["exp-0000"])
+    plan = op.step({"exp-0000": [(1, 0.5), (2, 0.4)]}, {}, at=POD_APPEAR_GRACE * 2)
     (retry,) = plan.launches
     assert (retry.reason, retry.start_epoch) == ("retry", 2)
-    # An early but clean exit, confirmed: no grace to wait out, it is a failure at once.
+    # An early but clean exit, its trial read from the API: it is a failure at once.
     plan = op.step({"exp-0000": [(1, 0.5), (2, 0.4)]}, {"exp-0000-2": succeeded_pod()},
-                   at=POD_APPEAR_GRACE * 2 + timedelta(seconds=1), confirmed=["exp-0000"])
+                   at=POD_APPEAR_GRACE * 2 + timedelta(seconds=1))
     assert [(l.reason, l.start_epoch) for l in plan.launches] == [("retry", 2)]
     assert op.records["exp-0000"]["status"]["failures"] == 2
 
 
-def test_a_pod_that_ended_short_of_its_epochs_fails_once_the_grace_is_over(manifest):
+def test_a_trainer_that_exits_0_short_of_its_epochs_is_a_failure_retried_from_its_last_epoch(manifest):
     op = Operator(manifest, maxRetries=1)
     op.step()
-    op.step({"exp-0000": [(1, 0.5)]}, {"exp-0000-1": succeeded_pod()}, at=timedelta(seconds=1))
-    plan = op.step({"exp-0000": [(1, 0.5)]}, {"exp-0000-1": succeeded_pod()},
-                   at=timedelta(seconds=1) + OBSERVATIONS_GRACE)
+    plan = op.step({"exp-0000": [(1, 0.5)]}, {"exp-0000-1": succeeded_pod()}, at=timedelta(seconds=1))
     retry = [l for l in plan.launches if l.reason == "retry"]
     assert retry and retry[0].start_epoch == 1
     warning = next(e for e in plan.events if e.reason == "Retrying")
@@ -234,8 +231,7 @@ def rebuild_and_step(op, api, trial):
 
     state = ExperimentState.from_trials("exp", op.spec, [trial], pods={})
     now = T0 + timedelta(seconds=1)
-    ended = ended_runs(state, {}, {}, now, fresh=True)
-    assert ended.fence == ["exp-0000"]  # its pod is not there
+    assert runs_to_confirm(state, {}, {}, now, fresh=True).fence == ["exp-0000"]  # its pod is not there
     observations = {"exp-0000": [(o["epoch"], o["value"]) for o in trial["status"]["observations"]]}
     plan = step(state, op.spec, {}, observations, {}, now, fresh=True, unstarted=unstarted_runs(state, [trial], {}))
     plan.events.clear()

@@ -28,8 +28,6 @@ from hpo_operator.scheduling import Decision
 
 # A pod the operator created may reach its watch cache a moment later: absent that long, it is not "vanished".
 POD_APPEAR_GRACE = timedelta(seconds=30)
-# A pod that ended well before all its observations reached the cache: wait for them that long.
-OBSERVATIONS_GRACE = timedelta(seconds=10)
 # Observations that changed nothing but progress are acknowledged (status.processed) lazily, at most this late.
 LAZY_ACK = timedelta(seconds=30)
 # A launch is three or four requests in sequence, decisions one. Capping the launches of a step keeps
@@ -148,7 +146,6 @@ class ExperimentState:
     books: dict[str, TrialBook]  # trial name -> book, in trial id order
     generation: Optional[int] = None
     awaiting: dict[str, datetime] = field(default_factory=dict)  # pods not yet seen in the cache -> since
-    ended_early: dict[str, datetime] = field(default_factory=dict)  # pods ended before their observations
 
     @classmethod
     def from_trials(cls, name: str, spec, trial_objs: list[dict], generation: Optional[int] = None,
@@ -214,21 +211,20 @@ def runs_to_read(state: ExperimentState, ended: Sequence[str], pods: dict[str, d
     return read, fence
 
 
-class EndedRuns(NamedTuple):
-    ended: list[str]  # runs_ended
-    read: list[str]  # runs_to_read's reads
-    fence: list[str]  # and fences
+class ToConfirm(NamedTuple):
+    read: list[str]
+    fence: list[str]
 
 
-def ended_runs(state: ExperimentState, pods: dict[str, dict], observations: dict[str, Observations],
-               now: datetime, fresh: bool) -> EndedRuns:
-    """The runs ended since the last step, and how each must be confirmed before it is judged.
+def runs_to_confirm(state: ExperimentState, pods: dict[str, dict], observations: dict[str, Observations],
+                    now: datetime, fresh: bool) -> ToConfirm:
+    """The runs ended since the last step (``runs_ended``) whose trial must be read or fenced before the
+    step judges them (``runs_to_read``).
 
     A rebuilt state (``fresh``) fences too: the list of trials it was built from may predate an append
     that a dead sidecar still had in flight.
     """
-    ended = runs_ended(state, pods, now, fresh)
-    return EndedRuns(ended, *runs_to_read(state, ended, pods, observations))
+    return ToConfirm(*runs_to_read(state, runs_ended(state, pods, now, fresh), pods, observations))
 
 
 def unstarted_runs(state: ExperimentState, fenced: list[dict], pods: dict[str, dict]) -> set[str]:
@@ -259,15 +255,14 @@ def reconcile(name: str, spec, status: dict, trial_objs: list[dict], pods: dict[
 
 def step(state: ExperimentState, spec, status: dict, observations: dict[str, Observations],
          pods: dict[str, dict], now: datetime, fresh: bool = False,
-         problems: Optional[dict[str, Sequence[dict]]] = None, confirmed: Collection[str] = (),
-         unstarted: Collection[str] = ()) -> Plan:
+         problems: Optional[dict[str, Sequence[dict]]] = None, unstarted: Collection[str] = ()) -> Plan:
     """Feed ``state`` what is new and return what to do.
 
     ``pods``: pod name -> pod (see ``compact_pod``); ``problems``: trial name -> the problems its sidecar
-    recorded. ``fresh``: observations and pods come from one
-    consistent read (pods listed first), not from watch caches that may lag: no grace for late arrivals,
-    and every trial's status is brought up to date. ``confirmed``: trials of ``runs_ended`` whose
-    observations were read from the API after their pod's end was seen: all their run reported is in.
+    recorded. ``fresh``: observations and pods come from one consistent read (pods listed first), not
+    from watch caches that may lag: no grace for pods not seen yet, and every trial's status is brought up
+    to date. The observations of a run whose pod has ended must be as the API server had them after that
+    end (``runs_to_confirm`` says which to read or fence): the run is judged on them at once.
     ``unstarted``: runs of a rebuilt state that never started (``unstarted_runs``): launched again. ``state`` is updated as if the plan succeeded; a
     caller that fails to execute the plan must drop it and rebuild from the API.
     """
@@ -319,11 +314,6 @@ def step(state: ExperimentState, spec, status: dict, observations: dict[str, Obs
             touched.add(name)
             continue
         ok, message = _pod_outcome(pod)
-        if ok and trial.last_epoch < trial.until and not fresh and name not in confirmed:
-            first = state.ended_early.setdefault(book.pod, now)
-            if now - first < OBSERVATIONS_GRACE:
-                continue  # its last observations are still on their way to the cache
-        state.ended_early.pop(book.pod, None)
         engine.on_run_exit(trial.trial_id, ok, message)
         touched.add(name)
         if pod is not None and not pod.get("deleting"):

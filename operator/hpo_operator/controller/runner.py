@@ -17,7 +17,7 @@ import kopf
 from hpo_operator.controller import kube, spec_changes
 from hpo_operator.controller.conditions import set_condition
 from hpo_operator.controller.reconcile import (
-    ExperimentState, Observations, ended_runs, observations_of, problems_of, step, unstarted_runs,
+    ExperimentState, Observations, observations_of, problems_of, runs_to_confirm, step, unstarted_runs,
 )
 from hpo_operator.spec import ManifestError, experiment_spec_from_dict
 
@@ -62,7 +62,7 @@ class ExperimentRunner:
         if fresh:
             self.state = ExperimentState.from_trials(self.name, spec, trial_objs, meta.get("generation"), pods=pods)
         now = kube.now()
-        confirmed, to_read, to_fence = ended_runs(self.state, pods, observations, now, fresh)
+        to_read, to_fence = runs_to_confirm(self.state, pods, observations, now, fresh)
         fences = {name: int(self.state.books[name].written.get("runFence") or 0) + 1 for name in to_fence}
         fenced = self.api.fence_trials(self.namespace, fences)
         unstarted = unstarted_runs(self.state, fenced, pods) if fresh else set()
@@ -73,7 +73,7 @@ class ExperimentRunner:
             if name in fences:
                 self.state.books[name].written["runFence"] = fences[name]
         plan = step(self.state, spec, status, observations, pods, now, fresh=fresh, problems=problems,
-                    confirmed=confirmed, unstarted=unstarted)
+                    unstarted=unstarted)
         try:
             kube.execute(self.api, plan, spec, body, self.state.books, logger)
         except kube.TemplateRejected as err:
