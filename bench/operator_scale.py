@@ -78,7 +78,7 @@ def scenarios(scale: float) -> list[Scenario]:
         Scenario("running-1000", 1, n(3000), n(1000)),
         # The same at a pace this machine's control plane sustains with all 1,000 running (still a fast
         # epoch for a GPU): decision latency without a saturated API server.
-        Scenario("running-1000-paced", 1, n(3000), n(1000), epoch_seconds=60 * scale),
+        Scenario("running-1000-paced", 1, n(3000), n(1000), max_resource=9, epoch_seconds=30 * scale),
         Scenario("trials-10000", 1, n(10000), n(500), max_resource=9),
         Scenario("experiments-20", 20, n(60), n(10)),
         Scenario("long-runs-100", 1, n(100), n(100), scheduler="fifo"),
@@ -182,6 +182,7 @@ class Result:
     outcomes: dict  # "phase/reason" -> experiments
     failures: list  # distinct messages of failed runs, if any
     write_breakdown: dict
+    slow_decisions_at: dict  # seconds into the run (30 s bins) -> decisions slower than the p99 then
 
 
 def run_scenario(cp: ControlPlane, admin: client.ApiClient, node: InstantNode, s: Scenario, timeout: float,
@@ -240,7 +241,19 @@ def run_scenario(cp: ControlPlane, admin: client.ApiClient, node: InstantNode, s
                          if (t.get("status") or {}).get("failures")})[:5],
         write_breakdown={k.removeprefix("operator.writes."): v for k, v in sorted(counts.items())
                          if k.startswith("operator.writes.")},
+        slow_decisions_at=_slow_decisions_at(node.timeline, ns, started, _percentile(decisions, 99)),
     )
+
+
+def _slow_decisions_at(timeline, ns: str, started: float, threshold: float, bin_seconds: int = 30) -> dict:
+    """When in the run the decisions slower than ``threshold`` came: a ramp-up, a periodic pause, or all along."""
+    written = {(n, pod.rsplit("-", 1)[0], epoch): t for (n, pod, epoch), t in timeline.written.items() if n == ns}
+    bins: dict[int, int] = {}
+    for key, seen in timeline.decided.items():
+        if key in written and seen - written[key] > threshold:
+            b = int((written[key] - started) // bin_seconds * bin_seconds)
+            bins[b] = bins.get(b, 0) + 1
+    return dict(sorted(bins.items()))
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -290,7 +303,7 @@ def print_table(results: list[Result]) -> None:
         print("| " + " | ".join(fmt.format(d[key]) for _, key, fmt in cols) + " |")
     for r in results:
         print(f"{r.scenario}: outcomes {r.outcomes}; operator writes by resource {r.write_breakdown}; "
-              f"node errors {r.node_errors}")
+              f"node errors {r.node_errors}; decisions slower than p99, by second of the run {r.slow_decisions_at}")
 
 
 def main(argv=None) -> int:

@@ -56,6 +56,10 @@ def _ignore(status: int):
     return _Ctx()
 
 
+# API calls one step has in flight at once (a wave's calls run in parallel, this many at a time).
+API_CONCURRENCY = int(os.environ.get("HPO_API_CONCURRENCY", "16"))
+
+
 class Api:
     _instance = None
 
@@ -73,7 +77,7 @@ class Api:
             except config.ConfigException:
                 config.load_kube_config()
             configuration = client.Configuration.get_default_copy()
-            configuration.connection_pool_maxsize = 32  # execute() runs up to 16 calls at once
+            configuration.connection_pool_maxsize = 2 * API_CONCURRENCY  # execute()'s calls, the fences
             cls._instance = cls(client.ApiClient(configuration))
         return cls._instance
 
@@ -228,7 +232,7 @@ def _all(calls) -> None:
         raise errors[0]
 
 
-_POOL = ThreadPoolExecutor(max_workers=16, thread_name_prefix="hpo-api")
+_POOL = ThreadPoolExecutor(max_workers=API_CONCURRENCY, thread_name_prefix="hpo-api")
 
 
 # What the sidecar appends to; runFence 0 is the value its appends test (see Api.fence_trials).

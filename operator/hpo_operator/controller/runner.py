@@ -25,6 +25,8 @@ FINISHED = ("Succeeded", "Failed")
 # Trial counts and the best trial so far are display only: written at most this often. Phase
 # and conditions are written at once.
 STATUS_PERIOD_SECONDS = 2.0
+# A step longer than this is logged with where its time went: trainers at a rung wait for steps.
+SLOW_STEP_SECONDS = 1.0
 
 
 class ExperimentRunner:
@@ -40,6 +42,7 @@ class ExperimentRunner:
     def step(self, body: dict, observations: dict[str, Observations], problems: dict[str, list],
              pods: dict[str, dict], logger) -> bool:
         """One step; True once the experiment has finished (or was refused)."""
+        started = time.monotonic()
         meta = body["metadata"]
         # Our own last write wins over a body the watch has not refreshed yet.
         status = {**(body.get("status") or {}), **(self.written or {})}
@@ -72,8 +75,10 @@ class ExperimentRunner:
             observations[name], problems[name] = observations_of(trial), problems_of(trial)
             if name in fences:
                 self.state.books[name].written["runFence"] = fences[name]
+        confirmed = time.monotonic()
         plan = step(self.state, spec, status, observations, pods, now, fresh=fresh, problems=problems,
                     unstarted=unstarted)
+        planned = time.monotonic()
         try:
             kube.execute(self.api, plan, spec, body, self.state.books, logger)
         except kube.TemplateRejected as err:
@@ -84,6 +89,13 @@ class ExperimentRunner:
             self.state = None  # half-applied: rebuild from the API next time
             raise
         self.more_launches = plan.more_launches
+        executed = time.monotonic()
+        if executed - started > SLOW_STEP_SECONDS:
+            logger.info(f"Slow step of {executed - started:.2f} s: read {confirmed - started:.2f} s "
+                        f"({len(to_read)} ended runs read, {len(fences)} fenced{', rebuilt' if fresh else ''}), "
+                        f"decide {planned - confirmed:.2f} s, act {executed - planned:.2f} s "
+                        f"({len(plan.trial_status)} trial statuses, {len(plan.delete_pods)} pods deleted, "
+                        f"{len(plan.launches)} launched)")
         st = plan.experiment_status
         st["observedGeneration"] = meta.get("generation")
         cond_status = {"Succeeded": "True", "Failed": "False"}.get(st["phase"], "Unknown")
