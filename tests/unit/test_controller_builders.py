@@ -58,6 +58,9 @@ def test_trainer_gets_the_contract_and_its_gpu_but_no_api_credentials(manifest):
     assert all("token" not in m["name"] for m in trainer["volumeMounts"])
     sidecar = containers(pod)[SIDECAR_NAME]
     assert any(m["name"] == "hpo-token" and m["readOnly"] for m in sidecar["volumeMounts"])
+    assert (env(sidecar)["HPO_ATTEMPT"], env(sidecar)["HPO_RUN_FENCE"]) == ("2", "0")
+    fenced = build_pod(spec, EXPERIMENT, trial_obj(), launch(attempt=3), "op:1", fence=2)
+    assert env(containers(fenced)[SIDECAR_NAME])["HPO_RUN_FENCE"] == "2"  # the fence its run is launched under
     token_volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "hpo-token")
     assert token_volume["projected"]["sources"][0]["serviceAccountToken"]["expirationSeconds"] <= 3600
 

@@ -370,3 +370,33 @@ def test_each_append_requires_the_fence_the_run_started_with(tmp_path):
     assert sidecar.run(deadline=None) == 0
     assert seen[0][0] == {"op": "test", "path": "/status/runFence", "value": 4}
     assert status.doc["observations"] == [{"epoch": 1, "value": 0.9}]
+
+
+def test_a_sidecar_starting_after_its_run_was_judged_over_records_nothing(tmp_path):
+    # Launched under fence 4; its trainer wrote epoch 1 and crashed before the sidecar had started, and the
+    # operator raised the fence to 5 and launched the retry. Taking 5 for its own, this sidecar would have
+    # appended epoch 1 to the retry's records, after the retry was told to start from epoch 0.
+    status = Status()
+    status.doc["runFence"] = 5
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text(line(1, 0.9) + "\n")
+    polls = iter(range(10_000))
+    sidecar = Sidecar(metrics, tmp_path / "control.json", "val_error", status.read, status.append,
+                      trainer_done=lambda: next(polls) >= 1, poll_seconds=0, retry_seconds=0, attempt=1,
+                      run_fence=4)
+    assert sidecar.run(deadline=None) == 0
+    assert status.doc["observations"] == [] and sidecar.sent == 0
+
+
+def test_a_sidecar_appends_under_the_fence_its_run_was_launched_with(tmp_path):
+    status = Status()
+    status.doc["runFence"] = 4
+    seen = []
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text(line(1, 0.9) + "\n")
+    polls = iter(range(10_000))
+    sidecar = Sidecar(metrics, tmp_path / "control.json", "val_error", status.read,
+                      lambda patch: (seen.append(patch), status.append(patch))[1],
+                      trainer_done=lambda: next(polls) >= 1, poll_seconds=0, retry_seconds=0, run_fence=4)
+    assert sidecar.run(deadline=None) == 0
+    assert seen[0][0] == {"op": "test", "path": "/status/runFence", "value": 4}

@@ -103,7 +103,8 @@ def trainer_env(spec, experiment_name: str, launch: Launch) -> list[dict]:
     return [{"name": k, "value": v} for k, v in env.items()]
 
 
-def build_pod(spec, experiment: dict, trial_obj: dict, launch: Launch, sidecar_image: str) -> dict:
+def build_pod(spec, experiment: dict, trial_obj: dict, launch: Launch, sidecar_image: str, fence: int = 0) -> dict:
+    """``fence``: the trial's ``status.runFence`` this run is launched under (its sidecar's appends test it)."""
     """One run of a trial: the user's trainer container plus the metrics sidecar.
 
     The trainer gets no API credentials (automountServiceAccountToken off); the
@@ -129,7 +130,7 @@ def build_pod(spec, experiment: dict, trial_obj: dict, launch: Launch, sidecar_i
     user_tokens = {v.get("name") for v in pod_spec.get("volumes") or [] if carries_token(v)}
     for c in containers + (pod_spec.get("initContainers") or []):
         harden(c, user_tokens | {"hpo-token"})
-    containers.append(build_sidecar(spec, launch, sidecar_image))
+    containers.append(build_sidecar(spec, launch, sidecar_image, fence))
     quantities_as_strings(pod_spec)
     pod_spec["restartPolicy"] = "Never"
     pod_spec["automountServiceAccountToken"] = False
@@ -202,7 +203,7 @@ def quantities_as_strings(pod_spec: dict) -> None:
                     amounts[key] = str(value)
 
 
-def build_sidecar(spec, launch: Launch, image: str) -> dict:
+def build_sidecar(spec, launch: Launch, image: str, fence: int = 0) -> dict:
     return {
         "name": SIDECAR_NAME,
         "image": image,
@@ -210,6 +211,9 @@ def build_sidecar(spec, launch: Launch, image: str) -> dict:
         "env": [
             {"name": "HPO_TRIAL", "value": launch.trial.name},
             {"name": "HPO_ATTEMPT", "value": str(launch.attempt)},
+            # From the launch, not read at start: a sidecar that starts after its run was judged over
+            # would otherwise take the raised fence for its own and append to the next run's records.
+            {"name": "HPO_RUN_FENCE", "value": str(fence)},
             {"name": "HPO_OBJECTIVE", "value": spec.objective.metric},
             {"name": contract.ENV_METRICS_FILE, "value": f"{METRICS_DIR}/metrics.jsonl"},
             {"name": contract.ENV_CONTROL_FILE, "value": f"{METRICS_DIR}/control.json"},

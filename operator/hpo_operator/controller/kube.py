@@ -239,6 +239,11 @@ _POOL = ThreadPoolExecutor(max_workers=API_CONCURRENCY, thread_name_prefix="hpo-
 EMPTY_RECORDS = {"observations": [], "problems": [], "problemsPosted": 0, "runFence": 0}
 
 
+def run_fence(book: TrialBook) -> int:
+    """The trial's ``status.runFence`` as the operator last wrote or read it (0 with a new trial's records)."""
+    return int(book.written.get("runFence") or 0)
+
+
 def execute(api: Api, plan: Plan, spec, experiment: dict, books: dict[str, TrialBook], logger) -> None:
     """Apply ``plan``; trials it creates get their object recorded in ``books``.
 
@@ -295,7 +300,7 @@ def execute(api: Api, plan: Plan, spec, experiment: dict, books: dict[str, Trial
           for launch in plan.launches  # a later attempt's claim was created before the first attempt's pod
           if spec.checkpoints.storage == "perTrial" and launch.attempt == 1])
     _all(lambda launch=launch: create_pod(api, build_pod(spec, experiment, books[launch.trial.name].ref, launch,
-                                                         SIDECAR_IMAGE))
+                                                         SIDECAR_IMAGE, run_fence(books[launch.trial.name])))
          for launch in plan.launches)
     for launch in plan.launches:
         logger.info(f"Launched trial name={launch.trial.name} attempt={launch.attempt} reason={launch.reason} "

@@ -66,7 +66,7 @@ class ExperimentRunner:
             self.state = ExperimentState.from_trials(self.name, spec, trial_objs, meta.get("generation"), pods=pods)
         now = kube.now()
         to_read, to_fence = runs_to_confirm(self.state, pods, observations, now, fresh)
-        fences = {name: int(self.state.books[name].written.get("runFence") or 0) + 1 for name in to_fence}
+        fences = {name: kube.run_fence(self.state.books[name]) + 1 for name in to_fence}
         fenced = self.api.fence_trials(self.namespace, fences)
         unstarted = unstarted_runs(self.state, fenced, pods) if fresh else set()
         for trial in self.api.get_trials(self.namespace, to_read) + fenced:

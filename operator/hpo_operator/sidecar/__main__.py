@@ -1,6 +1,7 @@
 """``python -m hpo_operator.sidecar``: run the metrics sidecar of one trial pod.
 
-Environment: HPO_TRIAL (trial name), HPO_ATTEMPT (run number), HPO_OBJECTIVE (metric), HPO_METRICS_FILE,
+Environment: HPO_TRIAL (trial name), HPO_ATTEMPT (run number), HPO_RUN_FENCE (the trial's runFence at launch),
+HPO_OBJECTIVE (metric), HPO_METRICS_FILE,
 HPO_CONTROL_FILE, HPO_TOKEN_DIR (projected token, CA and namespace; absent
 outside a pod, where KUBECONFIG and HPO_NAMESPACE are used instead).
 """
@@ -57,7 +58,8 @@ def main() -> int:
     sidecar = Sidecar(metrics, Path(os.environ["HPO_CONTROL_FILE"]), os.environ["HPO_OBJECTIVE"], read_status,
                       append, trainer_exited(Path(str(metrics) + ".exit")),
                       poll_seconds=float(os.environ.get("HPO_SIDECAR_POLL", "0.2")),
-                      attempt=int(os.environ["HPO_ATTEMPT"]) if os.environ.get("HPO_ATTEMPT") else None)
+                      attempt=int(os.environ["HPO_ATTEMPT"]) if os.environ.get("HPO_ATTEMPT") else None,
+                      run_fence=int(os.environ["HPO_RUN_FENCE"]) if os.environ.get("HPO_RUN_FENCE") else None)
     code = sidecar.run()
     log.info("Finished trial=%s observations_sent=%d", trial, sidecar.sent)
     return code

@@ -87,11 +87,12 @@ class Sidecar:
     refresh_seconds: float = 5.0  # how stale the status may get while no decision is awaited
     retry_seconds: float = 1.0
     attempt: Optional[int] = None
+    run_fence: Optional[int] = None  # status.runFence this run was launched under (HPO_RUN_FENCE)
     reported: set = field(default_factory=set)  # problem reasons this run has recorded
     sent: int = 0
     last_epoch: int = 0  # the latest epoch on record
     repeated: int = 0  # lines for epochs on record that this run trained again
-    fence: Optional[int] = None  # status.runFence when the run started (None: a record that has none)
+    fence: Optional[int] = None  # the fence its appends test (None: a record that has none)
 
     def run(self, deadline: Optional[float] = None) -> int:
         status = self._with_retries(self.read_status)
@@ -106,7 +107,14 @@ class Sidecar:
         self.reported |= {p.get("reason") for p in status.get("problems") or []
                           if isinstance(p, dict) and p.get("attempt") == self.attempt}
         last = self.last_epoch = max([o["epoch"] for o in status.get("observations") or []], default=0)
-        self.fence = status.get("runFence") if isinstance(status.get("runFence"), int) else None
+        on_record = status.get("runFence") if isinstance(status.get("runFence"), int) else None
+        if self.run_fence is not None and on_record is not None and on_record != self.run_fence:
+            # Judged over before this sidecar got going (its trainer crashed, its pod was deleted): the
+            # records belong to the next run now.
+            log.warning("The operator has judged this run (attempt %s) over before it started reporting; "
+                        "nothing of it is recorded", self.attempt)
+            return 0
+        self.fence = self.run_fence if self.run_fence is not None else on_record
         reader = MetricsReader(self.metrics_file, self.objective, last_epoch=last or None)
         written_control = None
         read_at = time.monotonic()
