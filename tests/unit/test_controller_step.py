@@ -13,7 +13,7 @@ from datetime import timedelta
 from hpo_operator.controller.builders import build_trial, claim_name
 from hpo_operator.controller.reconcile import (
     LAUNCHES_PER_STEP, LAZY_ACK, POD_APPEAR_GRACE, ExperimentState, ToConfirm, reconcile, runs_ended, runs_to_confirm,
-    runs_to_read, step,
+    runs_to_read, step, unstarted_runs,
 )
 from hpo_operator.spec import experiment_spec_from_dict
 
@@ -227,7 +227,6 @@ def rebuild_and_step(op, api, trial):
     import logging
 
     from hpo_operator.controller import kube
-    from hpo_operator.controller.reconcile import unstarted_runs
 
     state = ExperimentState.from_trials("exp", op.spec, [trial], pods={})
     now = T0 + timedelta(seconds=1)

@@ -104,12 +104,12 @@ def trainer_env(spec, experiment_name: str, launch: Launch) -> list[dict]:
 
 
 def build_pod(spec, experiment: dict, trial_obj: dict, launch: Launch, sidecar_image: str, fence: int = 0) -> dict:
-    """``fence``: the trial's ``status.runFence`` this run is launched under (its sidecar's appends test it)."""
     """One run of a trial: the user's trainer container plus the metrics sidecar.
 
     The trainer gets no API credentials (automountServiceAccountToken off); the
     sidecar alone mounts a projected service-account token. The process
     namespace is shared so the sidecar sees when the trainer has exited.
+    ``fence``: the trial's ``status.runFence`` this run is launched under (its sidecar's appends test it).
     """
     exp_name = experiment["metadata"]["name"]
     template = copy.deepcopy(spec.trial_template)

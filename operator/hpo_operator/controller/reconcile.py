@@ -30,7 +30,7 @@ from hpo_operator.scheduling import Decision
 POD_APPEAR_GRACE = timedelta(seconds=30)
 # Observations that changed nothing but progress are acknowledged (status.processed) lazily, at most this late.
 LAZY_ACK = timedelta(seconds=30)
-# A launch is three or four requests in sequence, decisions one. Capping the launches of a step keeps
+# A launch is two or three requests in sequence (the new trial, its status, its pod), decisions one. Capping the launches of a step keeps
 # steps short, so trainers waiting at a rung get their decision without waiting for a wave of new pods;
 # the next step, at once, launches the rest.
 LAUNCHES_PER_STEP = 16
@@ -263,8 +263,9 @@ def step(state: ExperimentState, spec, status: dict, observations: dict[str, Obs
     from watch caches that may lag: no grace for pods not seen yet, and every trial's status is brought up
     to date. The observations of a run whose pod has ended must be as the API server had them after that
     end (``runs_to_confirm`` says which to read or fence): the run is judged on them at once.
-    ``unstarted``: runs of a rebuilt state that never started (``unstarted_runs``): launched again. ``state`` is updated as if the plan succeeded; a
-    caller that fails to execute the plan must drop it and rebuild from the API.
+    ``unstarted``: runs of a rebuilt state that never started (``unstarted_runs``): launched again.
+    ``state`` is updated as if the plan succeeded; a caller that fails to execute the plan must drop it and
+    rebuild from the API.
     """
     plan = Plan()
     engine = state.engine
@@ -309,7 +310,7 @@ def step(state: ExperimentState, spec, status: dict, observations: dict[str, Obs
         trial = engine.trials[book.trial_id]
         pod = pods.get(book.pod)
         state.awaiting.pop(book.pod, None)
-        if fresh and pod is None and name in unstarted:
+        if name in unstarted:  # a rebuild's run whose pod never existed (unstarted_runs)
             engine.relaunch(trial.trial_id)
             touched.add(name)
             continue
