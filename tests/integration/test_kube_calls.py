@@ -41,7 +41,10 @@ def test_more_runs_than_one_request_names_are_all_deleted(namespace, kube_api):
     trials = [f"exp-{i:04d}" for i in range(DELETE_CHUNK + 5)]
     for trial in trials:
         make_pod(core, namespace, "exp", trial, 1)
-    Api(kube_api).delete_trial_pods(namespace, "exp", [(t, 1) for t in trials[1:]])
+    api = Api(kube_api)
+    runs = [(t, 1) for t in trials[1:]]
+    assert len(api.pod_deletions(namespace, "exp", runs)) > 1  # spread over parallel requests
+    api.delete_trial_pods(namespace, "exp", runs)
     assert pod_names(core, namespace) == {"exp-0000-1"}
 
 

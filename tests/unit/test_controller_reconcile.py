@@ -178,3 +178,18 @@ def test_a_malformed_problem_entry_is_still_announced_and_counted(manifest):
     plan = world.step()
     assert [(e.trial, e.reason) for e in plan.events if e.type == "Warning"] == [("exp-0001", "BadMetricsLine")] * 2
     assert plan.trial_status["exp-0001"]["problemsPosted"] == 2
+
+
+def test_a_rebuild_deletes_the_pods_no_run_uses(manifest):
+    # The operator records why a pod goes before it deletes the pod, and may stop in between.
+    manifest["spec"]["scheduler"] = {"algorithm": "fifo", "maxResource": 9}
+    world = World(manifest, parallelism=3)
+    world.step()
+    world.trials["exp-0000"]["status"].update(phase="Stopped", message="stopped by the scheduler")
+    world.trials["exp-0001"]["status"].update(attempts=2, pod="exp-0001-2")  # a retry of a run whose pod stayed
+    world.pods["exp-0001-2"] = {"status": {"phase": "Running"}}
+    world.pods["exp-0002-1"]["deleting"] = True  # on its way out already
+    world.trials["exp-0002"]["status"].update(phase="Stopped")
+    plan = world.step()
+    assert set(plan.delete_pods) == {"exp-0000-1", "exp-0001-1"}
+    assert {"exp-0001-2"} <= set(world.pods)  # the run in progress keeps its pod

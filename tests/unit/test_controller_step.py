@@ -196,8 +196,8 @@ class RecordingApi:
         if not dry_run:
             self.calls.append(("create", obj["kind"], obj["metadata"]["name"]))
 
-    def delete_trial_pods(self, namespace, experiment, trials):
-        self.calls.append(("delete pods", tuple(trials)))
+    def pod_deletions(self, namespace, experiment, runs):
+        return [lambda: self.calls.append(("delete pods", tuple(runs)))] if runs else []
 
     def delete_trial_claims(self, namespace, experiment, trials):
         self.calls.append(("delete claims", tuple(trials)))

@@ -102,7 +102,7 @@ async def run_experiment(body, name, namespace, logger, trial_reports: kopf.Inde
     loop = asyncio.get_running_loop()
     wakeup = asyncio.Event()
     _wakeups[key] = (loop, wakeup)
-    runner = ExperimentRunner(kube.Api.from_environment(), namespace, name)
+    runner = ExperimentRunner(kube.Api.from_environment(), namespace, name, wake=lambda: wake(namespace, name))
     try:
         while True:
             wakeup.clear()
@@ -121,9 +121,10 @@ async def run_experiment(body, name, namespace, logger, trial_reports: kopf.Inde
                 await asyncio.sleep(1)
             if finished:
                 return
-            if runner.more_launches:
+            if runner.more_launches and not runner.follow_up_in_flight:
                 await asyncio.sleep(BATCH_SECONDS)  # free slots are left: the next step at once
                 continue
+            # (a follow-up in flight wakes the daemon when it ends: free slots are filled then)
             try:
                 await asyncio.wait_for(wakeup.wait(), timeout=INTERVAL)
                 await asyncio.sleep(BATCH_SECONDS)

@@ -1,11 +1,12 @@
 """The operator's API calls, and the execution of a reconcile plan in a crash-safe order.
 
-The order of a step's calls is in ``execute``: pods go before their trials
-are recorded as ended; records, claims and pods are created before a trial is
-recorded Running (names are deterministic, so a repeat after a crash gets 409
-and changes nothing). A crash anywhere in between replays the decisions on
-the next step, from the trials as written: launches are recomputed from free
-slots, never recorded before their pod exists.
+The order of a step's calls is in ``apply_decisions`` and ``follow_up``: a
+trial's status records why its pod goes before the pod is deleted; a trial and
+its claim are created, and its status records the run, before its pod (names
+are deterministic, so a repeat after a crash gets 409 and changes nothing). A
+crash anywhere in between replays the decisions on the next step, from the
+trials as written: a pod no run uses is deleted, and a run recorded whose pod
+never came is launched again as the same attempt.
 
 Lists are read as raw JSON: the client's typed models cost ~1 ms per pod to build.
 """
@@ -16,7 +17,7 @@ import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from typing import Collection
+from typing import Callable, Collection, Optional
 
 import kopf
 from kubernetes import client, config
@@ -77,7 +78,7 @@ class Api:
             except config.ConfigException:
                 config.load_kube_config()
             configuration = client.Configuration.get_default_copy()
-            configuration.connection_pool_maxsize = 2 * API_CONCURRENCY  # execute()'s calls, the fences
+            configuration.connection_pool_maxsize = 2 * API_CONCURRENCY  # decisions and fences, launches
             cls._instance = cls(client.ApiClient(configuration))
         return cls._instance
 
@@ -162,18 +163,27 @@ class Api:
             else:
                 _body(self.core.create_namespaced_persistent_volume_claim(ns, obj, _preload_content=False))
 
-    def delete_trial_pods(self, namespace: str, experiment: str, runs: Collection[tuple[str, int]]) -> None:
-        """Delete the pods of these runs ((trial, attempt) pairs): one deletecollection request per attempt
-        number and DELETE_CHUNK trials, selected by label, instead of one request per pod. The attempt is
-        in the selector: after a crash, a trial's next pod may exist before its last one is deleted."""
+    def pod_deletions(self, namespace: str, experiment: str, runs: Collection[tuple[str, int]]
+                      ) -> list[Callable[[], None]]:
+        """The requests that delete the pods of these runs ((trial, attempt) pairs), to send in parallel: one
+        deletecollection per attempt number and chunk of trials, selected by label, instead of one request
+        per pod. The attempt is in the selector: after a crash, a trial's next pod may exist before its last
+        one is deleted. The API server deletes a collection one pod at a time (~25 ms each on a busy
+        server), so a busy step's hundred pods are spread over parallel requests (``pod_chunk``)."""
         by_attempt: dict[int, list[str]] = {}
         for trial, attempt in runs:
             by_attempt.setdefault(attempt, []).append(trial)
-        for attempt, trials in sorted(by_attempt.items()):
-            for selector in _trial_selectors(experiment, trials):
-                _body(self.core.delete_collection_namespaced_pod(
+        chunk = pod_chunk(len(runs))
+        return [lambda selector=selector, attempt=attempt: _body(self.core.delete_collection_namespaced_pod(
                     namespace, label_selector=f"{selector},{LABEL_ATTEMPT}={attempt}", grace_period_seconds=10,
                     _preload_content=False))
+                for attempt, trials in sorted(by_attempt.items())
+                for selector in _trial_selectors(experiment, trials, chunk)]
+
+    def delete_trial_pods(self, namespace: str, experiment: str, runs: Collection[tuple[str, int]]) -> None:
+        """Delete the pods of these runs (see ``pod_deletions``), one request after another."""
+        for delete in self.pod_deletions(namespace, experiment, runs):
+            delete()
 
     def delete_trial_claims(self, namespace: str, experiment: str, trials: Collection[str]) -> None:
         """Delete these trials' checkpoint claims, DELETE_CHUNK trials per request."""
@@ -182,14 +192,22 @@ class Api:
                 namespace, label_selector=selector, _preload_content=False))
 
 
-# Trials per deletecollection request: the label selector names them all in the URL (~40 bytes each).
+# Most trials per deletecollection request: the label selector names them all in the URL (~40 bytes each).
 DELETE_CHUNK = 100
+# Fewest pods per deletecollection request when they are spread over parallel requests.
+POD_CHUNK_MIN = 8
 
 
-def _trial_selectors(experiment: str, trials: Collection[str]) -> list[str]:
+def pod_chunk(pods: int) -> int:
+    """Trials per pod deletion request: the pods spread over up to API_CONCURRENCY parallel requests, no fewer
+    than POD_CHUNK_MIN each (a request counts as one write however many pods it deletes)."""
+    return min(DELETE_CHUNK, max(POD_CHUNK_MIN, -(-pods // API_CONCURRENCY)))
+
+
+def _trial_selectors(experiment: str, trials: Collection[str], chunk: int = DELETE_CHUNK) -> list[str]:
     names = sorted(set(trials))
-    return [f"{LABEL_EXPERIMENT}={experiment},{LABEL_TRIAL} in ({','.join(names[i:i + DELETE_CHUNK])})"
-            for i in range(0, len(names), DELETE_CHUNK)]
+    return [f"{LABEL_EXPERIMENT}={experiment},{LABEL_TRIAL} in ({','.join(names[i:i + chunk])})"
+            for i in range(0, len(names), chunk)]
 
 
 def create_pod(api: Api, pod: dict, dry_run: bool = False) -> None:
@@ -223,16 +241,19 @@ def judge_template(api: Api, spec, experiment: dict, launch) -> None:
     create_pod(api, build_pod(spec, experiment, probe, launch, SIDECAR_IMAGE), dry_run=True)
 
 
-def _all(calls) -> None:
+def _all(calls, pool: Optional[ThreadPoolExecutor] = None) -> None:
     """Run independent API calls at once (each is a round trip; in sequence they made one step of a
     thousand-trial experiment take seconds); wait for all, then raise the first error."""
-    futures = [_POOL.submit(call) for call in calls]
+    futures = [(pool or _POOL).submit(call) for call in calls]
     errors = [f.exception() for f in futures if f.exception() is not None]
     if errors:
         raise errors[0]
 
 
 _POOL = ThreadPoolExecutor(max_workers=API_CONCURRENCY, thread_name_prefix="hpo-api")
+# Pod deletions and launches have their own: a batch of them in flight never holds up the next step's
+# decisions.
+_FOLLOW_UP_POOL = ThreadPoolExecutor(max_workers=API_CONCURRENCY, thread_name_prefix="hpo-follow-up-api")
 
 
 # What the sidecar appends to; runFence 0 is the value its appends test (see Api.fence_trials).
@@ -245,35 +266,44 @@ def run_fence(book: TrialBook) -> int:
 
 
 def execute(api: Api, plan: Plan, spec, experiment: dict, books: dict[str, TrialBook], logger) -> None:
-    """Apply ``plan``; trials it creates get their object recorded in ``books``.
+    """Apply ``plan``: its decisions (``apply_decisions``), then the rest (``follow_up``)."""
+    apply_decisions(api, plan, experiment, books)
+    follow_up(api, plan, spec, experiment, books, logger)
 
-    In waves, each finished before the next starts (that order is what makes a replay safe); within a
-    wave, the calls run in parallel, so a step costs a handful of round trips however many trials it
-    touches:
 
-    1. the pods that must go (one deletecollection), and the decisions for trials whose pods stay: a
-       trainer waiting at a rung has its answer after the step's first round trip;
-    2. the status of the trials whose pods went (after them: a trial recorded Stopped never keeps a
-       running pod), and the new trials;
-    3. the launched trials' status, with a new trial's empty records for its sidecar to append to, and
-       checkpoint claims: after the ended trials' status (no listing shows more Running than the
+def apply_decisions(api: Api, plan: Plan, experiment: dict, books: dict[str, TrialBook]) -> None:
+    """The status of every trial ``plan`` decided on, except those it launches: one wave of parallel calls.
+
+    A trainer waiting at a rung has its answer after the step's first round trip. The runner sends the
+    rest of the step (``follow_up``: pod deletions, launches) after this, and the next step's decisions
+    may go out while it is in flight.
+    """
+    ns = experiment["metadata"]["namespace"]
+    launched = launched_trials(plan)
+    _all(lambda n=n, p=p: api.patch_trial_status(ns, n, p) for n, p in plan.trial_status.items()
+         if n not in launched)
+    _post_events([ev for ev in plan.events if ev.trial not in launched], experiment, books)
+
+
+def launched_trials(plan: Plan) -> set[str]:
+    return {launch.trial.name for launch in plan.launches}
+
+
+def follow_up(api: Api, plan: Plan, spec, experiment: dict, books: dict[str, TrialBook], logger) -> None:
+    """What ``plan`` does after its decisions (``apply_decisions``), in three waves, each finished before the
+    next starts; within a wave the calls run in parallel:
+
+    1. the pods that must go (their trials' status already says why: a rebuild deletes any pod left
+       behind by a crash, see ``reconcile.step``), and the new trials;
+    2. the launched trials' status, with a new trial's empty records for its sidecar to append to, and
+       checkpoint claims: after the ended trials' status (no listing shows more trials Running than the
        parallelism) and before any pod (its sidecar starts from what the status says). A crash before
        the pod leaves a trial Running without one: a rebuild relaunches it as the same attempt
        (``unstarted_runs``);
-    4. the pods.
+    3. the pods.
     """
     ns = experiment["metadata"]["namespace"]
     exp_name = experiment["metadata"]["name"]
-    launched = {launch.trial.name for launch in plan.launches}
-    went = {trial for trial, _ in plan.delete_pods.values()} - launched
-    deciding = [(n, p) for n, p in plan.trial_status.items() if n not in launched and n not in went]
-    ending = [(n, p) for n, p in plan.trial_status.items() if n in went]
-
-    def patch_status(name: str, patch: dict) -> None:
-        api.patch_trial_status(ns, name, patch)
-
-    deletes = [lambda: api.delete_trial_pods(ns, exp_name, plan.delete_pods.values())] if plan.delete_pods else []
-    _all(deletes + [lambda n=n, p=p: patch_status(n, p) for n, p in deciding])
     if plan.launches and all(book.ref is None for book in books.values()):
         judge_template(api, spec, experiment, plan.launches[0])
 
@@ -282,9 +312,8 @@ def execute(api: Api, plan: Plan, spec, experiment: dict, books: dict[str, Trial
         book = books[launch.trial.name]
         book.ref, book.has_records = object_ref(trial), has_records(trial)
 
-    _all([lambda n=n, p=p: patch_status(n, p) for n, p in ending] +
-         [lambda launch=launch: create_trial(launch) for launch in plan.launches
-          if books[launch.trial.name].ref is None])
+    _all(api.pod_deletions(ns, exp_name, list(plan.delete_pods.values())) + [lambda launch=launch: create_trial(launch) for launch in plan.launches
+                    if books[launch.trial.name].ref is None], _FOLLOW_UP_POOL)
 
     def write_launched(launch) -> None:
         book = books[launch.trial.name]
@@ -292,22 +321,27 @@ def execute(api: Api, plan: Plan, spec, experiment: dict, books: dict[str, Trial
         records = {} if book.has_records else EMPTY_RECORDS
         patch = {**records, **plan.trial_status.get(launch.trial.name, {})}
         if patch:  # a run launched again as the same attempt may find its status as it should be
-            patch_status(launch.trial.name, patch)
+            api.patch_trial_status(ns, launch.trial.name, patch)
         book.has_records = True
 
     _all([lambda launch=launch: write_launched(launch) for launch in plan.launches] +
          [lambda launch=launch: api.create(build_claim(spec, books[launch.trial.name].ref))
           for launch in plan.launches  # a later attempt's claim was created before the first attempt's pod
-          if spec.checkpoints.storage == "perTrial" and launch.attempt == 1])
-    _all(lambda launch=launch: create_pod(api, build_pod(spec, experiment, books[launch.trial.name].ref, launch,
-                                                         SIDECAR_IMAGE, run_fence(books[launch.trial.name])))
-         for launch in plan.launches)
+          if spec.checkpoints.storage == "perTrial" and launch.attempt == 1], _FOLLOW_UP_POOL)
+    _all((lambda launch=launch: create_pod(api, build_pod(spec, experiment, books[launch.trial.name].ref, launch,
+                                                          SIDECAR_IMAGE, run_fence(books[launch.trial.name])))
+          for launch in plan.launches), _FOLLOW_UP_POOL)
     for launch in plan.launches:
         logger.info(f"Launched trial name={launch.trial.name} attempt={launch.attempt} reason={launch.reason} "
                     f"epochs={launch.start_epoch + 1}..{launch.until}")
     if plan.delete_claims:
         api.delete_trial_claims(ns, exp_name, plan.delete_claims.values())
-    for ev in coalesce_events(plan.events):
+    launched = launched_trials(plan)
+    _post_events([ev for ev in plan.events if ev.trial in launched], experiment, books)
+
+
+def _post_events(events, experiment: dict, books: dict[str, TrialBook]) -> None:
+    for ev in coalesce_events(events):
         target = books[ev.trial].ref if ev.trial else experiment
         if target is not None:
             kopf.event(target, type=ev.type, reason=ev.reason, message=ev.message)

@@ -30,9 +30,9 @@ from hpo_operator.scheduling import Decision
 POD_APPEAR_GRACE = timedelta(seconds=30)
 # Observations that changed nothing but progress are acknowledged (status.processed) lazily, at most this late.
 LAZY_ACK = timedelta(seconds=30)
-# A launch is two or three requests in sequence (the new trial, its status, its pod), decisions one. Capping the launches of a step keeps
-# steps short, so trainers waiting at a rung get their decision without waiting for a wave of new pods;
-# the next step, at once, launches the rest.
+# A launch is two or three requests in sequence (the new trial, its status, its pod). The launches of a
+# step go out as one batch, at most this many; the next batch (the next step's) waits for it, so new pods
+# never crowd out the API server's answers to decisions.
 LAUNCHES_PER_STEP = 16
 
 Observations = Sequence[tuple[int, Optional[float]]]  # (epoch, objective value) as on record
@@ -85,7 +85,7 @@ def _list_trials(group: list[Event]) -> str:
 @dataclass
 class Plan:
     launches: list[Launch] = field(default_factory=list)
-    more_launches: bool = False  # free slots left for the next step (LAUNCHES_PER_STEP)
+    more_launches: bool = False  # free slots left for the next step (at most max_launches per step)
     delete_pods: dict[str, tuple[str, int]] = field(default_factory=dict)  # pod -> (its trial, attempt)
     delete_claims: dict[str, str] = field(default_factory=dict)  # claim name -> its trial
     trial_status: dict[str, dict] = field(default_factory=dict)  # trial name -> merge patch
@@ -244,6 +244,16 @@ def unstarted_runs(state: ExperimentState, fenced: list[dict], pods: dict[str, d
     return unstarted
 
 
+def trials_of_pods(state: ExperimentState, pods: dict[str, dict]) -> dict[str, str]:
+    """pod -> the trial it was made for (``pod_name``), for the pods of trials in ``state``."""
+    out = {}
+    for pod in pods:
+        trial, _, attempt = pod.rpartition("-")
+        if trial in state.books and attempt.isdigit():
+            out[pod] = trial
+    return out
+
+
 def reconcile(name: str, spec, status: dict, trial_objs: list[dict], pods: dict[str, dict],
               now: datetime) -> Plan:
     """One step from scratch: rebuild from the objects, act, and bring every trial's status up to date."""
@@ -255,7 +265,8 @@ def reconcile(name: str, spec, status: dict, trial_objs: list[dict], pods: dict[
 
 def step(state: ExperimentState, spec, status: dict, observations: dict[str, Observations],
          pods: dict[str, dict], now: datetime, fresh: bool = False,
-         problems: Optional[dict[str, Sequence[dict]]] = None, unstarted: Collection[str] = ()) -> Plan:
+         problems: Optional[dict[str, Sequence[dict]]] = None, unstarted: Collection[str] = (),
+         max_launches: int = LAUNCHES_PER_STEP) -> Plan:
     """Feed ``state`` what is new and return what to do.
 
     ``pods``: pod name -> pod (see ``compact_pod``); ``problems``: trial name -> the problems its sidecar
@@ -264,6 +275,7 @@ def step(state: ExperimentState, spec, status: dict, observations: dict[str, Obs
     to date. The observations of a run whose pod has ended must be as the API server had them after that
     end (``runs_to_confirm`` says which to read or fence): the run is judged on them at once.
     ``unstarted``: runs of a rebuilt state that never started (``unstarted_runs``): launched again.
+    ``max_launches``: free slots to fill in this step (0 while the last step's launches are in flight).
     ``state`` is updated as if the plan succeeded; a caller that fails to execute the plan must drop it and
     rebuild from the API.
     """
@@ -327,6 +339,14 @@ def step(state: ExperimentState, spec, status: dict, observations: dict[str, Obs
             plan.events.append(Event(name, "Normal", "Completed",
                                      f"{spec.objective.metric}={text_value(trial.last_value)} at epoch {trial.last_epoch}"))
 
+    # 2b. A rebuild deletes the pods no run uses: the operator records why a pod goes before deleting it,
+    #     and may have stopped in between.
+    if fresh:
+        for pod, trial in trials_of_pods(state, pods).items():
+            book = state.books[trial]
+            if not pods[pod].get("deleting") and (book.pod != pod or engine.trials[book.trial_id].phase != "Running"):
+                plan.delete_run(trial, pod)
+
     # 3. Budget: maxDuration, and a failed experiment stops what runs.
     start = status.get("startTime") or now.strftime("%Y-%m-%dT%H:%M:%SZ")
     limit = spec.budget.max_duration_seconds
@@ -341,10 +361,10 @@ def step(state: ExperimentState, spec, status: dict, observations: dict[str, Obs
         if state.books[t.name].pod:
             plan.delete_run(t.name, state.books[t.name].pod)
 
-    # 4. Free slots, at most LAUNCHES_PER_STEP of them.
+    # 4. Free slots, at most max_launches of them.
     running = sum(1 for t in engine.trials.values() if t.phase == "Running")
     while running < spec.budget.parallelism:
-        if len(plan.launches) >= LAUNCHES_PER_STEP:
+        if len(plan.launches) >= max_launches:
             plan.more_launches = True
             break
         launch = engine.next_launch()

@@ -1,23 +1,33 @@
-"""One experiment's reconcile loop body: read, decide (``reconcile.step``), act (``kube.execute``), report.
+"""One experiment's reconcile loop body: read, decide (``reconcile.step``), act (``kube.apply_decisions``,
+then ``kube.follow_up``), report.
 
 The handler calls :meth:`ExperimentRunner.step` whenever the watch caches saw
 something of the experiment change (and on a slow tick). The runner keeps the
 experiment's :class:`ExperimentState` between steps and rebuilds it from a
-fresh list of trials and pods when it has none: at start, after a step that
-failed half-way, and when the spec changed.
+fresh list of trials and pods when it has none: at start, after a step (or a
+follow-up) that failed half-way, and when the spec changed.
+
+A step writes its decisions, then hands the rest (pod deletions, launches)
+to a follow-up in the background, one at a time: the next step decides and
+writes its decisions while a follow-up is in flight, so a trainer waiting at
+a rung waits neither for a wave of new pods nor for the API server's slow,
+one-by-one deletion of a collection of pods.
 """
 
 from __future__ import annotations
 
+import contextvars
 import time
-from typing import Optional
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable, Optional
 
 import kopf
 
 from hpo_operator.controller import kube, spec_changes
 from hpo_operator.controller.conditions import set_condition
 from hpo_operator.controller.reconcile import (
-    ExperimentState, Observations, observations_of, problems_of, runs_to_confirm, step, unstarted_runs,
+    LAUNCHES_PER_STEP, ExperimentState, Observations, Plan, observations_of, problems_of, runs_to_confirm, step,
+    unstarted_runs,
 )
 from hpo_operator.spec import ManifestError, experiment_spec_from_dict
 
@@ -28,16 +38,39 @@ STATUS_PERIOD_SECONDS = 2.0
 # A step longer than this is logged with where its time went: trainers at a rung wait for steps.
 SLOW_STEP_SECONDS = 1.0
 
+# Follow-ups in flight, at most one per experiment (each waits on kube's pool for its calls).
+_FOLLOW_UPS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="hpo-follow-up")
+
 
 class ExperimentRunner:
-    def __init__(self, api: kube.Api, namespace: str, name: str):
+    def __init__(self, api: kube.Api, namespace: str, name: str, wake: Callable[[], None] = lambda: None):
+        """``wake``: asks for the next step (called when a follow-up ends)."""
         self.api = api
         self.namespace = namespace
         self.name = name
+        self.wake = wake
         self.state: Optional[ExperimentState] = None
         self.written: Optional[dict] = None  # the status this runner last wrote
         self.written_at = 0.0
         self.more_launches = False  # the last step left free slots for the next one
+        self.following: Optional[Future] = None  # the follow-up in flight (kube.follow_up), if any
+        self.launching: set[str] = set()  # the trials it launches
+        self.carried = Plan()  # pod and claim deletions of steps that ran while a follow-up was in flight
+
+    @property
+    def follow_up_in_flight(self) -> bool:
+        return self.following is not None and not self.following.done()
+
+    def settle_follow_up(self, wait: bool) -> Optional[Exception]:
+        """Collect the follow-up once it has ended (``wait``: wait for it); what it failed with, if it did.
+        A failed one left trials half-launched: the next step rebuilds from the API."""
+        if self.following is None or (not wait and not self.following.done()):
+            return None
+        error = self.following.exception()
+        self.following, self.launching = None, set()
+        if error is not None:
+            self.state = None
+        return error
 
     def step(self, body: dict, observations: dict[str, Observations], problems: dict[str, list],
              pods: dict[str, dict], logger) -> bool:
@@ -49,11 +82,17 @@ class ExperimentRunner:
         try:
             spec = experiment_spec_from_dict(dict(body["spec"]))
         except ManifestError as err:
+            self.settle_follow_up(wait=True)
             self.refuse(body, status, "InvalidSpec", "; ".join(err.problems), logger)
             return True
         self.api.ensure_sidecar_identity(self.namespace)
         fresh = self.state is None or self.state.generation != meta.get("generation")
+        # A rebuild lists what the API has: after the follow-up in flight, not half-way through it.
+        if self.follow_up_failed(self.settle_follow_up(wait=fresh), body, status, logger):
+            return True
+        fresh = self.state is None or self.state.generation != meta.get("generation")
         if fresh:
+            self.carried = Plan()  # a rebuild deletes every pod no run uses
             pods = self.api.list_pods(self.namespace, self.name)  # first: a finished pod's observations are in
             trial_objs = self.api.list_trials(self.namespace, self.name)
             observations = {o["metadata"]["name"]: observations_of(o) for o in trial_objs}
@@ -77,25 +116,36 @@ class ExperimentRunner:
                 self.state.books[name].written["runFence"] = fences[name]
         confirmed = time.monotonic()
         plan = step(self.state, spec, status, observations, pods, now, fresh=fresh, problems=problems,
-                    unstarted=unstarted)
+                    unstarted=unstarted, max_launches=0 if self.follow_up_in_flight else LAUNCHES_PER_STEP)
         planned = time.monotonic()
-        try:
-            kube.execute(self.api, plan, spec, body, self.state.books, logger)
-        except kube.TemplateRejected as err:
-            self.state = None
-            self.refuse(body, status, "InvalidTrialTemplate", str(err), logger)
+        if self.touches_launching(plan) and self.follow_up_failed(self.settle_follow_up(wait=True), body, status,
+                                                                  logger):
             return True
+        if self.state is None:  # a plan on a state the failed follow-up invalidated is dropped
+            self.more_launches = True  # rebuild at once
+            return False
+        try:
+            kube.apply_decisions(self.api, plan, body, self.state.books)
         except Exception:
             self.state = None  # half-applied: rebuild from the API next time
             raise
+        self.carry(plan)
+        if not self.follow_up_in_flight:
+            # The last follow-up may have ended (badly) since this step began.
+            if self.follow_up_failed(self.settle_follow_up(wait=True), body, status, logger):
+                return True
+            if self.state is None:
+                self.more_launches = True
+                return False
+            self.send_follow_up(plan, spec, body, logger)
         self.more_launches = plan.more_launches
         executed = time.monotonic()
         if executed - started > SLOW_STEP_SECONDS:
             logger.info(f"Slow step of {executed - started:.2f} s: read {confirmed - started:.2f} s "
                         f"({len(to_read)} ended runs read, {len(fences)} fenced{', rebuilt' if fresh else ''}), "
                         f"decide {planned - confirmed:.2f} s, act {executed - planned:.2f} s "
-                        f"({len(plan.trial_status)} trial statuses, {len(plan.delete_pods)} pods deleted, "
-                        f"{len(plan.launches)} launched)")
+                        f"({len(plan.trial_status)} trial statuses, {len(plan.delete_pods)} pods to delete, "
+                        f"{len(plan.launches)} to launch)")
         st = plan.experiment_status
         st["observedGeneration"] = meta.get("generation")
         cond_status = {"Succeeded": "True", "Failed": "False"}.get(st["phase"], "Unknown")
@@ -106,10 +156,57 @@ class ExperimentRunner:
             kopf.warn(body, reason=spec_changes.EVENT_REASON, message=review.message)
         self.write_status(st)
         if st["phase"] in FINISHED:
+            if self.settle_follow_up(wait=True) is None and self.state is not None:
+                self.send_follow_up(Plan(), spec, body, logger)  # what was carried
+                self.settle_follow_up(wait=True)
             event = kopf.info if st["phase"] == "Succeeded" else kopf.warn
             event(body, reason=st["phase"], message=st.get("message") or "")
             logger.info(f"Finished experiment name={self.name} phase={st['phase']} reason={st.get('reason')}")
             return True
+        return False
+
+    def carry(self, plan: Plan) -> None:
+        """Add the plan's deletions to those still to send (a follow-up in flight sends them next time)."""
+        self.carried.delete_pods.update(plan.delete_pods)
+        self.carried.delete_claims.update(plan.delete_claims)
+
+    def send_follow_up(self, plan: Plan, spec, body: dict, logger) -> None:
+        """Start the follow-up of ``plan`` (its launches) with the deletions carried so far, if any."""
+        follow = Plan(launches=plan.launches, delete_pods=self.carried.delete_pods,
+                      delete_claims=self.carried.delete_claims, trial_status=plan.trial_status, events=plan.events)
+        self.carried = Plan()
+        if not (follow.launches or follow.delete_pods or follow.delete_claims):
+            return
+        self.launching = kube.launched_trials(follow)
+        self.following = _FOLLOW_UPS.submit(contextvars.copy_context().run, self.follow_up, follow, spec, body,
+                                            self.state.books, logger)
+        self.following.add_done_callback(lambda _: self.wake())  # free slots wait for it to end
+
+    def follow_up(self, plan: Plan, spec, body: dict, books: dict, logger) -> None:
+        """A step's pod deletions and launches, in a follow-up thread."""
+        started = time.monotonic()
+        kube.follow_up(self.api, plan, spec, body, books, logger)
+        if time.monotonic() - started > SLOW_STEP_SECONDS:
+            logger.info(f"Slow follow-up of {time.monotonic() - started:.2f} s ({len(plan.delete_pods)} pods "
+                        f"deleted, {len(plan.launches)} launched)")
+
+    def touches_launching(self, plan: Plan) -> bool:
+        """The plan writes or deletes something of a trial whose launch is still in flight (a stop at the
+        experiment's end, say): it waits for that launch, or a pod created after its deletion would stay."""
+        if not self.follow_up_in_flight:
+            return False
+        touched = set(plan.trial_status) | {trial for trial, _ in plan.delete_pods.values()}
+        return bool(touched & self.launching)
+
+    def follow_up_failed(self, error: Optional[Exception], body: dict, status: dict, logger) -> bool:
+        """Deal with a follow-up's failure; True if it ended the experiment (a template the API server
+        refused)."""
+        if error is None:
+            return False
+        if isinstance(error, kube.TemplateRejected):
+            self.refuse(body, status, "InvalidTrialTemplate", str(error), logger)
+            return True
+        logger.warning(f"Deleting pods or launching trials failed, rebuilding from the API: {error!r}")
         return False
 
     def write_status(self, st: dict, force: bool = False) -> None:
