@@ -1,5 +1,5 @@
-"""The runner's follow-ups: a step's pod deletions and launches go out in the background, one follow-up at
-a time, and the next step's decisions do not wait for them.
+"""The runner's background work: a step's pod deletions go out at once and its launches as a follow-up, one
+at a time; the next step's decisions wait for neither.
 
 The API here is a TEST DOUBLE (``GatedApi``): the order of calls across two threads is what is tested, and a
 real API server gives no way to hold a pod creation half-way. The calls themselves are exercised against
@@ -69,9 +69,13 @@ class GatedApi(RecordingApi):
 
 @pytest.fixture
 def quiet_kopf(monkeypatch):
-    """kopf posts events only inside a running operator."""
+    """kopf posts events only inside a running operator: the events posted, as (target name, reason, message)."""
+    posted = []
     for name in ("event", "info", "warn"):
-        monkeypatch.setattr(kopf, name, lambda *args, **kwargs: None)
+        monkeypatch.setattr(kopf, name, lambda target, *args, reason="", message="", **kwargs:
+                            posted.append((target["name"] if "name" in target else target["metadata"]["name"],
+                                           reason, message)))
+    return posted
 
 
 def experiment(manifest, **budget) -> dict:
@@ -116,15 +120,14 @@ def test_a_decision_goes_out_while_the_last_steps_launches_are_in_flight(manifes
     assert "exp-0002-1" not in api.pods and runner.follow_up_in_flight
     assert runner.more_launches  # its free slot waits for the batch in flight
 
-    assert ("delete pods", (("exp-0001", 1),)) not in api.calls  # carried: one follow-up at a time
+    # Its pod's deletion does not wait for the launches either.
+    wait_for(lambda: ("delete pods", (("exp-0001", 1),)) in api.calls)
 
     api.gate.set()
     wait_for(lambda: not runner.follow_up_in_flight)
     assert api.calls.index(("status", "exp-0001", False)) < api.calls.index(("create", "Pod", "exp-0002-1"))
+    assert api.calls.index(("status", "exp-0001", False)) < api.calls.index(("delete pods", (("exp-0001", 1),)))
     assert woken  # the follow-up's end asks for the next step
-    runner.step(body, observations, {}, {**pods, "exp-0002-1": running_pod()}, LOG)
-    wait_for(lambda: not runner.follow_up_in_flight)
-    assert ("delete pods", (("exp-0001", 1),)) in api.calls  # the carried deletion went out with it
 
 
 def test_a_stop_of_a_trial_still_being_launched_waits_for_its_pod(manifest, quiet_kopf):
@@ -162,9 +165,25 @@ def test_a_failed_launch_batch_makes_the_next_step_rebuild_and_launch_the_same_a
     assert api.created["exp-0000"]["status"].get("failures", 0) == 0
 
 
-def test_a_busy_steps_pod_deletions_are_spread_over_parallel_requests():
-    from hpo_operator.controller.kube import API_CONCURRENCY, DELETE_CHUNK, POD_CHUNK_MIN, pod_chunk
 
-    assert pod_chunk(3) == POD_CHUNK_MIN  # a quiet step: one request
-    assert -(-200 // pod_chunk(200)) == API_CONCURRENCY  # ~25 ms a pod, one at a time, on the server
-    assert pod_chunk(100_000) == DELETE_CHUNK  # the URL names each trial
+def test_normal_events_of_several_steps_go_out_together_and_warnings_at_once(manifest, quiet_kopf):
+    api = GatedApi()
+    runner = ExperimentRunner(api, "ns", "exp")
+    body = experiment(manifest, maxRetries=0, maxFailedTrials=2)
+    runner.step(body, {}, {}, {}, LOG)
+    wait_for(lambda: not runner.follow_up_in_flight)
+    running = {"exp-0000-1": running_pod(), "exp-0001-1": running_pod()}
+    runner.step(body, {}, {}, running, LOG)
+    # Both launches in one Event on the experiment, not one per trial.
+    assert [(target, reason) for target, reason, _ in quiet_kopf] == [("exp", "Started")]
+    assert "exp-0000" in quiet_kopf[0][2] and "exp-0001" in quiet_kopf[0][2]
+
+    observations, pods = completed("exp-0000")
+    runner.step(body, observations, {}, {**running, **pods}, LOG)
+    assert [reason for _, reason, _ in quiet_kopf] == ["Started"]  # Completed is held (EVENT_PERIOD_SECONDS)
+    failed = {"status": {"phase": "Failed", "containerStatuses": [
+        {"name": "trainer", "state": {"terminated": {"exitCode": 3, "reason": "Error"}}}]}, "deleting": False}
+    runner.step(body, observations, {}, {**pods, "exp-0001-1": failed}, LOG)
+    # A Warning is not held, and takes what was held with it.
+    assert {(target, reason) for target, reason, _ in quiet_kopf[1:]} == {("exp-0000", "Completed"),
+                                                                         ("exp-0001", "Failed")}

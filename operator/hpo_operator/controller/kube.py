@@ -1,7 +1,8 @@
 """The operator's API calls, and the execution of a reconcile plan in a crash-safe order.
 
-The order of a step's calls is in ``apply_decisions`` and ``follow_up``: a
-trial's status records why its pod goes before the pod is deleted; a trial and
+The order of a step's calls is in ``execute`` (``apply_decisions``, then
+``pod_deletions`` and ``follow_up``): a trial's status records why its pod
+goes before the pod is deleted; a trial and
 its claim are created, and its status records the run, before its pod (names
 are deterministic, so a repeat after a crash gets 409 and changes nothing). A
 crash anywhere in between replays the decisions on the next step, from the
@@ -26,7 +27,7 @@ from kubernetes.client.rest import ApiException
 from hpo_operator.controller.builders import (
     LABEL_ATTEMPT, LABEL_EXPERIMENT, LABEL_TRIAL, build_claim, build_pod, build_trial, object_ref, sidecar_rbac,
 )
-from hpo_operator.controller.reconcile import Plan, TrialBook, coalesce_events, compact_pod
+from hpo_operator.controller.reconcile import Event, Plan, TrialBook, coalesce_events, compact_pod
 from hpo_operator.controller.trials import has_records
 
 GROUP, VERSION = "hpo.dev", "v1alpha1"
@@ -78,7 +79,7 @@ class Api:
             except config.ConfigException:
                 config.load_kube_config()
             configuration = client.Configuration.get_default_copy()
-            configuration.connection_pool_maxsize = 2 * API_CONCURRENCY  # decisions and fences, launches
+            configuration.connection_pool_maxsize = 3 * API_CONCURRENCY  # decisions and fences, launches, deletions
             cls._instance = cls(client.ApiClient(configuration))
         return cls._instance
 
@@ -166,19 +167,17 @@ class Api:
     def pod_deletions(self, namespace: str, experiment: str, runs: Collection[tuple[str, int]]
                       ) -> list[Callable[[], None]]:
         """The requests that delete the pods of these runs ((trial, attempt) pairs), to send in parallel: one
-        deletecollection per attempt number and chunk of trials, selected by label, instead of one request
-        per pod. The attempt is in the selector: after a crash, a trial's next pod may exist before its last
-        one is deleted. The API server deletes a collection one pod at a time (~25 ms each on a busy
-        server), so a busy step's hundred pods are spread over parallel requests (``pod_chunk``)."""
+        deletecollection per attempt number and DELETE_CHUNK trials, selected by label, instead of one
+        request per pod. The attempt is in the selector: after a crash, a trial's next pod may exist before
+        its last one is deleted."""
         by_attempt: dict[int, list[str]] = {}
         for trial, attempt in runs:
             by_attempt.setdefault(attempt, []).append(trial)
-        chunk = pod_chunk(len(runs))
         return [lambda selector=selector, attempt=attempt: _body(self.core.delete_collection_namespaced_pod(
                     namespace, label_selector=f"{selector},{LABEL_ATTEMPT}={attempt}", grace_period_seconds=10,
                     _preload_content=False))
                 for attempt, trials in sorted(by_attempt.items())
-                for selector in _trial_selectors(experiment, trials, chunk)]
+                for selector in _trial_selectors(experiment, trials)]
 
     def delete_trial_pods(self, namespace: str, experiment: str, runs: Collection[tuple[str, int]]) -> None:
         """Delete the pods of these runs (see ``pod_deletions``), one request after another."""
@@ -192,22 +191,14 @@ class Api:
                 namespace, label_selector=selector, _preload_content=False))
 
 
-# Most trials per deletecollection request: the label selector names them all in the URL (~40 bytes each).
+# Trials per deletecollection request: the label selector names them all in the URL (~40 bytes each).
 DELETE_CHUNK = 100
-# Fewest pods per deletecollection request when they are spread over parallel requests.
-POD_CHUNK_MIN = 8
 
 
-def pod_chunk(pods: int) -> int:
-    """Trials per pod deletion request: the pods spread over up to API_CONCURRENCY parallel requests, no fewer
-    than POD_CHUNK_MIN each (a request counts as one write however many pods it deletes)."""
-    return min(DELETE_CHUNK, max(POD_CHUNK_MIN, -(-pods // API_CONCURRENCY)))
-
-
-def _trial_selectors(experiment: str, trials: Collection[str], chunk: int = DELETE_CHUNK) -> list[str]:
+def _trial_selectors(experiment: str, trials: Collection[str]) -> list[str]:
     names = sorted(set(trials))
-    return [f"{LABEL_EXPERIMENT}={experiment},{LABEL_TRIAL} in ({','.join(names[i:i + chunk])})"
-            for i in range(0, len(names), chunk)]
+    return [f"{LABEL_EXPERIMENT}={experiment},{LABEL_TRIAL} in ({','.join(names[i:i + DELETE_CHUNK])})"
+            for i in range(0, len(names), DELETE_CHUNK)]
 
 
 def create_pod(api: Api, pod: dict, dry_run: bool = False) -> None:
@@ -251,9 +242,10 @@ def _all(calls, pool: Optional[ThreadPoolExecutor] = None) -> None:
 
 
 _POOL = ThreadPoolExecutor(max_workers=API_CONCURRENCY, thread_name_prefix="hpo-api")
-# Pod deletions and launches have their own: a batch of them in flight never holds up the next step's
-# decisions.
+# Launches have their own, and so do pod deletions (kube-apiserver deletes a collection one pod at a time:
+# a second or two for a busy step's): neither holds up the next step's decisions, nor each other.
 _FOLLOW_UP_POOL = ThreadPoolExecutor(max_workers=API_CONCURRENCY, thread_name_prefix="hpo-follow-up-api")
+DELETE_POOL = ThreadPoolExecutor(max_workers=API_CONCURRENCY, thread_name_prefix="hpo-delete-api")
 
 
 # What the sidecar appends to; runFence 0 is the value its appends test (see Api.fence_trials).
@@ -265,36 +257,67 @@ def run_fence(book: TrialBook) -> int:
     return int(book.written.get("runFence") or 0)
 
 
+def post_events(experiment: dict, refs: dict[str, Optional[dict]], events: list[Event]) -> None:
+    """Post ``events`` (``coalesce_events``); ``refs``: their trials' object references."""
+    for ev in coalesce_events(events):
+        target = refs.get(ev.trial) if ev.trial else experiment
+        if target is not None:
+            kopf.event(target, type=ev.type, reason=ev.reason, message=ev.message)
+
+
+# What apply_decisions and follow_up do with a plan's events: post them (the default), or hold them.
+EventSink = Callable[[dict, dict[str, TrialBook], list[Event]], None]
+
+
+def _post_now(experiment: dict, books: dict[str, TrialBook], events: list[Event]) -> None:
+    post_events(experiment, {ev.trial: books[ev.trial].ref for ev in events if ev.trial}, events)
+
+
 def execute(api: Api, plan: Plan, spec, experiment: dict, books: dict[str, TrialBook], logger) -> None:
-    """Apply ``plan``: its decisions (``apply_decisions``), then the rest (``follow_up``)."""
+    """Apply ``plan``: its decisions (``apply_decisions``), the pods that must go (``pod_deletions``), then
+    its launches (``follow_up``)."""
     apply_decisions(api, plan, experiment, books)
+    _all(pod_deletions(api, plan, experiment))
+    if plan.delete_claims:
+        api.delete_trial_claims(experiment["metadata"]["namespace"], experiment["metadata"]["name"],
+                                plan.delete_claims.values())
     follow_up(api, plan, spec, experiment, books, logger)
 
 
-def apply_decisions(api: Api, plan: Plan, experiment: dict, books: dict[str, TrialBook]) -> None:
+def apply_decisions(api: Api, plan: Plan, experiment: dict, books: dict[str, TrialBook],
+                    events: EventSink = _post_now) -> None:
     """The status of every trial ``plan`` decided on, except those it launches: one wave of parallel calls.
 
-    A trainer waiting at a rung has its answer after the step's first round trip. The runner sends the
-    rest of the step (``follow_up``: pod deletions, launches) after this, and the next step's decisions
-    may go out while it is in flight.
+    A trainer waiting at a rung has its answer after the step's first round trip, and a trial's status
+    says why its pod goes (Stopped, Completed, Retrying) before the pod is deleted (``pod_deletions``: a
+    rebuild deletes any pod a crash left behind, see ``reconcile.step``). The runner sends the rest of
+    the step after this, in the background: the next step's decisions may go out while it is in flight.
     """
     ns = experiment["metadata"]["namespace"]
     launched = launched_trials(plan)
     _all(lambda n=n, p=p: api.patch_trial_status(ns, n, p) for n, p in plan.trial_status.items()
          if n not in launched)
-    _post_events([ev for ev in plan.events if ev.trial not in launched], experiment, books)
+    events(experiment, books, [ev for ev in plan.events if ev.trial not in launched])
+
+
+def pod_deletions(api: Api, plan: Plan, experiment: dict) -> list[Callable[[], None]]:
+    """The requests that delete the pods ``plan`` ends (``Api.pod_deletions``), after its decisions."""
+    if not plan.delete_pods:
+        return []
+    return api.pod_deletions(experiment["metadata"]["namespace"], experiment["metadata"]["name"],
+                             list(plan.delete_pods.values()))
 
 
 def launched_trials(plan: Plan) -> set[str]:
     return {launch.trial.name for launch in plan.launches}
 
 
-def follow_up(api: Api, plan: Plan, spec, experiment: dict, books: dict[str, TrialBook], logger) -> None:
-    """What ``plan`` does after its decisions (``apply_decisions``), in three waves, each finished before the
-    next starts; within a wave the calls run in parallel:
+def follow_up(api: Api, plan: Plan, spec, experiment: dict, books: dict[str, TrialBook], logger,
+              events: EventSink = _post_now) -> None:
+    """The launches of ``plan``, after its decisions (``apply_decisions``), in three waves, each finished
+    before the next starts; within a wave the calls run in parallel:
 
-    1. the pods that must go (their trials' status already says why: a rebuild deletes any pod left
-       behind by a crash, see ``reconcile.step``), and the new trials;
+    1. the new trials;
     2. the launched trials' status, with a new trial's empty records for its sidecar to append to, and
        checkpoint claims: after the ended trials' status (no listing shows more trials Running than the
        parallelism) and before any pod (its sidecar starts from what the status says). A crash before
@@ -303,7 +326,6 @@ def follow_up(api: Api, plan: Plan, spec, experiment: dict, books: dict[str, Tri
     3. the pods.
     """
     ns = experiment["metadata"]["namespace"]
-    exp_name = experiment["metadata"]["name"]
     if plan.launches and all(book.ref is None for book in books.values()):
         judge_template(api, spec, experiment, plan.launches[0])
 
@@ -312,8 +334,8 @@ def follow_up(api: Api, plan: Plan, spec, experiment: dict, books: dict[str, Tri
         book = books[launch.trial.name]
         book.ref, book.has_records = object_ref(trial), has_records(trial)
 
-    _all(api.pod_deletions(ns, exp_name, list(plan.delete_pods.values())) + [lambda launch=launch: create_trial(launch) for launch in plan.launches
-                    if books[launch.trial.name].ref is None], _FOLLOW_UP_POOL)
+    _all((lambda launch=launch: create_trial(launch) for launch in plan.launches
+          if books[launch.trial.name].ref is None), _FOLLOW_UP_POOL)
 
     def write_launched(launch) -> None:
         book = books[launch.trial.name]
@@ -334,14 +356,5 @@ def follow_up(api: Api, plan: Plan, spec, experiment: dict, books: dict[str, Tri
     for launch in plan.launches:
         logger.info(f"Launched trial name={launch.trial.name} attempt={launch.attempt} reason={launch.reason} "
                     f"epochs={launch.start_epoch + 1}..{launch.until}")
-    if plan.delete_claims:
-        api.delete_trial_claims(ns, exp_name, plan.delete_claims.values())
     launched = launched_trials(plan)
-    _post_events([ev for ev in plan.events if ev.trial in launched], experiment, books)
-
-
-def _post_events(events, experiment: dict, books: dict[str, TrialBook]) -> None:
-    for ev in coalesce_events(events):
-        target = books[ev.trial].ref if ev.trial else experiment
-        if target is not None:
-            kopf.event(target, type=ev.type, reason=ev.reason, message=ev.message)
+    events(experiment, books, [ev for ev in plan.events if ev.trial in launched])

@@ -7,16 +7,17 @@ experiment's :class:`ExperimentState` between steps and rebuilds it from a
 fresh list of trials and pods when it has none: at start, after a step (or a
 follow-up) that failed half-way, and when the spec changed.
 
-A step writes its decisions, then hands the rest (pod deletions, launches)
-to a follow-up in the background, one at a time: the next step decides and
-writes its decisions while a follow-up is in flight, so a trainer waiting at
-a rung waits neither for a wave of new pods nor for the API server's slow,
-one-by-one deletion of a collection of pods.
+A step writes its decisions, then sends the rest in the background: its pod
+deletions at once, its launches as a follow-up, one at a time. The next step
+decides and writes its decisions while they are in flight, so a trainer
+waiting at a rung waits neither for a wave of new pods nor for the API
+server's slow, one-by-one deletion of a collection of pods.
 """
 
 from __future__ import annotations
 
 import contextvars
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Optional
@@ -26,8 +27,8 @@ import kopf
 from hpo_operator.controller import kube, spec_changes
 from hpo_operator.controller.conditions import set_condition
 from hpo_operator.controller.reconcile import (
-    LAUNCHES_PER_STEP, ExperimentState, Observations, Plan, observations_of, problems_of, runs_to_confirm, step,
-    unstarted_runs,
+    LAUNCHES_PER_STEP, Event, ExperimentState, Observations, Plan, observations_of, problems_of, runs_to_confirm,
+    step, unstarted_runs,
 )
 from hpo_operator.spec import ManifestError, experiment_spec_from_dict
 
@@ -37,6 +38,9 @@ FINISHED = ("Succeeded", "Failed")
 STATUS_PERIOD_SECONDS = 2.0
 # A step longer than this is logged with where its time went: trainers at a rung wait for steps.
 SLOW_STEP_SECONDS = 1.0
+# Normal events (Started, Paused, ...) are held and posted at most this often, one Event per reason for
+# many trials (``coalesce_events``): their number follows the time, not the steps. Warnings go at once.
+EVENT_PERIOD_SECONDS = 2.0
 
 # Follow-ups in flight, at most one per experiment (each waits on kube's pool for its calls).
 _FOLLOW_UPS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="hpo-follow-up")
@@ -55,7 +59,10 @@ class ExperimentRunner:
         self.more_launches = False  # the last step left free slots for the next one
         self.following: Optional[Future] = None  # the follow-up in flight (kube.follow_up), if any
         self.launching: set[str] = set()  # the trials it launches
-        self.carried = Plan()  # pod and claim deletions of steps that ran while a follow-up was in flight
+        self.deleting: list[Future] = []  # pod and claim deletions in flight
+        self.held_events: list[tuple[Event, Optional[dict]]] = []  # with their trial's object reference
+        self.events_lock = threading.Lock()  # the follow-up thread holds events too
+        self.events_posted_at = 0.0
 
     @property
     def follow_up_in_flight(self) -> bool:
@@ -72,6 +79,15 @@ class ExperimentRunner:
             self.state = None
         return error
 
+    def settle_deletions(self, logger, wait: bool = False) -> None:
+        """Collect the deletions that have ended (``wait``: all of them). One that failed left a pod no run
+        uses: the next step rebuilds from the API, which deletes it."""
+        for deletion in [d for d in self.deleting if wait or d.done()]:
+            self.deleting.remove(deletion)
+            if deletion.exception() is not None:
+                logger.warning(f"Deleting pods failed, rebuilding from the API: {deletion.exception()!r}")
+                self.state = None
+
     def step(self, body: dict, observations: dict[str, Observations], problems: dict[str, list],
              pods: dict[str, dict], logger) -> bool:
         """One step; True once the experiment has finished (or was refused)."""
@@ -86,13 +102,13 @@ class ExperimentRunner:
             self.refuse(body, status, "InvalidSpec", "; ".join(err.problems), logger)
             return True
         self.api.ensure_sidecar_identity(self.namespace)
+        self.settle_deletions(logger)
         fresh = self.state is None or self.state.generation != meta.get("generation")
         # A rebuild lists what the API has: after the follow-up in flight, not half-way through it.
         if self.follow_up_failed(self.settle_follow_up(wait=fresh), body, status, logger):
             return True
         fresh = self.state is None or self.state.generation != meta.get("generation")
         if fresh:
-            self.carried = Plan()  # a rebuild deletes every pod no run uses
             pods = self.api.list_pods(self.namespace, self.name)  # first: a finished pod's observations are in
             trial_objs = self.api.list_trials(self.namespace, self.name)
             observations = {o["metadata"]["name"]: observations_of(o) for o in trial_objs}
@@ -125,11 +141,11 @@ class ExperimentRunner:
             self.more_launches = True  # rebuild at once
             return False
         try:
-            kube.apply_decisions(self.api, plan, body, self.state.books)
+            kube.apply_decisions(self.api, plan, body, self.state.books, events=self.hold_events)
         except Exception:
             self.state = None  # half-applied: rebuild from the API next time
             raise
-        self.carry(plan)
+        self.delete(plan, body)
         if not self.follow_up_in_flight:
             # The last follow-up may have ended (badly) since this step began.
             if self.follow_up_failed(self.settle_follow_up(wait=True), body, status, logger):
@@ -156,39 +172,55 @@ class ExperimentRunner:
             kopf.warn(body, reason=spec_changes.EVENT_REASON, message=review.message)
         self.write_status(st)
         if st["phase"] in FINISHED:
-            if self.settle_follow_up(wait=True) is None and self.state is not None:
-                self.send_follow_up(Plan(), spec, body, logger)  # what was carried
-                self.settle_follow_up(wait=True)
+            self.settle_follow_up(wait=True)
+            self.settle_deletions(logger, wait=True)
+            self.post_held_events(body, force=True)
             event = kopf.info if st["phase"] == "Succeeded" else kopf.warn
             event(body, reason=st["phase"], message=st.get("message") or "")
             logger.info(f"Finished experiment name={self.name} phase={st['phase']} reason={st.get('reason')}")
             return True
+        self.post_held_events(body)
         return False
 
-    def carry(self, plan: Plan) -> None:
-        """Add the plan's deletions to those still to send (a follow-up in flight sends them next time)."""
-        self.carried.delete_pods.update(plan.delete_pods)
-        self.carried.delete_claims.update(plan.delete_claims)
+    def hold_events(self, experiment: dict, books: dict, events: list[Event]) -> None:
+        """Keep events for ``post_held_events`` (``kube.EventSink``)."""
+        with self.events_lock:
+            self.held_events += [(ev, books[ev.trial].ref if ev.trial else None) for ev in events]
+
+    def post_held_events(self, body: dict, force: bool = False) -> None:
+        """Post the events held, if a Warning is among them or EVENT_PERIOD_SECONDS have passed (``force``:
+        now)."""
+        with self.events_lock:
+            urgent = force or any(ev.type == "Warning" for ev, _ in self.held_events)
+            due = urgent or time.monotonic() - self.events_posted_at >= EVENT_PERIOD_SECONDS
+            if not self.held_events or not due:
+                return
+            held, self.held_events = self.held_events, []
+            self.events_posted_at = time.monotonic()
+        kube.post_events(body, {ev.trial: ref for ev, ref in held if ev.trial}, [ev for ev, _ in held])
+
+    def delete(self, plan: Plan, body: dict) -> None:
+        """Send the plan's pod and claim deletions, in parallel, without waiting for them."""
+        calls = kube.pod_deletions(self.api, plan, body)
+        if plan.delete_claims:
+            calls.append(lambda: self.api.delete_trial_claims(self.namespace, self.name, plan.delete_claims.values()))
+        self.deleting += [kube.DELETE_POOL.submit(contextvars.copy_context().run, call) for call in calls]
 
     def send_follow_up(self, plan: Plan, spec, body: dict, logger) -> None:
-        """Start the follow-up of ``plan`` (its launches) with the deletions carried so far, if any."""
-        follow = Plan(launches=plan.launches, delete_pods=self.carried.delete_pods,
-                      delete_claims=self.carried.delete_claims, trial_status=plan.trial_status, events=plan.events)
-        self.carried = Plan()
-        if not (follow.launches or follow.delete_pods or follow.delete_claims):
+        """Start the follow-up of ``plan``: its launches, if any."""
+        if not plan.launches:
             return
-        self.launching = kube.launched_trials(follow)
-        self.following = _FOLLOW_UPS.submit(contextvars.copy_context().run, self.follow_up, follow, spec, body,
+        self.launching = kube.launched_trials(plan)
+        self.following = _FOLLOW_UPS.submit(contextvars.copy_context().run, self.follow_up, plan, spec, body,
                                             self.state.books, logger)
         self.following.add_done_callback(lambda _: self.wake())  # free slots wait for it to end
 
     def follow_up(self, plan: Plan, spec, body: dict, books: dict, logger) -> None:
-        """A step's pod deletions and launches, in a follow-up thread."""
+        """A step's launches, in a follow-up thread."""
         started = time.monotonic()
-        kube.follow_up(self.api, plan, spec, body, books, logger)
+        kube.follow_up(self.api, plan, spec, body, books, logger, events=self.hold_events)
         if time.monotonic() - started > SLOW_STEP_SECONDS:
-            logger.info(f"Slow follow-up of {time.monotonic() - started:.2f} s ({len(plan.delete_pods)} pods "
-                        f"deleted, {len(plan.launches)} launched)")
+            logger.info(f"Slow follow-up of {time.monotonic() - started:.2f} s ({len(plan.launches)} launched)")
 
     def touches_launching(self, plan: Plan) -> bool:
         """The plan writes or deletes something of a trial whose launch is still in flight (a stop at the
@@ -222,6 +254,7 @@ class ExperimentRunner:
 
     def refuse(self, body: dict, status: dict, reason: str, message: str, logger) -> None:
         """Fail the experiment for a problem only the user can fix; trials already recorded stay as they are."""
+        self.post_held_events(body, force=True)
         kopf.warn(body, reason=reason, message=message)
         generation = body["metadata"].get("generation")
         self.write_status({"phase": "Failed", "reason": reason, "message": message,
