@@ -16,8 +16,8 @@ and prints, per scenario:
   operator's decision on it (``status.decidedEpoch``, what a trainer waiting
   at the rung reads), seen by a watch (p50, p99);
 - pod latency: from the write that ends a run (its pod completing, or the
-  observation the trial is stopped on) to the operator deleting the pod, which
-  it does in the same step that launches the next run in the freed slot;
+  observation the trial is stopped on) to the operator deleting the pod (sent
+  in the background after the step's decisions, apart from its launches);
 - API requests per reported epoch, counted in the API server's audit log by
   user: the operator's reads and writes, the sidecar's writes (the node
   double writes with the sidecar's patch), and status writes of both;

@@ -274,8 +274,8 @@ def _post_now(experiment: dict, books: dict[str, TrialBook], events: list[Event]
 
 
 def execute(api: Api, plan: Plan, spec, experiment: dict, books: dict[str, TrialBook], logger) -> None:
-    """Apply ``plan``: its decisions (``apply_decisions``), the pods that must go (``pod_deletions``), then
-    its launches (``follow_up``)."""
+    """Apply ``plan`` in one go: its decisions (``apply_decisions``), the pods that must go
+    (``pod_deletions``), then its launches (``follow_up``). The runner sends the last two in the background."""
     apply_decisions(api, plan, experiment, books)
     _all(pod_deletions(api, plan, experiment))
     if plan.delete_claims:

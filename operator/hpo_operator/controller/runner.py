@@ -1,5 +1,5 @@
 """One experiment's reconcile loop body: read, decide (``reconcile.step``), act (``kube.apply_decisions``,
-then ``kube.follow_up``), report.
+then ``kube.pod_deletions`` and ``kube.follow_up`` in the background), report.
 
 The handler calls :meth:`ExperimentRunner.step` whenever the watch caches saw
 something of the experiment change (and on a slow tick). The runner keeps the
@@ -238,7 +238,7 @@ class ExperimentRunner:
         if isinstance(error, kube.TemplateRejected):
             self.refuse(body, status, "InvalidTrialTemplate", str(error), logger)
             return True
-        logger.warning(f"Deleting pods or launching trials failed, rebuilding from the API: {error!r}")
+        logger.warning(f"Launching trials failed, rebuilding from the API: {error!r}")
         return False
 
     def write_status(self, st: dict, force: bool = False) -> None:
