@@ -120,8 +120,10 @@ class Meddler:
             try:
                 self._meddle_once()
             except Exception as err:
-                if not _transient(err):
-                    self.errors.append(repr(err))
+                # 404: a restarted API server answers so for custom resources until it serves their CRD
+                # again (trials are never deleted while the scenario runs).
+                if not _transient(err) and getattr(err, "status", None) != 404:
+                    self.errors.append(f"meddler: {err!r}")
 
     def _meddle_once(self) -> None:
         items = self.custom.list_namespaced_custom_object(GROUP, VERSION, self.ns, "hpotrials")["items"]

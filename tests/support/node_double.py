@@ -138,7 +138,7 @@ class NodeDouble:
                 if _transient(err):
                     self.transient_errors += 1
                 else:
-                    self.errors.append(repr(err))
+                    self.errors.append(f"node double: {err!r}")
             self._stop.wait(0.1)
 
     def _step(self) -> None:
