@@ -8,7 +8,7 @@ import json
 import pytest
 
 from hpo_operator.controller.builders import (
-    SIDECAR_NAME, build_claim, build_pod, build_trial, pod_name, sidecar_rbac,
+    SIDECAR_NAME, build_claim, build_pod, build_trial, pod_name, sidecar_rbac, trial_of,
 )
 from hpo_operator.engine import Launch, TrialState
 from hpo_operator.spec import experiment_spec_from_dict
@@ -185,3 +185,8 @@ def test_numeric_resource_amounts_become_quantity_strings(manifest, value, expec
     manifest["spec"]["trialTemplate"]["spec"]["containers"][0]["resources"] = {"requests": {"cpu": value}}
     pod = build_pod(experiment_spec_from_dict(manifest["spec"]), EXPERIMENT, trial_obj(), launch(), "op:1")
     assert containers(pod)["trainer"]["resources"]["requests"]["cpu"] == expected
+
+
+def test_a_pods_name_gives_back_its_trial():
+    assert trial_of(pod_name("exp-with-dashes-0003", 12)) == "exp-with-dashes-0003"
+    assert trial_of("exp-0003-ckpt") is None and trial_of("12") is None

@@ -44,6 +44,12 @@ def attempt_of(trial_name: str, pod: str) -> int:
     return int(pod[len(trial_name) + 1:])
 
 
+def trial_of(pod: str) -> Optional[str]:
+    """The trial ``pod_name`` made ``pod`` for; None for a name it cannot have made."""
+    trial, _, attempt = pod.rpartition("-")
+    return trial if trial and attempt.isdigit() else None
+
+
 def claim_name(trial_name: str) -> str:
     return f"{trial_name}-ckpt"
 

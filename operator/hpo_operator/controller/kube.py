@@ -1,13 +1,13 @@
 """The operator's API calls, and the execution of a reconcile plan in a crash-safe order.
 
 The order of a step's calls is in ``execute`` (``apply_decisions``, then
-``pod_deletions`` and ``follow_up``): a trial's status records why its pod
-goes before the pod is deleted; a trial and
-its claim are created, and its status records the run, before its pod (names
-are deterministic, so a repeat after a crash gets 409 and changes nothing). A
-crash anywhere in between replays the decisions on the next step, from the
-trials as written: a pod no run uses is deleted, and a run recorded whose pod
-never came is launched again as the same attempt.
+``deletions`` and ``follow_up``): a trial's status records why its pod goes
+before the pod is deleted; a trial and its claim are created, and its status
+records the run, before its pod (names are deterministic, so a repeat after a
+crash gets 409 and changes nothing). A crash anywhere in between replays the
+decisions on the next step, from the trials as written: a pod no run uses is
+deleted, and a run recorded whose pod never came is launched again as the
+same attempt.
 
 Lists are read as raw JSON: the client's typed models cost ~1 ms per pod to build.
 """
@@ -274,13 +274,10 @@ def _post_now(experiment: dict, books: dict[str, TrialBook], events: list[Event]
 
 
 def execute(api: Api, plan: Plan, spec, experiment: dict, books: dict[str, TrialBook], logger) -> None:
-    """Apply ``plan`` in one go: its decisions (``apply_decisions``), the pods that must go
-    (``pod_deletions``), then its launches (``follow_up``). The runner sends the last two in the background."""
+    """Apply ``plan`` in one go: its decisions (``apply_decisions``), the pods and claims that must go
+    (``deletions``), then its launches (``follow_up``). The runner sends the last two in the background."""
     apply_decisions(api, plan, experiment, books)
-    _all(pod_deletions(api, plan, experiment))
-    if plan.delete_claims:
-        api.delete_trial_claims(experiment["metadata"]["namespace"], experiment["metadata"]["name"],
-                                plan.delete_claims.values())
+    _all(deletions(api, plan, experiment))
     follow_up(api, plan, spec, experiment, books, logger)
 
 
@@ -289,7 +286,7 @@ def apply_decisions(api: Api, plan: Plan, experiment: dict, books: dict[str, Tri
     """The status of every trial ``plan`` decided on, except those it launches: one wave of parallel calls.
 
     A trainer waiting at a rung has its answer after the step's first round trip, and a trial's status
-    says why its pod goes (Stopped, Completed, Retrying) before the pod is deleted (``pod_deletions``: a
+    says why its pod goes (Stopped, Completed, Retrying) before the pod is deleted (``deletions``: a
     rebuild deletes any pod a crash left behind, see ``reconcile.step``). The runner sends the rest of
     the step after this, in the background: the next step's decisions may go out while it is in flight.
     """
@@ -300,12 +297,14 @@ def apply_decisions(api: Api, plan: Plan, experiment: dict, books: dict[str, Tri
     events(experiment, books, [ev for ev in plan.events if ev.trial not in launched])
 
 
-def pod_deletions(api: Api, plan: Plan, experiment: dict) -> list[Callable[[], None]]:
-    """The requests that delete the pods ``plan`` ends (``Api.pod_deletions``), after its decisions."""
-    if not plan.delete_pods:
-        return []
-    return api.pod_deletions(experiment["metadata"]["namespace"], experiment["metadata"]["name"],
-                             list(plan.delete_pods.values()))
+def deletions(api: Api, plan: Plan, experiment: dict) -> list[Callable[[], None]]:
+    """The requests that delete the pods ``plan`` ends (``Api.pod_deletions``) and the claims it drops,
+    to send after its decisions, in parallel."""
+    ns, name = experiment["metadata"]["namespace"], experiment["metadata"]["name"]
+    calls = api.pod_deletions(ns, name, list(plan.delete_pods.values())) if plan.delete_pods else []
+    if plan.delete_claims:
+        calls.append(lambda: api.delete_trial_claims(ns, name, plan.delete_claims.values()))
+    return calls
 
 
 def launched_trials(plan: Plan) -> set[str]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Collection, NamedTuple, Optional, Sequence
 
-from hpo_operator.controller.builders import attempt_of, checkpoint_location, object_ref, pod_name
+from hpo_operator.controller.builders import attempt_of, checkpoint_location, object_ref, pod_name, trial_of
 from hpo_operator.controller.trials import (
     changed, has_records, observations_of, operator_fields, read_trial, status_of, text_value,
 )
@@ -245,13 +245,8 @@ def unstarted_runs(state: ExperimentState, fenced: list[dict], pods: dict[str, d
 
 
 def trials_of_pods(state: ExperimentState, pods: dict[str, dict]) -> dict[str, str]:
-    """pod -> the trial it was made for (``pod_name``), for the pods of trials in ``state``."""
-    out = {}
-    for pod in pods:
-        trial, _, attempt = pod.rpartition("-")
-        if trial in state.books and attempt.isdigit():
-            out[pod] = trial
-    return out
+    """pod -> the trial it was made for (``trial_of``), for the pods of trials in ``state``."""
+    return {pod: trial for pod in pods if (trial := trial_of(pod)) in state.books}
 
 
 def reconcile(name: str, spec, status: dict, trial_objs: list[dict], pods: dict[str, dict],

@@ -1,5 +1,5 @@
 """One experiment's reconcile loop body: read, decide (``reconcile.step``), act (``kube.apply_decisions``,
-then ``kube.pod_deletions`` and ``kube.follow_up`` in the background), report.
+then ``kube.deletions`` and ``kube.follow_up`` in the background), report.
 
 The handler calls :meth:`ExperimentRunner.step` whenever the watch caches saw
 something of the experiment change (and on a slow tick). The runner keeps the
@@ -201,10 +201,8 @@ class ExperimentRunner:
 
     def delete(self, plan: Plan, body: dict) -> None:
         """Send the plan's pod and claim deletions, in parallel, without waiting for them."""
-        calls = kube.pod_deletions(self.api, plan, body)
-        if plan.delete_claims:
-            calls.append(lambda: self.api.delete_trial_claims(self.namespace, self.name, plan.delete_claims.values()))
-        self.deleting += [kube.DELETE_POOL.submit(contextvars.copy_context().run, call) for call in calls]
+        self.deleting += [kube.DELETE_POOL.submit(contextvars.copy_context().run, call)
+                          for call in kube.deletions(self.api, plan, body)]
 
     def send_follow_up(self, plan: Plan, spec, body: dict, logger) -> None:
         """Start the follow-up of ``plan``: its launches, if any."""
