@@ -13,6 +13,7 @@ fi
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   .venv/bin/pip install -q "${HPO_TORCH_SPEC:-torch==2.13.0}"
 fi
-extras="torch"
-[ "${1:-}" = "--no-test" ] || extras="torch,test"
+# examples: what the example trainers import (the demo runs one); test: the suite.
+extras="torch,examples"
+[ "${1:-}" = "--no-test" ] || extras="torch,examples,test"
 .venv/bin/pip install -q -e ".[${extras}]"

@@ -75,7 +75,7 @@ DEBIAN_SUITE=bookworm
 DEBIAN_PACKAGES=python3,python3-venv,python-is-python3,ca-certificates
 TORCH_SPEC=${HPO_TORCH_SPEC:-torch==2.13.0}
 # What trainer_image/Dockerfile installs on top of the torch base.
-TRAINER_REQS=("numpy>=1.26" "scikit-learn>=1.4")
+mapfile -t TRAINER_REQS < <(grep -v '^\s*\(#\|$\)' "$REPO/trainer_image/requirements-examples.txt")
 WHEELS_SUBDIR=.build-wheels
 
 log() { printf '[build-images] %s\n' "$*" >&2; }

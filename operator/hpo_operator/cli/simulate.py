@@ -19,7 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="compare schedulers with random search on a learning-curve table",
         description="Runs each scheduler and random search on the same configuration draws with a simulated "
         "clock, and prints the median time (over seeds) until the best fully trained trial is in the table's "
-        "top 1%% and top 5%%, and the speedup over random search.",
+        "top 1% and top 5%, and the speedup over random search.",
     )
     p.add_argument("table", help="learning-curve table (JSON; format in bench/tables/README.md)")
     p.add_argument("--scheduler", action="append", choices=[n for n in SCHEDULER_NAMES if n != "fifo"],

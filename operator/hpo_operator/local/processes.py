@@ -124,6 +124,32 @@ class TrainerProcess:
         if not self._log.closed:
             self._log.close()
 
+    def failure_message(self, code: int) -> str:
+        """Why the run failed, quoting the end of its output (a traceback's last lines name the cause)."""
+        tail = output_tail(self.log_path)
+        quoted = f"; last output: {tail}" if tail else ""
+        return f"trainer exited with code {code}{quoted}; log: {self.log_path}"
+
+
+# The failure message is printed as one line and kept in results.json: a few
+# lines are enough to name the cause, the full output stays in the log.
+TAIL_LINES = 3
+TAIL_CHARS = 400
+
+
+def output_tail(path: Path, lines: int = TAIL_LINES, max_chars: int = TAIL_CHARS) -> str:
+    """The last ``lines`` non-blank lines of a log, joined with " | ", at most ``max_chars`` (its end kept)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 8192))
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    kept = [line.strip() for line in text.splitlines() if line.strip()][-lines:]
+    joined = " | ".join(kept)
+    return joined if len(joined) <= max_chars else "..." + joined[-(max_chars - 3):]
+
 
 def run_env(launch: Launch, spec, experiment: str, paths: TrialPaths, gpu: Optional[str]) -> dict[str, str]:
     env = dict(os.environ)

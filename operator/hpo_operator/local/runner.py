@@ -151,7 +151,7 @@ class LocalRunner:
             if code is not None:
                 run.process.close()
                 del self.running[tid]
-                message = "" if code == 0 else f"trainer exited with code {code}; log: {run.process.log_path}"
+                message = "" if code == 0 else run.process.failure_message(code)
                 self.engine.on_run_exit(tid, succeeded=code == 0, message=message)
                 trial = self.engine.trials[tid]
                 if trial.phase == "Paused":
