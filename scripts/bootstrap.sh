@@ -13,7 +13,7 @@ fi
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   .venv/bin/pip install -q "${HPO_TORCH_SPEC:-torch==2.13.0}"
 fi
-# examples: what the example trainers import (the demo runs one); test: the suite.
-extras="torch,examples"
-[ "${1:-}" = "--no-test" ] || extras="torch,examples,test"
+# examples: what the example trainers import (the demo runs one); plot: hpo plot and hpo report; test: the suite.
+extras="torch,examples,plot"
+[ "${1:-}" = "--no-test" ] || extras="torch,examples,plot,test"
 .venv/bin/pip install -q -e ".[${extras}]"

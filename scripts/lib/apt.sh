@@ -1,5 +1,6 @@
 # Sourced by the repo's setup scripts: install Debian packages only when missing.
-# The caller defines log and die. Runs apt-get as root, or through sudo.
+# The caller defines log and die. Runs apt-get as root, or through sudo. Waits
+# up to 10 minutes for another apt-get to finish (CI may run two setup scripts).
 
 APT_UPDATED=0
 
@@ -14,7 +15,7 @@ _apt_as_root() {
 apt_update() {
   if [ "$APT_UPDATED" -eq 0 ]; then
     log "apt-get update"
-    _apt_as_root apt-get update -qq >&2
+    _apt_as_root apt-get -o DPkg::Lock::Timeout=600 update -qq >&2
     APT_UPDATED=1
   fi
 }
@@ -30,5 +31,5 @@ apt_install() {
   command -v apt-get >/dev/null 2>&1 || die "missing ${missing[*]} and no apt-get to install them"
   apt_update
   log "apt-get install ${missing[*]}"
-  _apt_as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+  _apt_as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >&2
 }

@@ -36,6 +36,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-trials", type=int, default=1000, help="trial budget per run (default 1000)")
     p.add_argument("--max-time", type=float, default=None, help="simulated seconds per run (default: no limit)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--traces", metavar="FILE", help="also write each run's best fully trained value over "
+                   "simulated time to FILE (JSON), for `hpo plot FILE`")
     p.set_defaults(func=run)
 
 
@@ -49,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
                       max_time=args.max_time)
     elapsed = time.perf_counter() - started
     trials = sum(r.trials for s in results.values() for r in s.runs)
+    if args.traces:
+        write_traces(args.traces, table, results, args)
     if args.json:
         doc = {
             "table": table.name,
@@ -81,3 +85,22 @@ def run(args: argparse.Namespace) -> int:
     print(f"simulated {trials} trials in {elapsed:.1f}s ({trials / max(elapsed, 1e-9):.0f} trials/s); "
           f"'{RANDOM}' is random search: every trial trained to the end")
     return 0
+
+
+TRACES_FORMAT = "hpo-simulate-traces/1"
+
+
+def write_traces(path: str, table: LearningCurveTable, results: dict, args: argparse.Namespace) -> None:
+    """Per scheduler and seed: (simulated seconds, value) each time a better trial was fully trained. A run
+    stops once it reached the table's top 1% and 5%, or its budget; ``end_time`` says when."""
+    doc = {
+        "format": TRACES_FORMAT, "table": table.name, "metric": table.metric, "mode": table.mode,
+        "thresholds": {"top1": table.top_threshold(0.01), "top5": table.top_threshold(0.05)},
+        "settings": {"workers": args.workers, "seeds": args.seeds, "epoch_scale": args.epoch_scale,
+                     "overhead": args.overhead, "min_resource": args.min_resource,
+                     "reduction_factor": args.reduction_factor, "max_trials": args.max_trials},
+        "schedulers": {name: [{"seed": r.seed, "end_time": r.end_time, "best": [list(p) for p in r.incumbent]}
+                              for r in s.runs] for name, s in results.items()},
+    }
+    with open(path, "w") as f:
+        json.dump(doc, f)

@@ -18,11 +18,14 @@ def _value(v: float) -> Optional[float]:
     return v if v is not None and math.isfinite(v) else None  # JSON has no NaN: null ranks worst
 
 
-def trial_to_dict(t: TrialState, checkpoint_dir: Path) -> dict[str, Any]:
+def trial_to_dict(t: TrialState, checkpoint_dir: Path, times: Optional[dict[int, float]] = None) -> dict[str, Any]:
+    """``times``: epoch -> unix time the trainer wrote it, for plots against wall time."""
+    times = times or {}
     return {
         "id": t.trial_id, "name": t.name, "config": t.config, "bracket": t.bracket, "phase": t.phase,
         "until": t.until, "attempts": t.attempts, "failures": t.failures, "message": t.message,
         "last_epoch": t.last_epoch, "observations": [[e, _value(v)] for e, v in t.observations],
+        "times": [times.get(e) for e, _ in t.observations],
         "checkpoint_dir": str(checkpoint_dir),
     }
 
@@ -33,8 +36,13 @@ def trial_from_dict(d: dict[str, Any]) -> TrialState:
                       obs, int(d.get("attempts", 0)), int(d.get("failures", 0)), d.get("message", ""))
 
 
+def times_from_dict(d: dict[str, Any]) -> dict[int, float]:
+    """The epoch -> unix time map of a trial written by ``trial_to_dict`` (empty for older files)."""
+    return {int(e): float(t) for (e, _), t in zip(d["observations"], d.get("times") or []) if t is not None}
+
+
 def snapshot(engine: ExperimentEngine, run_dir: Path, phase: str, elapsed: float,
-             extra: Optional[dict] = None) -> dict[str, Any]:
+             extra: Optional[dict] = None, times: Optional[dict[int, dict[int, float]]] = None) -> dict[str, Any]:
     best = engine.best()
     doc = {
         "format": FORMAT_VERSION,
@@ -50,7 +58,7 @@ def snapshot(engine: ExperimentEngine, run_dir: Path, phase: str, elapsed: float
             "epoch": best.epoch, "complete": best.complete,
             "checkpoint_dir": str(run_dir / best.trial.name / "checkpoints"),
         },
-        "trials": [trial_to_dict(t, run_dir / t.name / "checkpoints")
+        "trials": [trial_to_dict(t, run_dir / t.name / "checkpoints", (times or {}).get(t.trial_id))
                    for t in sorted(engine.trials.values(), key=lambda t: t.trial_id)],
     }
     if extra:

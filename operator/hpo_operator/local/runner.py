@@ -22,7 +22,7 @@ from hpo_trainer.metrics import MetricLineError, MetricRecord, MetricsReader, Me
 
 from hpo_operator.engine import ExperimentEngine, Launch
 from hpo_operator.local.processes import TrainerProcess, TrialPaths, run_env, trainer_command, visible_gpus, write_control
-from hpo_operator.local.results import read_results, snapshot, trial_from_dict, write_results
+from hpo_operator.local.results import read_results, snapshot, times_from_dict, trial_from_dict, write_results
 from hpo_operator.scheduling import Decision
 
 POLL_SECONDS = 0.05
@@ -47,12 +47,15 @@ class LocalRunner:
         self.manifest_dir = Path(manifest_path).resolve().parent
         self.run_dir = Path(out_dir) / self.name
         self.command = trainer_command(self.spec, self.manifest_dir)
+        self.spec_doc = self.spec.model_dump(mode="json", by_alias=True, exclude_none=True)  # for hpo report
         self.progress = progress or (lambda line: None)  # events: started, paused, promoted, ...
         self.status = status or (lambda line: None)  # the periodic one-line summary
         self.poll_seconds = poll_seconds
         self.engine = ExperimentEngine(self.name, self.spec)
         self.running: dict[int, Running] = {}
         self.elapsed_before = 0.0
+        self.started_at = time.time()  # unix; an interrupted run keeps its first start
+        self.times: dict[int, dict[int, float]] = {}  # trial id -> epoch -> unix time written, for plots
         self._prepare(resume, fresh)
         self.gpus = visible_gpus() if self._wants_gpu() else []
         self.slots = self.spec.budget.parallelism
@@ -80,6 +83,8 @@ class LocalRunner:
                 if t.phase == "Running":  # interrupted, not failed: run again from its last epoch
                     t.phase = "Pending"
             self.engine.restore(trials)
+            self.times = {int(d["id"]): times_from_dict(d) for d in doc["trials"]}
+            self.started_at = float(doc.get("started_at") or self.started_at)
             self.elapsed_before = float(doc.get("elapsed_s", 0.0))
             self.progress(f"resuming {self.name}: {len(trials)} trials, {self.elapsed_before:.0f}s elapsed before")
 
@@ -170,6 +175,7 @@ class LocalRunner:
                 continue
             assert isinstance(item, MetricRecord)
             trial = self.engine.trials[tid]
+            self._stamp(tid, item)
             decision = self.engine.on_observation(tid, item.epoch, item.value)
             if decision is Decision.STOP:
                 self.progress(f"stopped {trial.name} at epoch {item.epoch}: {self._fmt(item.value)}")
@@ -191,12 +197,18 @@ class LocalRunner:
         # Lines written before the interrupt are kept: the trainer checkpointed them.
         for item in run.reader.poll():
             if isinstance(item, MetricRecord):
+                self._stamp(tid, item)
                 self.engine.on_observation(tid, item.epoch, item.value)
+
+    def _stamp(self, tid: int, record: MetricRecord) -> None:
+        # The trainer's clock when it wrote the line (the SDK always sends it), else ours now.
+        self.times.setdefault(tid, {})[record.epoch] = record.time if record.time is not None else time.time()
 
     # ---- output ------------------------------------------------------------------
     def _save(self, phase: str, elapsed: float) -> dict:
         doc = snapshot(self.engine, self.run_dir, phase, elapsed,
-                       {"manifest_dir": str(self.manifest_dir), "command": self.command})
+                       {"manifest_dir": str(self.manifest_dir), "command": self.command,
+                        "started_at": self.started_at, "spec": self.spec_doc}, self.times)
         write_results(self.run_dir, doc)
         return doc
 

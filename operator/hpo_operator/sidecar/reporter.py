@@ -43,6 +43,8 @@ def observation_patch(record: MetricRecord, attempt: Optional[int] = None, fence
     it is unchanged (the operator raises it when it judges the run over)."""
     value = record.value if math.isfinite(record.value) else None  # JSON has no NaN: null ranks worst
     observation = {"epoch": record.epoch, "value": value}
+    if record.time is not None:
+        observation["time"] = record.time
     if attempt is not None:
         observation["attempt"] = attempt
     guard = [] if fence is None else [{"op": "test", "path": "/status/runFence", "value": fence}]

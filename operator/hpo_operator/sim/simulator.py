@@ -45,6 +45,7 @@ class SimulationResult:
     end_time: float
     decisions: list[tuple[int, int, str]] = field(default_factory=list)  # (trial, epoch, decision)
     final: dict[int, tuple[int, str, int]] = field(default_factory=dict)  # trial -> (row, phase, last epoch)
+    incumbent: list[tuple[float, float]] = field(default_factory=list)  # (time, value): each new best full trial
 
 
 def simulate(table: LearningCurveTable, scheduler_spec: SchedulerSpec, *, name: str = "", workers: int = 4,
@@ -69,6 +70,7 @@ def simulate(table: LearningCurveTable, scheduler_spec: SchedulerSpec, *, name: 
     free = workers
     epochs = run_starts = 0
     decisions: list[tuple[int, int, str]] = []
+    incumbent: list[tuple[float, float]] = []
 
     def epoch_time(row: int, epoch: int) -> float:
         return float(table.epoch_seconds[row, epoch - 1]) * epoch_scale
@@ -104,6 +106,9 @@ def simulate(table: LearningCurveTable, scheduler_spec: SchedulerSpec, *, name: 
         if record_decisions:
             decisions.append((tid, epoch, decision.value))
         if epoch >= table.max_resource or epoch >= scheduler_spec.max_resource:
+            if math.isfinite(value) and (not incumbent or (value < incumbent[-1][1] if table.mode == "min"
+                                                          else value > incumbent[-1][1])):
+                incumbent.append((now, value))
             for q, threshold in thresholds.items():
                 if reached[q] is None and math.isfinite(value) and better(value, threshold):
                     reached[q] = now
@@ -120,4 +125,4 @@ def simulate(table: LearningCurveTable, scheduler_spec: SchedulerSpec, *, name: 
     engine.finish_if_done()
     final = {t.trial_id: (t.config["row"], t.phase, t.last_epoch) for t in engine.trials.values()}
     return SimulationResult(name or scheduler_spec.algorithm, seed, reached, len(engine.trials), epochs,
-                            run_starts, now, decisions, final)
+                            run_starts, now, decisions, final, incumbent)

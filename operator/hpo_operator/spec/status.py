@@ -62,6 +62,8 @@ class Observation(SpecModel):
     epoch: int = Field(ge=1)
     value: Optional[float] = Field(default=None, description="Objective; null when NaN or infinite (ranks worst).")
     attempt: Optional[int] = Field(default=None, ge=1, description="The run (pod attempt) that reported it.")
+    time: Optional[float] = Field(default=None, description="Unix time (seconds) the trainer wrote the epoch; "
+                                  "hpo plot draws the best value against it.")
 
 
 class Problem(SpecModel):
