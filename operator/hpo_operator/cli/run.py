@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
 from hpo_operator.local import LocalRunner
+from hpo_operator.local.progress import RunProgress, bar_line, plain_line
 from hpo_operator.spec import load_experiment
 
 
@@ -37,9 +39,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 class Console:
-    """Events one per line; the status line redrawn in place on a terminal, every 15 s in a log."""
+    """Events one per line; a progress bar redrawn in place on a terminal, a plain status line every 15 s in a
+    log (where carriage returns would pile up)."""
 
-    LOG_INTERVAL = 15.0
+    # Seconds between plain status lines in a log; tests shorten it.
+    LOG_INTERVAL = float(os.environ.get("HPO_PROGRESS_INTERVAL", "15"))
 
     def __init__(self, stream, quiet: bool = False):
         self.stream, self.quiet = stream, quiet
@@ -53,17 +57,17 @@ class Console:
         self._clear()
         print(line, file=self.stream, flush=True)
 
-    def status(self, line: str) -> None:
+    def status(self, progress: RunProgress) -> None:
         if self.quiet:
             return
         if self.tty:
             self._clear()
-            self.stream.write(line[: shutil.get_terminal_size().columns - 1])
+            self.stream.write(bar_line(progress, shutil.get_terminal_size().columns))
             self.stream.flush()
             self._drawn = True
         elif time.monotonic() - self._last_status >= self.LOG_INTERVAL:
             self._last_status = time.monotonic()
-            print(line, file=self.stream, flush=True)
+            print(plain_line(progress), file=self.stream, flush=True)
 
     def done(self) -> None:
         self._clear()

@@ -22,6 +22,7 @@ from hpo_trainer.metrics import MetricLineError, MetricRecord, MetricsReader, Me
 
 from hpo_operator.engine import ExperimentEngine, Launch
 from hpo_operator.local.processes import TrainerProcess, TrialPaths, run_env, trainer_command, visible_gpus, write_control
+from hpo_operator.local.progress import RunProgress
 from hpo_operator.local.results import read_results, snapshot, times_from_dict, trial_from_dict, write_results
 from hpo_operator.scheduling import Decision
 
@@ -40,7 +41,7 @@ class Running:
 class LocalRunner:
     def __init__(self, experiment, manifest_path: Path, out_dir: Path = Path("hpo-runs"), *, resume: bool = False,
                  fresh: bool = False, progress: Optional[Callable[[str], None]] = None,
-                 status: Optional[Callable[[str], None]] = None, poll_seconds: float = POLL_SECONDS):
+                 status: Optional[Callable[[RunProgress], None]] = None, poll_seconds: float = POLL_SECONDS):
         self.experiment = experiment
         self.spec = experiment.spec
         self.name = experiment.metadata.name
@@ -49,7 +50,7 @@ class LocalRunner:
         self.command = trainer_command(self.spec, self.manifest_dir)
         self.spec_doc = self.spec.model_dump(mode="json", by_alias=True, exclude_none=True)  # for hpo report
         self.progress = progress or (lambda line: None)  # events: started, paused, promoted, ...
-        self.status = status or (lambda line: None)  # the periodic one-line summary
+        self.status = status or (lambda progress: None)  # every second: trials by phase, epochs, best
         self.poll_seconds = poll_seconds
         self.engine = ExperimentEngine(self.name, self.spec)
         self.running: dict[int, Running] = {}
@@ -109,7 +110,7 @@ class LocalRunner:
                     break
                 if time.monotonic() - last_save >= SAVE_EVERY_SECONDS:
                     self._save("Running", elapsed)
-                    self.status(self.status_line(elapsed))
+                    self.status(self.snapshot_progress(elapsed))
                     last_save = time.monotonic()
                 time.sleep(self.poll_seconds)
             phase = self.engine.outcome.phase
@@ -225,10 +226,12 @@ class LocalRunner:
         metric = self.spec.objective.metric
         return f"{metric}=nan" if value is None or not math.isfinite(value) else f"{metric}={value:.4g}"
 
-    def status_line(self, elapsed: float) -> str:
-        c = self.engine.counts()
+    def snapshot_progress(self, elapsed: float) -> RunProgress:
         best = self.engine.best()
-        best_text = "-" if best is None else f"{self._fmt(best.value)} ({best.trial.name} @ epoch {best.epoch})"
-        return (f"[{elapsed:6.0f}s] trials {len(self.engine.trials)}/{self.spec.budget.max_trials}: "
-                f"running {c['Running']} paused {c['Paused']} stopped {c['Stopped']} completed {c['Completed']} "
-                f"failed {c['Failed']} | best {best_text}")
+        return RunProgress(
+            experiment=self.name, elapsed_s=elapsed, trials=len(self.engine.trials),
+            max_trials=self.spec.budget.max_trials, counts=self.engine.counts(),
+            epochs=sum(t.last_epoch for t in self.engine.trials.values()), metric=self.spec.objective.metric,
+            best_value=None if best is None else best.value, best_trial=None if best is None else best.trial.name,
+            best_epoch=None if best is None else best.epoch, best_complete=best is not None and best.complete,
+            max_duration_s=self.spec.budget.max_duration_seconds)

@@ -10,6 +10,7 @@ import math
 from typing import Optional, Sequence
 
 import numpy as np
+from matplotlib import rc_context
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -250,4 +251,6 @@ def _clip_y(ax, runs: dict, mode: str, thresholds: dict) -> None:
 
 
 def save(fig: Figure, path, dpi: Optional[int] = None) -> None:
-    fig.savefig(path, dpi=dpi or 110, metadata={"Software": "hpo plot"} if str(path).endswith(".png") else None)
+    # SVG text stays text (searchable, smaller) instead of glyph outlines.
+    with rc_context({"svg.fonttype": "none"}):
+        fig.savefig(path, dpi=dpi or 110)
