@@ -52,9 +52,9 @@ def test_progress_on_a_pipe_is_plain_lines(run):
     lines = [line for line in done.stderr.splitlines() if line.startswith("[") and "epochs |" in line]
     assert len(lines) >= 2, done.stderr
     assert "\r" not in done.stderr and "\033" not in done.stderr
-    last = lines[-1]
-    assert f"trials {len(results['trials'])}/{TRIALS}:" in last or "trials" in last
-    assert "best val_error=" in lines[-1]
+    created = [int(re.search(r"trials (\d+)/(\d+):", line).group(1)) for line in lines]
+    assert created == sorted(created) and 0 < created[-1] <= TRIALS
+    assert re.search(r"\| best val_error=[0-9.]+ \(views-\d{4} @ epoch \d\)", lines[-1]), lines[-1]
     epochs = [int(line.split(" epochs |")[0].rsplit("| ", 1)[1]) for line in lines]
     assert epochs == sorted(epochs) and epochs[-1] > 0
 
@@ -84,9 +84,11 @@ def test_progress_on_a_terminal_is_a_bar_redrawn_in_place(tmp_path):
     assert proc.wait(timeout=60) == 0, screen.decode(errors="replace")
     os.close(leader)
     text = screen.decode()
-    bars = re.findall(r"tty \[[#.]+\][^\r\n\x1b]*", text)
-    assert len(bars) >= 2, text
-    assert text.count("\r\033[K") >= len(bars) - 1  # each bar erased in place, not left as a line of its own
+    drawn = re.findall(r"(tty \[[#.]+\][^\r\n\x1b]*)(\r\n|\r\x1b\[K)", text)
+    assert len(drawn) >= 2, text
+    # each bar is erased in place by the next line drawn, never left behind as a line of its own
+    assert {end for _, end in drawn} == {"\r\x1b[K"}, drawn
+    bars = [bar for bar, _ in drawn]
     assert all(len(b) <= 119 for b in bars)
     assert "#" in bars[-1] and "epochs |" in bars[-1] and "best val_error=" in bars[-1]
     assert "experiment tty: Succeeded" in text  # the summary comes after the bar was cleared
