@@ -164,8 +164,12 @@ def best_so_far(s: ExperimentSnapshot, *, width: float = 9.0, height: float = 3.
     for ax, xs, label in ((left, xs_time, f"wall time ({unit})"), (right, p.epochs, "epochs trained, all trials")):
         ax.step(xs, p.best_any, where="post", color="#56B4E9", linewidth=1.6, label="best at any epoch")
         if any(v is not None for v in p.best_full):
-            ax.step(xs, p.best_full, where="post", color=BEST_COLOUR, linewidth=2.2,
-                    label=f"best trained to {s.max_resource} epochs")
+            ax.step(xs, p.best_full, where="post", color=BEST_COLOUR, linewidth=2.2, marker="none")
+            # a dot where a newly completed trial became the best: visible even when it is the last epoch
+            new = [(x, v) for i, (x, v) in enumerate(zip(xs, p.best_full))
+                   if v is not None and (i == 0 or p.best_full[i - 1] != v)]
+            ax.plot([x for x, _ in new], [v for _, v in new], "o", color=BEST_COLOUR, markersize=6,
+                    label=f"best trained to {s.max_resource} epochs", zorder=4)
         ax.set_xlabel(label)
         ax.set_xlim(0, max(xs) * 1.02 if xs else 1)
     if _wants_log([v for v in p.best_any if v is not None]):
