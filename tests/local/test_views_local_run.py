@@ -4,7 +4,6 @@ headless chromium, and `hpo plot` of `hpo simulate --traces`."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import pty
@@ -12,9 +11,7 @@ import re
 import select
 import subprocess
 import sys
-import time
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import matplotlib.image
 import numpy as np

@@ -68,7 +68,7 @@ class Best:
 
 
 @dataclass(frozen=True)
-class Warning:
+class WarningEvent:
     """A Warning Event of the experiment or one of its trials (cluster only)."""
 
     time: str
@@ -92,7 +92,7 @@ class ExperimentSnapshot:
     message: Optional[str] = None
     started_at: Optional[float] = None  # unix seconds
     elapsed_s: Optional[float] = None
-    warnings: tuple[Warning, ...] = field(default_factory=tuple)
+    warnings: tuple[WarningEvent, ...] = field(default_factory=tuple)
 
     @property
     def finished(self) -> bool:

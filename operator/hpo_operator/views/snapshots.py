@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Optional
 
-from hpo_operator.views.model import Best, ExperimentSnapshot, Point, TrialSnapshot, Warning, unix_time
+from hpo_operator.views.model import Best, ExperimentSnapshot, Point, TrialSnapshot, WarningEvent, unix_time
 
 
 def from_results(doc: dict[str, Any], where: str) -> ExperimentSnapshot:
@@ -39,7 +39,7 @@ def trial_from_object(obj: dict[str, Any]) -> TrialSnapshot:
                          status.get("message") or "")
 
 
-def warnings_of(events: Iterable[dict[str, Any]], names: set[str], limit: int = 10) -> tuple[Warning, ...]:
+def warnings_of(events: Iterable[dict[str, Any]], names: set[str], limit: int = 10) -> tuple[WarningEvent, ...]:
     """The newest ``limit`` Warning Events whose object is in ``names``, oldest first."""
     out = []
     for ev in events:
@@ -47,7 +47,7 @@ def warnings_of(events: Iterable[dict[str, Any]], names: set[str], limit: int = 
         if ev.get("type") != "Warning" or obj.get("name") not in names:
             continue
         when = ev.get("lastTimestamp") or ev.get("eventTime") or (ev.get("metadata") or {}).get("creationTimestamp")
-        out.append(Warning(when or "", f"{obj.get('kind', '')}/{obj['name']}", ev.get("reason") or "",
+        out.append(WarningEvent(when or "", f"{obj.get('kind', '')}/{obj['name']}", ev.get("reason") or "",
                            ev.get("message") or ev.get("note") or "", int(ev.get("count") or 1)))
     out.sort(key=lambda w: unix_time(w.time) or 0.0)
     return tuple(out[-limit:])
