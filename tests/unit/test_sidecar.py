@@ -400,3 +400,12 @@ def test_a_sidecar_appends_under_the_fence_its_run_was_launched_with(tmp_path):
                       trainer_done=lambda: next(polls) >= 1, poll_seconds=0, retry_seconds=0, run_fence=4)
     assert sidecar.run(deadline=None) == 0
     assert seen[0][0] == {"op": "test", "path": "/status/runFence", "value": 4}
+
+
+def test_observations_carry_the_time_the_trainer_wrote_them(tmp_path):
+    status = Status()
+    run_sidecar(tmp_path, status, [json.dumps({"epoch": 1, "val_error": 0.5, "time": 1718000000.25}),
+                                   line(2, 0.4)])
+    # the trainer's clock (what hpo plot draws against); a line without one records none
+    assert status.doc["observations"] == [{"epoch": 1, "value": 0.5, "time": 1718000000.25},
+                                          {"epoch": 2, "value": 0.4}]
