@@ -199,6 +199,7 @@ def simulate_traces(doc: dict, *, width: float = 9.0, height: float = 5.0, point
         raise ValueError("the traces hold no fully trained trial; simulate more trials (--max-trials)")
     # Up to where nine runs in ten have ended: one slow seed would otherwise stretch every line flat.
     grid = np.geomspace(max(min(firsts), 1e-9), max(float(np.quantile(ends, 0.9)), max(firsts)) * 1.1, points)
+    medians = []
     palette = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9", "#F0E442"]
     for i, (name, rs) in enumerate(runs.items()):
         curves = np.full((len(rs), len(grid)), worst)
@@ -211,6 +212,7 @@ def simulate_traces(doc: dict, *, width: float = 9.0, height: float = 5.0, point
             curves[j] = np.where(idx >= 0, values[np.clip(idx, 0, None)], worst)
         # Quantiles that pick a seed's value (no interpolation): a seed with no trained trial yet is infinite.
         low, median, high = np.quantile(curves, [0.25, 0.5, 0.75], axis=0, method="inverted_cdf")
+        medians.append(median)
         shown = np.isfinite(median)
         is_random = name == "random"
         colour = "#555555" if is_random else palette[i % len(palette)]
@@ -226,10 +228,12 @@ def simulate_traces(doc: dict, *, width: float = 9.0, height: float = 5.0, point
             ax.annotate(f"table's {label}", (1.0, value), xycoords=("axes fraction", "data"), xytext=(-4, 3),
                         textcoords="offset points", ha="right", fontsize=8, color="#666666")
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("simulated wall time (hours, log scale)")
     ax.set_ylabel(f"best fully trained {doc.get('metric', 'objective')}")
-    _clip_y(ax, runs, mode, doc.get("thresholds") or {})
+    _clip_y(ax, medians, runs, mode, doc.get("thresholds") or {})
     s = doc.get("settings") or {}
     ax.set_title(f"{doc.get('table', '')}: best so far, {s.get('workers', '?')} workers; shaded: 25th to 75th "
                  f"percentile over seeds", loc="left", fontsize=11)
@@ -240,16 +244,18 @@ def simulate_traces(doc: dict, *, width: float = 9.0, height: float = 5.0, point
     return fig
 
 
-def _clip_y(ax, runs: dict, mode: str, thresholds: dict) -> None:
-    """Zoom on where the schedulers differ: from just past the table's best region to the median first value."""
-    firsts = sorted(r["best"][0][1] for rs in runs.values() for r in rs if r["best"])
-    lasts = [r["best"][-1][1] for rs in runs.values() for r in rs if r["best"]]
+def _clip_y(ax, medians: list[np.ndarray], runs: dict, mode: str, thresholds: dict) -> None:
+    """Zoom on where the schedulers differ: from the first moment every median line exists (its worst value
+    then) to the best value any run reached."""
+    firsts = [int(np.argmax(np.isfinite(m))) for m in medians if np.isfinite(m).any()]
     if not firsts:
         return
-    start = float(np.median(firsts))
+    at = max(firsts)
+    start = [float(m[at]) for m in medians if np.isfinite(m[at])]
+    lasts = [r["best"][-1][1] for rs in runs.values() for r in rs if r["best"]]
     best = min(lasts) if mode == "min" else max(lasts)
-    marks = [v for v in thresholds.values() if v is not None]
-    lo, hi = sorted([best, start] + marks)[0], sorted([best, start] + marks)[-1]
+    values = start + [best] + [v for v in thresholds.values() if v is not None]
+    lo, hi = min(values), max(values)
     pad = (hi - lo) * 0.06 or abs(hi) * 0.05 or 0.05
     ax.set_ylim(lo - pad, hi + pad)
 
