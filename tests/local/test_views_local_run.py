@@ -51,7 +51,7 @@ def test_progress_on_a_pipe_is_plain_lines(run):
     assert "\r" not in done.stderr and "\033" not in done.stderr
     created = [int(re.search(r"trials (\d+)/(\d+):", line).group(1)) for line in lines]
     assert created == sorted(created) and 0 < created[-1] <= TRIALS
-    assert re.search(r"\| best val_error=[0-9.]+ \(views-\d{4} @ epoch \d\)", lines[-1]), lines[-1]
+    assert re.search(r"\| best val_error=[0-9.]+ \(views-\d{4} @ epoch \d(, partial)?\)", lines[-1]), lines[-1]
     epochs = [int(line.split(" epochs |")[0].rsplit("| ", 1)[1]) for line in lines]
     assert epochs == sorted(epochs) and epochs[-1] > 0
 
