@@ -1,37 +1,39 @@
 """Checkpoint files in a trial's checkpoint folder: save atomically, keep the last K, find the newest good one.
 
-Layout: one file per epoch, ``epoch-000012.ckpt``, holding
+Layout: one file per epoch, ``epoch-000012.ckpt``, holding one checksummed
+frame (see frame.py):
 
-    MAGIC (8 bytes) | serializer tag (1 byte) | payload | SHA-256 of everything before it (32 bytes)
+    "HPOCKPT" | format (1 byte) | serializer tag (1 byte) | payload | checksum (16 or 32 bytes)
 
 The checksum lets anyone (the trainer, the local runner, a person) tell a
 complete checkpoint from a truncated or damaged one without unpickling it and
 without torch installed. The payload is ``torch.save`` output when torch is
 already imported by the trainer (tensors are stored efficiently), plain pickle
 otherwise, so a trainer that does not use torch never pays for importing it.
+The payload streams between the serializer and the file: saving and loading
+hold no second copy of it in memory.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import pickle
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from .fsutil import is_temp_name, write_atomic
+from .frame import CorruptCheckpoint, FrameReader, FrameWriter, default_checksum
+from .fsutil import atomic_file, is_temp_name, write_all
 
-MAGIC = b"HPOCKPT\x01"
 TAG_TORCH = b"t"
 TAG_PICKLE = b"p"
-_TAGS = {TAG_TORCH: "torch", TAG_PICKLE: "pickle"}
-_DIGEST = 32
-_HEADER = len(MAGIC) + 1
+_TAGS = {"torch": TAG_TORCH, "pickle": TAG_PICKLE}
 
 DEFAULT_KEEP = 2
 # Temp files older than this belong to a writer that died; a live writer
@@ -39,10 +41,7 @@ DEFAULT_KEEP = 2
 STALE_TEMP_SECONDS = 600.0
 
 _NAME = re.compile(r"^epoch-(\d{6,})\.ckpt$")
-
-
-class CorruptCheckpoint(Exception):
-    """The file is not a complete checkpoint (truncated, damaged, or not ours)."""
+_PICKLE_BUFFER = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -71,41 +70,37 @@ def list_checkpoints(directory: Path | str) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def encode(payload: Any, serializer: str | None = None) -> bytes:
-    """Frame `payload` as checkpoint bytes. serializer: "torch", "pickle" or None (torch if already imported)."""
+def _serializer(serializer: str | None) -> str:
     if serializer is None:
-        serializer = "torch" if sys.modules.get("torch") is not None else "pickle"
+        return "torch" if sys.modules.get("torch") is not None else "pickle"
+    if serializer not in _TAGS:
+        raise ValueError(f"serializer must be 'torch', 'pickle' or None, not {serializer!r}")
+    return serializer
+
+
+def _write_frame(payload: Any, serializer: str, sink: Callable[[memoryview], Any]) -> None:
+    writer = FrameWriter(sink, _TAGS[serializer], default_checksum())
     if serializer == "torch":
         import torch
 
-        buffer = io.BytesIO()
-        torch.save(payload, buffer)
-        tag, body = TAG_TORCH, buffer.getvalue()
-    elif serializer == "pickle":
-        tag, body = TAG_PICKLE, pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+        torch.save(payload, writer)
     else:
-        raise ValueError(f"serializer must be 'torch', 'pickle' or None, not {serializer!r}")
-    head = MAGIC + tag + body
-    return head + hashlib.sha256(head).digest()
+        pickle.dump(payload, writer, protocol=pickle.HIGHEST_PROTOCOL)
+    writer.finish()
 
 
-def _check_frame(data: bytes, path: Path) -> bytes:
-    """Return the serializer tag if `data` is a complete frame, else raise CorruptCheckpoint."""
-    if len(data) < _HEADER + _DIGEST or not data.startswith(MAGIC):
-        raise CorruptCheckpoint(f"{path}: not a checkpoint file or truncated ({len(data)} bytes)")
-    tag = data[len(MAGIC):_HEADER]
-    if tag not in _TAGS:
-        raise CorruptCheckpoint(f"{path}: unknown serializer tag {tag!r}")
-    if hashlib.sha256(memoryview(data)[:-_DIGEST]).digest() != data[-_DIGEST:]:
-        raise CorruptCheckpoint(f"{path}: checksum mismatch (truncated or damaged)")
-    return tag
+def encode(payload: Any, serializer: str | None = None) -> bytes:
+    """The bytes `save` would write for `payload`. serializer: "torch", "pickle" or None (torch if already imported)."""
+    buffer = io.BytesIO()
+    _write_frame(payload, _serializer(serializer), buffer.write)
+    return buffer.getvalue()
 
 
 def is_valid(path: Path | str) -> bool:
     """True when the file is a complete checkpoint; reads it but does not unpickle."""
-    path = Path(path)
     try:
-        _check_frame(path.read_bytes(), path)
+        with FrameReader(path) as reader:
+            reader.verify()
     except (OSError, CorruptCheckpoint):
         return False
     return True
@@ -118,20 +113,33 @@ def load(path: Path | str, *, weights_only: bool = True) -> Any:
     tensors, numbers, strings and containers only. Pickle payloads are trusted,
     as they were written by the trial's own trainer into its own folder.
     """
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise CorruptCheckpoint(f"{path}: cannot read: {error}") from error
-    tag = _check_frame(data, path)
-    body = memoryview(data)[_HEADER:-_DIGEST]
-    if tag == TAG_PICKLE:
-        return pickle.loads(body)
+    with FrameReader(path) as reader:
+        if reader.tag not in _TAGS.values():
+            raise CorruptCheckpoint(f"{reader.path}: unknown serializer tag {reader.tag!r}")
+        if reader.tag == TAG_TORCH and weights_only:
+            # The restricted unpickler builds nothing but tensors and plain
+            # values, so it may run while the checksum is still being fed.
+            torch = _import_torch(reader.path)
+            try:
+                payload = torch.load(reader, map_location="cpu", weights_only=True)
+            except Exception:
+                reader.verify()  # a damaged file explains the failure better than the unpickler can
+                raise
+            reader.verify()
+            return payload
+        # A full unpickler can run code: let it see only bytes that passed the checksum.
+        reader.verify()
+        if reader.tag == TAG_PICKLE:
+            return pickle.load(io.BufferedReader(reader, _PICKLE_BUFFER))
+        return _import_torch(reader.path).load(reader, map_location="cpu", weights_only=False)
+
+
+def _import_torch(path: Path) -> Any:
     try:
         import torch
     except ImportError as error:
         raise ImportError(f"{path} was written with torch.save; install torch to load it") from error
-    return torch.load(io.BytesIO(body), map_location="cpu", weights_only=weights_only)
+    return torch
 
 
 def save(
@@ -153,9 +161,11 @@ def save(
         raise ValueError(f"epoch must be a non-negative int, not {epoch!r}")
     if keep < 1:
         raise ValueError(f"keep must be at least 1, not {keep}")
+    serializer = _serializer(serializer)
     directory = Path(directory)
     final = checkpoint_path(directory, epoch)
-    write_atomic(final, encode(payload, serializer))
+    with atomic_file(final) as fd:
+        _write_frame(payload, serializer, partial(write_all, fd))
     _prune(directory, epoch, keep)
     return final
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 # Temp files start with this prefix and a dot, so listings that look for
@@ -26,9 +28,9 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes | memoryview) -> None:
     """Write every byte; os.write may write fewer (full disk, signal) and says so."""
-    view = memoryview(data)
+    view = memoryview(data).cast("B")  # count bytes, whatever the buffer's item type
     while view:
         written = os.write(fd, view)
         view = view[written:]
@@ -44,18 +46,20 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(TEMP_PREFIX) and TEMP_MARK in name
 
 
-def write_atomic(final: Path, data: bytes) -> None:
-    """Replace `final` with `data`: temp file, fsync, rename, fsync folder.
+@contextmanager
+def atomic_file(final: Path) -> Iterator[int]:
+    """Yield the fd of a new temp file that replaces `final` when the block ends without error.
 
-    Readers see either the old file or the complete new one, never a mix.
-    A writer killed half way leaves only a temp file, which `is_temp_name`
-    lets readers skip.
+    On success: fsync, rename over `final`, fsync the folder. Readers see
+    either the old file or the complete new one, never a mix. On error the
+    temp file is removed; a writer killed half way leaves only a temp file,
+    which `is_temp_name` lets readers skip.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     temp = temp_path_for(final)
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        write_all(fd, data)
+        yield fd
         os.fsync(fd)
     except BaseException:
         os.close(fd)
