@@ -76,6 +76,8 @@ DEBIAN_PACKAGES=python3,python3-venv,python-is-python3,ca-certificates
 TORCH_SPEC=${HPO_TORCH_SPEC:-torch==2.13.0}
 # What trainer_image/Dockerfile installs on top of the torch base.
 mapfile -t TRAINER_REQS < <(grep -v '^\s*\(#\|$\)' "$REPO/trainer_image/requirements-examples.txt")
+# The SDK's own dependency: its checkpoint checksum (hpo_trainer/frame.py).
+TRAINER_REQS+=("xxhash>=3")
 WHEELS_SUBDIR=.build-wheels
 
 log() { printf '[build-images] %s\n' "$*" >&2; }
@@ -127,7 +129,7 @@ OPERATOR_SMOKE='import os, pwd, kopf, kubernetes, hpo_operator.controller.handle
 assert os.getuid() == 1000, os.getuid()
 pwd.getpwuid(1000)  # kopf looks its user up when it starts
 print("operator image ok: uid", os.getuid(), "kopf", kopf.__version__ if hasattr(kopf, "__version__") else "?")'
-TRAINER_SMOKE='import os, torch, sklearn, numpy, hpo_trainer
+TRAINER_SMOKE='import os, torch, sklearn, numpy, xxhash, hpo_trainer
 assert os.getuid() == 1000, os.getuid()
 print("trainer image ok: uid", os.getuid(), "torch", torch.__version__, "sklearn", sklearn.__version__)'
 # Checks the metrics file the one-epoch run wrote (run on the host).
