@@ -10,7 +10,7 @@
 See docs/trainer.md.
 """
 
-from . import checkpoint, contract, torch_state
+from . import checkpoint, contract, torch_state, trace
 from .context import TrialContext, TrialContextError, run_by_hand
 from .metrics import (
     ErrorReason,
@@ -26,5 +26,7 @@ from .metrics import (
 __all__ = [
     "ErrorReason", "MetricLineError", "MetricRecord", "MetricsReader", "MetricsTail", "MetricsWriter",
     "TrialContext", "TrialContextError", "checkpoint", "contract", "parse_metric_line", "report",
-    "run_by_hand", "torch_state",
+    "run_by_hand", "torch_state", "trace",
 ]
+
+trace.mark("imported", process_start=trace.process_start_time() if trace.enabled() else None)

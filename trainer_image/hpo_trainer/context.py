@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import contract
+from . import contract, trace
 from .checkpoint import checkpoint_epoch
 from .control import wait_for_decision
 
@@ -164,6 +164,7 @@ class TrialContext:
         if self.control_file is None:
             return None
         decided = wait_for_decision(self.control_file, until, self.decision_timeout)
+        trace.mark("decision", epoch=until, until=decided)
         if decided is not None and decided > self.max_epoch:
             print(
                 f"hpo_trainer: control file asks for epoch {decided}, beyond {contract.ENV_MAX_EPOCH}="

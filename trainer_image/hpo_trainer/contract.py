@@ -18,6 +18,8 @@ ENV_METRICS_FILE = "HPO_METRICS_FILE"    # JSON-lines file; one object per epoch
 ENV_DATA_DIR = "HPO_DATA_DIR"            # optional folder with data sets (mounted read-only)
 ENV_CONTROL_FILE = "HPO_CONTROL_FILE"    # JSON written by the runner: decisions at rung epochs (see below)
 ENV_DECISION_TIMEOUT = "HPO_DECISION_TIMEOUT"  # seconds a trainer waits at HPO_UNTIL_EPOCH for a decision
+# Set by whoever measures, not by the runner: "1" makes the SDK log start-up timestamps (see trace.py).
+ENV_TRACE = "HPO_TRACE"
 
 # Promote in place. When a trainer reaches HPO_UNTIL_EPOCH it has reported that
 # epoch and checkpointed it; before exiting it waits (up to

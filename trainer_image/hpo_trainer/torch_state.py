@@ -17,11 +17,12 @@ from __future__ import annotations
 import os
 import random
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import checkpoint
+from . import checkpoint, trace
 from .context import TrialContext
 
 FORMAT_VERSION = 1
@@ -204,7 +205,9 @@ def restore(
     `extra`, if given, is filled with the extra values that were saved.
     """
     if ctx.start_epoch == 0:
+        trace.mark("restored", epoch=0, seconds=0.0)
         return 0
+    started = time.perf_counter()
     found = checkpoint.latest(ctx.checkpoint_dir, max_epoch=ctx.start_epoch)
     if found is None:
         print(
@@ -212,6 +215,7 @@ def restore(
             f"training from scratch",
             file=sys.stderr,
         )
+        trace.mark("restored", epoch=0, seconds=time.perf_counter() - started)
         return 0
     if found.epoch < ctx.start_epoch:
         print(
@@ -222,4 +226,5 @@ def restore(
         found.payload, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
         generators=generators, extra=extra,
     )
+    trace.mark("restored", epoch=found.epoch, seconds=time.perf_counter() - started)
     return found.epoch

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .. import trace
 from ..contract import EPOCH_KEY
 from ..fsutil import fsync_dir, write_all
 from .format import RESERVED_KEYS, TIME_KEY, encode_number
@@ -101,7 +102,9 @@ def report(epoch: int, **metrics: Any) -> dict[str, Any] | None:
             file=sys.stderr,
         )
         return None
-    return MetricsWriter(ctx.metrics_file).write(epoch, **metrics)
+    record = MetricsWriter(ctx.metrics_file).write(epoch, **metrics)
+    trace.mark("reported", epoch=epoch)
+    return record
 
 
 __all__ = ["MetricsWriter", "report", "format_record"]
