@@ -183,3 +183,26 @@ def test_analyse_prints_each_experiment_of_a_recording(tmp_path, capsys, monkeyp
     out = capsys.readouterr().out
     assert "== pause: promoteInPlace false, experiment Succeeded ==" in out
     assert "resumes (new pod, checkpoint loaded): 2" in out and "bare pods (same image, no operator): 1" in out
+
+
+def test_the_sdk_marks_restore_and_report_of_a_resumed_run(tmp_path, monkeypatch, capsys):
+    torch = pytest.importorskip("torch")
+    import hpo_trainer
+    from hpo_trainer import TrialContext, run_by_hand, torch_state
+
+    model = torch.nn.Linear(2, 1)
+
+    def train():
+        ctx = TrialContext.from_env()
+        start = torch_state.restore(ctx, model=model)
+        for epoch in ctx.epochs(start):
+            torch_state.save(ctx, epoch, model=model)
+            hpo_trainer.report(epoch, val_error=0.5)
+
+    run_by_hand(train, TrialContext.for_local(tmp_path, until_epoch=1))
+    monkeypatch.setenv("HPO_TRACE", "1")
+    capsys.readouterr()
+    run_by_hand(train, TrialContext.for_local(tmp_path, until_epoch=3))  # resumes after epoch 1
+    marks = [rt.parse_trace_line(line) for line in capsys.readouterr().err.splitlines()]
+    assert [(m["mark"], m["epoch"]) for m in marks] == [("restored", 1), ("reported", 2), ("reported", 3)]
+    assert marks[0]["seconds"] >= 0 and marks[0]["time"] <= marks[1]["time"] <= marks[2]["time"]

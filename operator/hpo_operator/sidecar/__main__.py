@@ -13,25 +13,10 @@ import os
 import sys
 from pathlib import Path
 
-from kubernetes import client, config
-
-from hpo_operator.sidecar.reporter import GROUP, VERSION, Sidecar, trainer_exited
+from hpo_operator.sidecar.reporter import Sidecar, trainer_exited
+from hpo_operator.sidecar.trial_api import trial_api
 
 log = logging.getLogger("hpo.sidecar")
-
-
-def api_client(token_dir: Path) -> client.ApiClient:
-    token = token_dir / "token"
-    if token.exists() and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        cfg = client.Configuration()
-        host = os.environ["KUBERNETES_SERVICE_HOST"]
-        cfg.host = f"https://{host}:{os.environ.get('KUBERNETES_SERVICE_PORT', '443')}"
-        cfg.api_key = {"authorization": "Bearer " + token.read_text().strip()}
-        ca = token_dir / "ca.crt"
-        cfg.ssl_ca_cert = str(ca) if ca.exists() else None
-        cfg.verify_ssl = ca.exists()
-        return client.ApiClient(cfg)
-    return config.new_client_from_config(os.environ.get("KUBECONFIG"))
 
 
 def main() -> int:
@@ -41,22 +26,11 @@ def main() -> int:
     ns_file = token_dir / "namespace"
     namespace = os.environ.get("HPO_NAMESPACE") or ns_file.read_text().strip()
     metrics = Path(os.environ["HPO_METRICS_FILE"])
-    api = api_client(token_dir)
-    custom = client.CustomObjectsApi(api)
-
     # Its trial's status is all the sidecar reads and writes: observations and problems are
     # appended with JSON patches, and the operator announces the problems as Events.
-    def read_status() -> dict:
-        obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "hpotrials", trial)
-        return obj.get("status") or {}
-
-    def append(patch: list[dict]) -> dict:
-        obj = custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "hpotrials", trial, patch,
-                                                           _content_type="application/json-patch+json")
-        return obj.get("status") or {}
-
-    sidecar = Sidecar(metrics, Path(os.environ["HPO_CONTROL_FILE"]), os.environ["HPO_OBJECTIVE"], read_status,
-                      append, trainer_exited(Path(str(metrics) + ".exit")),
+    api = trial_api(token_dir, namespace, trial)
+    sidecar = Sidecar(metrics, Path(os.environ["HPO_CONTROL_FILE"]), os.environ["HPO_OBJECTIVE"], api.read_status,
+                      api.append, trainer_exited(Path(str(metrics) + ".exit")),
                       poll_seconds=float(os.environ.get("HPO_SIDECAR_POLL", "0.2")),
                       attempt=int(os.environ["HPO_ATTEMPT"]) if os.environ.get("HPO_ATTEMPT") else None,
                       run_fence=int(os.environ["HPO_RUN_FENCE"]) if os.environ.get("HPO_RUN_FENCE") else None)
