@@ -114,6 +114,7 @@ class FrameReader(io.RawIOBase):
     def __init__(self, path: Path | str):
         super().__init__()
         self.path = Path(path)
+        self._file = None
         try:
             self._file = open(self.path, "rb", buffering=0)  # noqa: SIM115 (closed by close())
         except OSError as error:
@@ -186,7 +187,7 @@ class FrameReader(io.RawIOBase):
         self.verified = True
 
     def close(self) -> None:
-        if not self.closed:
+        if self._file is not None:
             self._file.close()
         super().close()
 
