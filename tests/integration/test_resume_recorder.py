@@ -62,5 +62,5 @@ def test_the_recorder_sees_a_resume_as_it_happens(crds_installed, kube_api, name
         recording.close()
     assert time.monotonic() - started < 20  # the watches end within their timeout
     assert not any(t.is_alive() for t in watcher.threads)
-    assert seen("trial", name=TRIAL)[0]["observations"] == [[1, 1]]
+    assert seen("trial", name=TRIAL, pod=POD)[0]["observations"] == [[1, 1]]
     assert (tmp_path / "recording.jsonl").read_text().count("\n") == len(recording.records)
