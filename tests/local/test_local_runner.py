@@ -75,13 +75,50 @@ def test_promote_in_place_keeps_the_process_running(tmp_path, write_manifest):
 
 def test_a_crashing_trainer_is_retried_from_its_last_checkpoint(tmp_path, write_manifest):
     doc = curve_manifest(trials=3, parallelism=1, algorithm="fifo", max_resource=5, crash_at_epoch=3)
-    runner, result = run_local(doc, write_manifest(doc), tmp_path / "runs")
+    events = []
+    runner = LocalRunner(experiment_from_dict(doc), write_manifest(doc), tmp_path / "runs", poll_seconds=0.01,
+                         progress=events.append)
+    result = runner.run()
     assert result["phase"] == "Succeeded"
     for t in result["trials"]:
         assert (t["phase"], t["failures"], t["attempts"], t["last_epoch"]) == ("Completed", 1, 2, 5)
         assert metric_epochs(runner.run_dir, t["name"]) == [1, 2, 3, 4, 5]
-        assert "exited with code 3" in (runner.run_dir / t["name"] / "run-1.log").read_text() or True
+        # the crash is announced with its exit code and the first run's log, then retried
+        log = runner.run_dir / t["name"] / "run-1.log"
+        assert f"{t['name']}: retry 1/2 from epoch 2: trainer exited with code 3; log: {log}" in events, events
+        assert (runner.run_dir / t["name"] / "run-2.log").exists()
     assert_contiguous(result)
+
+
+def test_a_failed_experiment_stops_its_other_running_trainers(tmp_path, write_manifest, python):
+    """maxFailedTrials: 0 and three trials at once: the first failure ends the experiment and kills the others."""
+    trainer = tmp_path / "fail_or_train.py"
+    trainer.write_text(
+        "import os, sys, time\n"
+        "import hpo_trainer\n"
+        "ctx = hpo_trainer.TrialContext.from_env()\n"
+        "open(os.environ['HPO_CHECKPOINT_DIR'] + '/../pid', 'w').write(str(os.getpid()))\n"
+        "for epoch in ctx.epochs():\n"
+        "    if ctx.config['kind'] == 'fails' and epoch == 2:\n"
+        "        sys.exit(7)\n"
+        "    time.sleep(0.2)\n"
+        "    hpo_trainer.report(epoch, val_error=1.0 / epoch)\n"
+    )
+    doc = curve_manifest(trials=3, parallelism=3, algorithm="fifo", max_resource=300, retries=0, max_failed=0,
+                         command=[python, str(trainer)])
+    doc["spec"]["searchSpace"] = {"kind": {"type": "choice", "values": ["trains", "fails", "trains too"]}}
+    doc["spec"]["searcher"] = {"algorithm": "grid"}
+    runner, result = run_local(doc, write_manifest(doc), tmp_path / "runs")
+    assert (result["phase"], result["reason"]) == ("Failed", "MaxFailedTrialsReached")
+    by_kind = {t["config"]["kind"]: t for t in result["trials"]}
+    assert by_kind["fails"]["phase"] == "Failed"
+    for kind in ("trains", "trains too"):
+        t = by_kind[kind]
+        assert t["phase"] == "Stopped" and t["last_epoch"] < 300, t
+        assert "MaxFailedTrialsReached" in t["message"]
+        pid = int((runner.run_dir / t["name"] / "pid").read_text())
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # its trainer is gone, not left training
 
 
 def test_failed_trials_are_counted_exactly_and_end_the_experiment(tmp_path, write_manifest, python):
@@ -136,23 +173,40 @@ def hpo(*args, **kw):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def observed(results: Path) -> int:
+    """Epochs on record in a run's results.json (0 before it exists; a torn read counts as none yet)."""
+    try:
+        return sum(len(t["observations"]) for t in json.loads(results.read_text())["trials"])
+    except (OSError, ValueError):
+        return 0
+
+
 def test_ctrl_c_then_resume_loses_and_repeats_no_epoch(tmp_path, write_manifest):
     doc = curve_manifest(name="interrupted", trials=8, parallelism=1, seconds=0.05, max_resource=9)
     path = write_manifest(doc)
     out = tmp_path / "runs"
     proc = hpo("run", str(path), "--out", str(out))
     results = out / "interrupted" / "results.json"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # wait for real progress before interrupting
-        if results.exists() and sum(len(t["observations"]) for t in json.loads(results.read_text())["trials"]) >= 8:
-            break
-        time.sleep(0.1)
+    try:  # real progress before interrupting, or the test fails: an early SIGINT would check nothing
+        wait_for(lambda: observed(results) >= 8, 60, "8 epochs on record before Ctrl-C")
+    except AssertionError:
+        proc.kill()
+        raise
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     interrupted = json.loads(results.read_text())
     assert interrupted["phase"] == "Interrupted"
     done_before = {t["name"]: len(t["observations"]) for t in interrupted["trials"]}
+    assert sum(done_before.values()) >= 8  # the interrupt came after real progress, and kept it
 
     resumed = hpo("run", str(path), "--out", str(out), "--resume")
     _, err = resumed.communicate(timeout=120)

@@ -4,7 +4,9 @@ Everything listens on 127.0.0.1 on free ports and lives in one temporary
 folder; ``stop()`` ends exactly the processes it started. No kubelet: pods
 are created and stored but never run (the integration tier plays the node
 with a clearly named test double). The controller manager runs garbage
-collection (ownerReferences) and the service-account token controller.
+collection (ownerReferences), the service-account token controller and the
+publisher of each namespace's ``kube-root-ca.crt`` ConfigMap (what a pod's
+projected volume reads its CA from).
 
     with ControlPlane(bin_dir) as cp:
         print(cp.kubeconfig_path)
@@ -113,7 +115,7 @@ class ControlPlane:
                     f"--kubeconfig={self.kubeconfig_path}",
                     f"--service-account-private-key-file={self.dir / 'sa.key'}",
                     f"--root-ca-file={self.dir / 'certs' / 'apiserver.crt'}",
-                    "--controllers=garbagecollector,serviceaccount,serviceaccount-token,namespace",
+                    "--controllers=garbagecollector,serviceaccount,serviceaccount-token,namespace,root-ca-cert-publisher",
                     "--leader-elect=false", "--port=0", "--secure-port=0",
                     "--concurrent-gc-syncs=5", "--v=1",
                 ])

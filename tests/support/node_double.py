@@ -21,6 +21,14 @@ Faults it can inject (tests/support/faults.py drives them):
   set Failed (exit code 137, reason ContainerStatusUnknown);
 - ``sidecar_server``: the sidecars reach the API server through this address
   (a fault-injecting proxy).
+
+``pod_like=True`` runs each pod's containers as a kubelet would: in a private
+PID namespace (tests/support/pod_init.py is its process 1), so the sidecar
+sees the trainer end through /proc and is told nothing else; and with the
+pod's projected volume written out (a bound token from the TokenRequest API,
+the CA from the ``kube-root-ca.crt`` ConfigMap, the namespace), the sidecar
+finding the API server through ``KUBERNETES_SERVICE_HOST/PORT`` and no
+kubeconfig. The checkpoint volume honours the mount's ``subPath`` either way.
 """
 
 from __future__ import annotations
@@ -43,6 +51,8 @@ from kubernetes.client.rest import ApiException
 from urllib3.exceptions import HTTPError as TransportError
 
 from support.paths import CURVE_TRAINER, REPO
+
+POD_INIT = Path(__file__).with_name("pod_init.py")
 
 
 LOST_EXIT_CODE = 137  # what a kubelet reports for a container it lost (killed, node rebooted)
@@ -79,6 +89,31 @@ class Run:
         return out
 
 
+class PodContainer:
+    """A container of a pod run under pod_init.py: its exit code is the file pod_init writes when it reaps it."""
+
+    def __init__(self, exit_file: Path, pod: subprocess.Popen):
+        self.exit_file = exit_file
+        self.pod = pod
+        self.returncode: Optional[int] = None
+
+    def poll(self) -> Optional[int]:
+        if self.returncode is None:
+            text = self.exit_file.read_text().strip() if self.exit_file.exists() else ""
+            if text:
+                self.returncode = int(text)
+            elif self.pod.poll() is not None:
+                self.returncode = LOST_EXIT_CODE  # the pod's process 1 is gone, and the container with it
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.pod.poll() is None:
+            self.pod.kill()  # unshare --kill-child: process 1 dies, and the whole namespace with it
+
+    def wait(self) -> None:
+        self.pod.wait()
+
+
 def _transient(err: Exception) -> bool:
     """API server restarting or unreachable: a kubelet retries, so does this double."""
     if isinstance(err, (TransportError, ConnectionError)):
@@ -89,7 +124,9 @@ def _transient(err: Exception) -> bool:
 class NodeDouble:
     def __init__(self, control_plane, api: client.ApiClient, namespace: str, workdir: Path,
                  crash_pods: Optional[set[str]] = None, crash_rate: float = 0.0, seed: int = 0,
-                 sidecar_server: Optional[str] = None):
+                 sidecar_server: Optional[str] = None, pod_like: bool = False):
+        if pod_like and sidecar_server:
+            raise ValueError("pod_like sidecars reach the API server at its own address (KUBERNETES_SERVICE_HOST)")
         self.cp = control_plane
         self.core = client.CoreV1Api(api)
         self.ns = namespace
@@ -100,6 +137,8 @@ class NodeDouble:
         self.crash_rate = crash_rate
         self.seed = seed
         self.sidecar_server = sidecar_server
+        self.pod_like = pod_like
+        self.projected: dict[str, list[str]] = {}  # pod -> files written into its sidecar's projected volume
         self.history: list[Run] = []  # every run ever started, in start order
         self.lost_pods: list[str] = []  # pods set Failed after a kubelet restart
         self._stop = threading.Event()
@@ -158,7 +197,8 @@ class NodeDouble:
             if run.exit_code is None and run.trainer.poll() is not None:
                 run.exit_code = run.trainer.returncode
                 run.ended = f"exit {run.exit_code}"
-                Path(str(run.metrics) + ".exit").write_text(str(run.exit_code))  # the sidecar's "trainer ended"
+                if not self.pod_like:  # a pod's sidecar sees the trainer end in the shared process table
+                    Path(str(run.metrics) + ".exit").write_text(str(run.exit_code))  # the sidecar's "trainer ended"
                 run.finished_at = time.monotonic()
             if run.exit_code is not None and (run.sidecar.poll() is not None
                                               or time.monotonic() - run.finished_at > 30):
@@ -173,7 +213,8 @@ class NodeDouble:
         side_env = {e.name: e.value for e in sidecar.env or [] if e.value is not None}
         volume = next(v for v in pod.spec.volumes if v.name == "hpo-checkpoints")
         claim = volume.persistent_volume_claim.claim_name
-        ckpt = self.dir / "volumes" / claim
+        mount = next(m for m in trainer.volume_mounts if m.name == "hpo-checkpoints")
+        ckpt = self.dir / "volumes" / claim / (mount.sub_path or "")
         poddir = self.dir / "pods" / name
         ckpt.mkdir(parents=True, exist_ok=True)
         poddir.mkdir(parents=True, exist_ok=True)
@@ -185,20 +226,85 @@ class NodeDouble:
             config = json.loads(env["HPO_CONFIG"])
             config["crash_at_epoch"] = crash_at
             env["HPO_CONFIG"] = json.dumps(config)
-        log = open(poddir / "trainer.log", "ab")
-        trainer_proc = subprocess.Popen([sys.executable, str(CURVE_TRAINER)], env={**os.environ, **env},
-                                        stdout=log, stderr=subprocess.STDOUT)
-        side_env.update(HPO_METRICS_FILE=str(metrics), HPO_CONTROL_FILE=str(control), HPO_NAMESPACE=self.ns,
-                        KUBECONFIG=str(self._sidecar_config()), HPO_TOKEN_DIR=str(poddir / "no-token"),
-                        HPO_SIDECAR_WATCH_PROCESSES="0", HPO_SIDECAR_POLL="0.1")
-        side_log = open(poddir / "sidecar.log", "ab")
-        sidecar_proc = subprocess.Popen([sys.executable, "-m", "hpo_operator.sidecar"],
-                                        env={**os.environ, **side_env}, stdout=side_log, stderr=subprocess.STDOUT)
+        if self.pod_like:
+            trainer_proc, sidecar_proc = self._start_pod(pod, poddir, env, side_env)
+        else:
+            log = open(poddir / "trainer.log", "ab")
+            trainer_proc = subprocess.Popen([sys.executable, str(CURVE_TRAINER)], env={**os.environ, **env},
+                                            stdout=log, stderr=subprocess.STDOUT)
+            side_env.update(HPO_METRICS_FILE=str(metrics), HPO_CONTROL_FILE=str(control), HPO_NAMESPACE=self.ns,
+                            KUBECONFIG=str(self._sidecar_config()), HPO_TOKEN_DIR=str(poddir / "no-token"),
+                            HPO_SIDECAR_WATCH_PROCESSES="0", HPO_SIDECAR_POLL="0.1")
+            side_log = open(poddir / "sidecar.log", "ab")
+            sidecar_proc = subprocess.Popen([sys.executable, "-m", "hpo_operator.sidecar"],
+                                            env={**os.environ, **side_env}, stdout=side_log,
+                                            stderr=subprocess.STDOUT)
         run = Run(name, trainer_proc, sidecar_proc, metrics, trial=side_env.get("HPO_TRIAL", ""),
                   attempt=int(side_env.get("HPO_ATTEMPT") or 0), start_epoch=start, until=until, crash_at=crash_at)
         self.runs[name] = run
         self.history.append(run)
         self._set_phase(name, "Running")
+
+    def _start_pod(self, pod, poddir: Path, env: dict, side_env: dict) -> tuple[PodContainer, PodContainer]:
+        """Trainer and sidecar in one private PID namespace; the sidecar with in-cluster credentials only."""
+        token_dir = self._write_projected_volume(pod, poddir, side_env["HPO_TOKEN_DIR"])
+        host_env = {k: v for k, v in os.environ.items()
+                    if k not in ("KUBECONFIG", "HPO_NAMESPACE", "HPO_SIDECAR_WATCH_PROCESSES")}
+        side_env.update(HPO_METRICS_FILE=env["HPO_METRICS_FILE"], HPO_CONTROL_FILE=env["HPO_CONTROL_FILE"],
+                        HPO_TOKEN_DIR=str(token_dir), HPO_SIDECAR_POLL="0.1",
+                        KUBERNETES_SERVICE_HOST="127.0.0.1", KUBERNETES_SERVICE_PORT=str(self.cp.port))
+        spec = {"exit_dir": str(poddir), "containers": [
+            {"name": "trainer", "argv": [sys.executable, str(CURVE_TRAINER)], "env": {**os.environ, **env},
+             "log": str(poddir / "trainer.log")},
+            {"name": "sidecar", "argv": [sys.executable, "-m", "hpo_operator.sidecar"],
+             "env": {**host_env, **side_env}, "log": str(poddir / "sidecar.log")},
+        ]}
+        spec_path = poddir / "pod.json"
+        spec_path.write_text(json.dumps(spec))
+        for name in ("trainer", "sidecar"):
+            (poddir / f"{name}.exit-code").unlink(missing_ok=True)
+        user_ns = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
+        proc = subprocess.Popen(["unshare", *user_ns, "--pid", "--fork", "--mount-proc", "--kill-child",
+                                 sys.executable, str(POD_INIT), str(spec_path)],
+                                stdout=open(poddir / "pod.log", "ab"), stderr=subprocess.STDOUT)
+        return (PodContainer(poddir / "trainer.exit-code", proc), PodContainer(poddir / "sidecar.exit-code", proc))
+
+    def _write_projected_volume(self, pod, poddir: Path, mount_path: str) -> Path:
+        """What a kubelet writes into the sidecar's projected volume: a token bound to the pod, CA, namespace."""
+        sidecar = next(c for c in pod.spec.containers if c.name == "hpo-metrics")
+        mount = next(m for m in sidecar.volume_mounts if m.mount_path == mount_path)
+        volume = next(v for v in pod.spec.volumes if v.name == mount.name)
+        out = poddir / "projected"
+        out.mkdir(mode=0o700, exist_ok=True)
+        files: dict[str, str] = {}
+        for source in volume.projected.sources:
+            if source.service_account_token:
+                sat = source.service_account_token
+                request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(
+                    audiences=[sat.audience] if sat.audience else [], expiration_seconds=sat.expiration_seconds,
+                    bound_object_ref=client.V1BoundObjectReference(kind="Pod", api_version="v1",
+                                                                   name=pod.metadata.name, uid=pod.metadata.uid)))
+                answer = self.core.create_namespaced_service_account_token(pod.spec.service_account_name, self.ns,
+                                                                           request)
+                files[sat.path] = answer.status.token
+            elif source.config_map:
+                try:
+                    data = self.core.read_namespaced_config_map(source.config_map.name, self.ns).data or {}
+                except ApiException as err:
+                    if err.status == 404 and source.config_map.optional:
+                        continue
+                    raise
+                for item in source.config_map.items:
+                    files[item.path] = data[item.key]
+            elif source.downward_api:
+                for item in source.downward_api.items:
+                    if item.field_ref.field_path != "metadata.namespace":
+                        raise NotImplementedError(f"node double: downward API field {item.field_ref.field_path}")
+                    files[item.path] = self.ns
+        for path, text in files.items():
+            (out / path).write_text(text)
+        self.projected[pod.metadata.name] = sorted(files)
+        return out
 
     def _crash_epoch(self, name: str, start: int, until: int) -> Optional[int]:
         if name in self.crash_pods:  # this run's trainer crashes two epochs in

@@ -129,6 +129,46 @@ def test_max_duration_stops_running_pods_and_ends_the_experiment(manifest):
     assert set(plan.delete_pods) == {"exp-0000-1", "exp-0001-1"} and not plan.launches
     assert (world.status["phase"], world.status["reason"]) == ("Succeeded", "MaxDurationReached")
     assert world.status["best"]["trial"] == "exp-0000" and not world.status["best"]["complete"]
+    # Both trials end Stopped; the best one's checkpoint stays, the other's claim goes.
+    assert {t: world.trials[t]["status"]["phase"] for t in world.trials} == {"exp-0000": "Stopped",
+                                                                            "exp-0001": "Stopped"}
+    assert plan.delete_claims == {"exp-0001-ckpt": "exp-0001"}
+
+
+def _stopped_by_max_duration(manifest, **checkpoints):
+    manifest["spec"]["scheduler"] = {"algorithm": "fifo", "maxResource": 9}
+    manifest["spec"]["checkpoints"] = checkpoints
+    world = World(manifest, maxDuration="1h")
+    world.step()
+    world.report("exp-0000", 0.4)
+    world.step()
+    world.now = T0 + timedelta(hours=1, seconds=1)
+    return world, world.step()
+
+
+def test_keep_checkpoints_keeps_every_stopped_trials_claim(manifest):
+    world, plan = _stopped_by_max_duration(manifest, keepCheckpoints=True)
+    assert world.status["reason"] == "MaxDurationReached" and set(plan.delete_pods) == {"exp-0000-1", "exp-0001-1"}
+    assert plan.delete_claims == {}
+
+
+def test_a_shared_claim_is_never_deleted_with_a_stopped_trial(manifest):
+    world, plan = _stopped_by_max_duration(manifest, storage="shared", claimName="team-ckpt")
+    assert world.status["reason"] == "MaxDurationReached" and plan.delete_claims == {}
+    assert world.status["best"]["checkpoint"] == "team-ckpt:exp/exp-0000"
+
+
+def test_mode_max_ranks_the_highest_value_best(manifest):
+    manifest["spec"]["objective"] = {"metric": "accuracy", "mode": "max"}
+    manifest["spec"]["scheduler"] = {"algorithm": "fifo", "maxResource": 1}
+    world = World(manifest, maxTrials=3, parallelism=3)
+    world.step()
+    for trial, value in (("exp-0000", 0.5), ("exp-0001", 0.9), ("exp-0002", 0.1)):
+        world.report(trial, value)
+        world.pod_ends(trial)
+    world.step()
+    assert world.status["phase"] == "Succeeded"
+    assert (world.status["best"]["trial"], world.status["best"]["value"]) == ("exp-0001", 0.9)
 
 
 def test_budget_exhausted_experiment_succeeds_and_drops_stopped_trials_checkpoints(manifest):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -20,10 +21,23 @@ def test_committed_crds_are_not_stale():
 
 def test_helm_chart_carries_the_same_crds():
     chart = REPO / "helm" / "hpo-operator" / "crds"
-    if not chart.is_dir():
-        return  # checked by test_committed_crds_are_not_stale once the chart exists
     for name, text in render().items():
         assert (chart / name).read_text() == text
+
+
+def test_check_fails_when_the_charts_copy_is_missing(tmp_path):
+    """A renamed or deleted chart is a stale copy, not one to skip."""
+    for part in ("pyproject.toml", "crds", "docs/manifest.md"):
+        src, dst = REPO / part, tmp_path / part
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(src, dst) if src.is_dir() else shutil.copy(src, dst)
+    check = [sys.executable, "-m", "hpo_operator.cli.main", "crds", "--check"]
+    result = subprocess.run(check, cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 1 and "helm/hpo-operator/crds/" in result.stderr, result.stderr
+    (tmp_path / "helm/hpo-operator").mkdir(parents=True)
+    shutil.copytree(REPO / "crds", tmp_path / "helm/hpo-operator/crds")
+    result = subprocess.run(check, cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
 
 
 def _walk(node, path="$"):

@@ -389,17 +389,24 @@ def test_a_sidecar_starting_after_its_run_was_judged_over_records_nothing(tmp_pa
 
 
 def test_a_sidecar_appends_under_the_fence_its_run_was_launched_with(tmp_path):
+    # The first read shows no fence on record (a stale read); the launch fence is 4 and must be the one tested.
     status = Status()
-    status.doc["runFence"] = 4
+
+    def read():
+        doc = status.read()
+        status.doc["runFence"] = 4  # the operator's write lands after the sidecar's first read
+        return doc
+
     seen = []
     metrics = tmp_path / "metrics.jsonl"
     metrics.write_text(line(1, 0.9) + "\n")
     polls = iter(range(10_000))
-    sidecar = Sidecar(metrics, tmp_path / "control.json", "val_error", status.read,
+    sidecar = Sidecar(metrics, tmp_path / "control.json", "val_error", read,
                       lambda patch: (seen.append(patch), status.append(patch))[1],
                       trainer_done=lambda: next(polls) >= 1, poll_seconds=0, retry_seconds=0, run_fence=4)
     assert sidecar.run(deadline=None) == 0
     assert seen[0][0] == {"op": "test", "path": "/status/runFence", "value": 4}
+    assert status.doc["observations"] == [{"epoch": 1, "value": 0.9}]
 
 
 def test_observations_carry_the_time_the_trainer_wrote_them(tmp_path):

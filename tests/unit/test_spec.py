@@ -28,7 +28,9 @@ def test_minimal_manifest_gets_defaults(manifest):
 
 
 def test_shipped_examples_are_valid():
-    for path in sorted((REPO / "examples").glob("*.yaml")):
+    paths = sorted((REPO / "examples").glob("*.yaml"))
+    assert paths, "no examples/*.yaml found"
+    for path in paths:
         exp = load_experiment(path)
         assert exp.metadata.name
 

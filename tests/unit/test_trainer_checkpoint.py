@@ -109,7 +109,7 @@ def test_save_leaves_no_temp_files_and_replaces_atomically(tmp_path, monkeypatch
 
 
 def test_serializers(tmp_path):
-    torch = pytest.importorskip("torch")
+    import torch
     tensor = torch.arange(6.0)
     path = checkpoint.save(tmp_path, 1, {"w": tensor}, serializer="torch")
     assert path.read_bytes()[8:9] == checkpoint.TAG_TORCH
@@ -121,7 +121,7 @@ def test_serializers(tmp_path):
 
 
 def test_weights_only_refuses_arbitrary_objects_in_torch_payloads(tmp_path):
-    pytest.importorskip("torch")
+    import torch  # noqa: F401  (the torch serializer needs it)
     path = checkpoint.save(tmp_path, 1, {"when": time.struct_time((2024,) + (1,) * 8)}, serializer="torch")
     with pytest.raises(Exception, match="(?i)weights_only|unsupported|global"):
         checkpoint.load(path)

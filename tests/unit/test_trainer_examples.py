@@ -87,7 +87,7 @@ def load_example(name):
 
 
 def test_fashion_idx_reader(tmp_path):
-    pytest.importorskip("torch")
+    import torch  # noqa: F401  (the example needs it)
     images, labels = tiny_fashion_mnist(tmp_path / "fm", n=12)
     reader = load_example("fashion_mnist_cnn")
     assert np.array_equal(reader.read_idx(tmp_path / "fm" / "train-images-idx3-ubyte.gz"), images)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
 from hpo_trainer import TrialContext, checkpoint, torch_state  # noqa: E402
 

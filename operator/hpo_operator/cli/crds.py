@@ -24,17 +24,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("crds", help="write the CRDs generated from the spec models",
                        description="Writes crds/*.yaml, the Helm chart's copy and docs/manifest.md; --check only compares.")
     p.add_argument("--out", action="append", default=None,
-                   help="output folder (repeatable; default: crds/ and helm/hpo-operator/crds/ where they exist)")
+                   help="output folder (repeatable; default: crds/ and helm/hpo-operator/crds/)")
     p.add_argument("--check", action="store_true", help="exit 1 if a file differs from the models")
     p.add_argument("--stdout", action="store_true", help="print the CRDs instead of writing files")
     p.set_defaults(func=run)
 
 
-def default_outputs() -> list[Path]:
-    outs = [Path("crds")]
-    if Path("helm/hpo-operator").is_dir():
-        outs.append(Path("helm/hpo-operator/crds"))
-    return outs
+# Run from the repository root, where both copies live; a missing copy is stale, never skipped.
+DEFAULT_OUTPUTS = (Path("crds"), Path("helm/hpo-operator/crds"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,8 +39,11 @@ def run(args: argparse.Namespace) -> int:
     if args.stdout:
         sys.stdout.write("---\n".join(files.values()))
         return 0
+    if not args.out and not Path("pyproject.toml").is_file():
+        print("error: run `hpo crds` from the repository root, or name the folder with --out", file=sys.stderr)
+        return 2
     stale = []
-    for out in [Path(o) for o in args.out] if args.out else default_outputs():
+    for out in [Path(o) for o in args.out] if args.out else DEFAULT_OUTPUTS:
         for name, text in files.items():
             path = out / name
             if args.check:
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
                 out.mkdir(parents=True, exist_ok=True)
                 path.write_text(text)
                 print(f"wrote {path}")
-    if Path("docs").is_dir() and not args.out:
+    if not args.out:
         reference = render_reference()
         if args.check:
             if not REFERENCE.exists() or REFERENCE.read_text() != reference:
