@@ -5,7 +5,8 @@ apply one corpus file with kubectl, then classify what became of it:
 
 - ``refused-by-schema``: ``kubectl apply`` failed (CRD schema or name validation);
 - ``refused-by-operator``: stored, then failed by the operator (reason InvalidSpec or
-  InvalidTrialTemplate) with a condition and a Warning Event;
+  InvalidTrialTemplate) with a Succeeded=False condition and a Warning Event;
+- ``failed-without-notice``: failed so, but the condition or the Warning Event is missing;
 - ``not-refused``: stored and accepted; a user would not learn what is wrong.
 
 Each outcome carries the message a user sees, so a caller can check it names the field.
@@ -30,6 +31,7 @@ CORPUS_DIR = REPO / "tests" / "data" / "invalid_manifests"
 REFUSED_BY_SCHEMA = "refused-by-schema"
 REFUSED_BY_OPERATOR = "refused-by-operator"
 NOT_REFUSED = "not-refused"
+FAILED_WITHOUT_NOTICE = "failed-without-notice"
 STORED = "stored"  # applied; the operator has not been asked yet (see classify)
 OPERATOR_REASONS = ("InvalidSpec", "InvalidTrialTemplate")
 GROUP, VERSION = "hpo.dev", "v1alpha1"
@@ -109,8 +111,9 @@ def apply_file(control_plane, namespace: str, path: Path, *, client_validation: 
 def classify(api: client.ApiClient, namespace: str, outcome: Outcome, timeout: float = 60.0) -> Outcome:
     """For a stored manifest, wait for the operator's first verdict and record what a user sees.
 
-    The operator's first step writes ``status.phase``: Failed with an operator reason is a
-    refusal (its Warning Event is posted right after, so that is waited for too); any
+    The operator's first step writes ``status.phase``: Failed with an operator reason, a
+    Succeeded=False condition and a Warning Event is a refusal (the Event is posted right
+    after, so it is waited for); Failed so without either is ``failed-without-notice``; any
     other phase means it was accepted.
     """
     if outcome.verdict != STORED:
@@ -133,6 +136,8 @@ def classify(api: client.ApiClient, namespace: str, outcome: Outcome, timeout: f
         outcome.events = warning_events(api, namespace, outcome.name)
         if not outcome.events:
             time.sleep(0.2)
+    if refused and not (outcome.events and (outcome.condition or {}).get("status") == "False"):
+        outcome.verdict = FAILED_WITHOUT_NOTICE
     outcome.trials, outcome.pods = children(api, namespace, outcome.name)
     return outcome
 

@@ -7,14 +7,20 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 
 class Operator:
     """The operator as a separate process (kopf run), restartable and killable."""
 
-    def __init__(self, control_plane, namespace: str, logdir: Path):
-        self.env = {**os.environ, "KUBECONFIG": str(control_plane.kubeconfig_path), "HPO_RECONCILE_INTERVAL": "0.3",
-                    "HPO_SIDECAR_IMAGE": "hpo-operator:test"}
+    def __init__(self, control_plane, namespace: str, logdir: Path, *, kubeconfig: Optional[Path] = None,
+                 kopf_args: Optional[list[str]] = None, env: Optional[dict[str, str]] = None):
+        """``kubeconfig``: whose credentials it runs with (default: the admin's); ``kopf_args``: the arguments
+        of ``kopf`` (default: ``run`` watching ``namespace``); ``env``: more environment."""
+        self.env = {**os.environ, "KUBECONFIG": str(kubeconfig or control_plane.kubeconfig_path),
+                    "HPO_RECONCILE_INTERVAL": "0.3", "HPO_SIDECAR_IMAGE": "hpo-operator:test", **(env or {})}
+        self.kopf_args = kopf_args or ["run", "--standalone", f"--namespace={namespace}",
+                                       "-m", "hpo_operator.controller.handlers"]
         self.ns = namespace
         self.logdir = logdir
         self.proc = None
@@ -23,8 +29,7 @@ class Operator:
     def start(self) -> None:
         self.starts += 1
         log = open(self.logdir / f"operator-{self.starts}.log", "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "kopf", "run", "--standalone", f"--namespace={self.ns}",
-                                      "-m", "hpo_operator.controller.handlers"], env=self.env, stdout=log,
+        self.proc = subprocess.Popen([sys.executable, "-m", "kopf", *self.kopf_args], env=self.env, stdout=log,
                                      stderr=subprocess.STDOUT)
 
     def kill(self) -> None:
