@@ -63,7 +63,7 @@ def test_with_mode_max_the_highest_value_is_the_best_trial(crds_installed, names
     assert status["phase"] == "Succeeded", status
     done = {t["metadata"]["name"]: last_value(t) for t in trials(kube_api, namespace)}
     assert len(done) == 4 and len(set(done.values())) > 1, done  # distinct values: the ranking means something
-    best = max(done, key=lambda name: (done[name], name))
+    best = min(done, key=lambda name: (-done[name], name))  # the highest value; a tie goes to the lower id
     assert status["best"]["trial"] == best and status["best"]["value"] == done[best], (status["best"], done)
 
 
