@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from kubernetes import client
 
 from support.kube_tools import experiment, kubectl, trials, wait_for
 from support.node_double import NodeDouble
@@ -33,6 +34,11 @@ def test_sidecars_report_with_their_pods_token_and_see_the_trainer_exit(crds_ins
             "trialTemplate": {"spec": {"containers": [{"name": "trainer", "image": "hpo-trainer:test"}]}},
         },
     }
+    core = client.CoreV1Api(kube_api)
+    # The controller manager publishes the CA into each new namespace; a pod's optional ConfigMap source
+    # started before that would carry no CA, as on a cluster.
+    wait_for(lambda: [c for c in core.list_namespaced_config_map(namespace).items
+                      if c.metadata.name == "kube-root-ca.crt"], 30, 0.2, "the namespace's kube-root-ca.crt")
     with NodeDouble(crds_installed, kube_api, namespace, tmp_path / "node", pod_like=True) as node:
         kubectl(crds_installed, "apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc))
         wait_for(lambda: (experiment(kube_api, namespace, "podlike").get("status") or {}).get("phase")
