@@ -52,6 +52,10 @@ def configure(settings: kopf.OperatorSettings, **_):
     settings.persistence.finalizer = "hpo.dev/finalizer"
     settings.posting.level = int(os.environ.get("HPO_EVENT_LEVEL", "30"))  # info lines: the log only
     settings.watching.server_timeout = int(os.environ.get("HPO_WATCH_TIMEOUT", "300"))
+    # One namespace (the chart's watchNamespace sets HPO_NAMESPACE): its Role grants no cluster-wide reads of
+    # namespaces and CRDs, so kopf must not scan for them (it retried for a minute at start, then kept failing);
+    # it serves the namespace it is given and the resources found at start (waited for below).
+    settings.scanning.disabled = bool(os.environ.get("HPO_NAMESPACE"))
 
 
 @kopf.on.startup()
