@@ -124,7 +124,8 @@ def _transient(err: Exception) -> bool:
 class NodeDouble:
     def __init__(self, control_plane, api: client.ApiClient, namespace: str, workdir: Path,
                  crash_pods: Optional[set[str]] = None, crash_rate: float = 0.0, seed: int = 0,
-                 sidecar_server: Optional[str] = None, pod_like: bool = False):
+                 sidecar_server: Optional[str] = None, pod_like: bool = False, ca_override: Optional[str] = None):
+        """``ca_override`` (pod_like only): the ``ca.crt`` to write instead of the ConfigMap's."""
         if pod_like and sidecar_server:
             raise ValueError("pod_like sidecars reach the API server at its own address (KUBERNETES_SERVICE_HOST)")
         self.cp = control_plane
@@ -138,6 +139,7 @@ class NodeDouble:
         self.seed = seed
         self.sidecar_server = sidecar_server
         self.pod_like = pod_like
+        self.ca_override = ca_override
         self.projected: dict[str, list[str]] = {}  # pod -> files written into its sidecar's projected volume
         self.history: list[Run] = []  # every run ever started, in start order
         self.lost_pods: list[str] = []  # pods set Failed after a kubelet restart
@@ -301,6 +303,8 @@ class NodeDouble:
                     if item.field_ref.field_path != "metadata.namespace":
                         raise NotImplementedError(f"node double: downward API field {item.field_ref.field_path}")
                     files[item.path] = self.ns
+        if self.ca_override is not None and "ca.crt" in files:
+            files["ca.crt"] = self.ca_override
         for path, text in files.items():
             (out / path).write_text(text)
         self.projected[pod.metadata.name] = sorted(files)
