@@ -193,3 +193,16 @@ def test_the_sidecar_starts_without_importing_kubernetes():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_in_a_pod_without_the_cluster_ca_the_server_is_verified_not_trusted_blindly(
+        tmp_path, monkeypatch, server):
+    # The projected volume lost its ca.crt: the sidecar must not hand its token to a server it cannot verify.
+    (tmp_path / "token").write_text("pod-token")
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(server.port))
+    endpoint = trial_api.in_pod_endpoint(tmp_path)
+    assert endpoint.tls.verify_mode == ssl.CERT_REQUIRED and endpoint.tls.check_hostname
+    with pytest.raises(trial_api.ApiError, match="CERTIFICATE_VERIFY_FAILED"):
+        trial_api.TrialApi(endpoint, "ns1", "exp-0001").read_status()
+    assert not server.requests  # nothing, the token included, reached the unverified server

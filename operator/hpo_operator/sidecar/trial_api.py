@@ -54,7 +54,9 @@ def in_pod_endpoint(token_dir: Path) -> Optional[Endpoint]:
     if not host or not token.exists():
         return None
     ca = token_dir / "ca.crt"
-    tls = ssl.create_default_context(cafile=str(ca)) if ca.exists() else _unverified()
+    # Without the cluster's CA bundle the server is checked against the system's trust store, never
+    # trusted blindly: a sidecar that cannot verify the API server refuses it rather than hand it the token.
+    tls = ssl.create_default_context(cafile=str(ca)) if ca.exists() else ssl.create_default_context()
     return Endpoint(host, int(os.environ.get("KUBERNETES_SERVICE_PORT", "443")), tls, token_file=token)
 
 
@@ -87,7 +89,7 @@ def kubeconfig_endpoint(path: Path) -> Optional[Endpoint]:
 
 
 def _unverified() -> ssl.SSLContext:
-    # As the kubernetes client does with verify_ssl off: a pod without the cluster's CA bundle.
+    # Only where a kubeconfig says insecure-skip-tls-verify, as kubectl does.
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
