@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Collection, Literal, Optional
 
-from hpo_operator.scheduling import Decision, Scheduler, TrialRecord, make_scheduler, rank_key
+from hpo_operator.scheduling import Decision, Scheduler, TrialRecord, fidelity_levels, make_scheduler, rank_key
 from hpo_operator.search import Searcher, make_searcher
 
 TrialPhase = Literal["Pending", "Running", "Paused", "Stopped", "Completed", "Failed"]
@@ -82,7 +82,8 @@ class ExperimentEngine:
         self.mode = spec.objective.mode
         self.max_resource = spec.scheduler.max_resource
         self.budget = spec.budget
-        self.searcher = searcher or make_searcher(spec.searcher, spec.search_space)
+        self.searcher = searcher or make_searcher(spec.searcher, spec.search_space,
+                                                  levels=fidelity_levels(spec.scheduler), mode=self.mode)
         self.scheduler = scheduler or make_scheduler(spec.scheduler, self.mode, spec.budget.max_trials,
                                                      seed=spec.searcher.seed)
         self.trials: dict[int, TrialState] = {}
@@ -120,7 +121,7 @@ class ExperimentEngine:
                 trial.until = until
                 return self._launch(trial, "resume")
         while True:
-            if self.scheduler.may_start_new() and self.searcher.suggest(self.scheduler.next_trial_id) is None:
+            if self.scheduler.may_start_new() and self.searcher.exhausted(self.scheduler.next_trial_id):
                 self.scheduler.close_new_trials()  # grid exhausted; promotions may still come
             job = self.scheduler.next_job()
             if job is None:
@@ -134,10 +135,13 @@ class ExperimentEngine:
                 continue
             trial.until = job.until
             return self._launch(trial, "resume")
-        config = self.searcher.suggest(job.trial_id)
+        config = self.searcher.suggest(job.trial_id, pending=self._running_ids())
         trial = TrialState(job.trial_id, self.trial_name(job.trial_id), config, job.bracket, "Pending", job.until)
         self.trials[job.trial_id] = trial
         return self._launch(trial, "new")
+
+    def _running_ids(self) -> list[int]:
+        return [t.trial_id for t in self.trials.values() if t.phase in ("Running", "Pending")]
 
     def _launch(self, trial: TrialState, reason) -> Launch:
         trial.phase = "Running"
@@ -287,6 +291,7 @@ class ExperimentEngine:
             if t.phase == "Pending":
                 self._retry_queue.append(t.trial_id)
         self.scheduler.restore(_scheduler_record(t) for t in trials)
+        self.searcher.restore((t.trial_id, t.config, t.observations) for t in trials)
         for trial_id in exiting:
             if self.trials[trial_id].phase in ("Paused", "Completed"):
                 self.trials[trial_id].phase = "Running"

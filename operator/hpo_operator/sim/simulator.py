@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from hpo_operator.engine import ExperimentEngine, Launch
-from hpo_operator.scheduling import Decision, make_scheduler
+from hpo_operator.scheduling import Decision, fidelity_levels, make_scheduler
+from hpo_operator.search import MODEL_SEARCHERS, Searcher, TableRowSearcher, make_searcher
+from hpo_operator.search.features import TableCandidates
 from hpo_operator.sim.table import LearningCurveTable
 from hpo_operator.spec.experiment import Budget, HPOExperimentSpec, Objective, SchedulerSpec, SearcherSpec
 
@@ -48,18 +50,43 @@ class SimulationResult:
     incumbent: list[tuple[float, float]] = field(default_factory=list)  # (time, value): each new best full trial
 
 
+def table_searcher(table: LearningCurveTable, searcher_spec: Optional[SearcherSpec], scheduler_spec: SchedulerSpec,
+                   seed: int, repeats: bool) -> Optional[Searcher]:
+    """The searcher of one simulated run; None for the engine's own (random draws with replacement).
+
+    A model-based searcher scores the table's unused rows with its model; random search without
+    repeats draws the rows of a seeded permutation, the same order the model's random share uses."""
+    if searcher_spec is not None and searcher_spec.algorithm in MODEL_SEARCHERS:
+        if repeats:
+            raise ValueError("model-based searchers pick table rows without repeats; compare them with "
+                             "draws='without-repeats'")
+        return make_searcher(searcher_spec.model_copy(update={"seed": seed}), {},
+                             levels=fidelity_levels(scheduler_spec), mode=table.mode,
+                             candidates=TableCandidates(table.configs, table.space))
+    if repeats:
+        # The same random searcher a manifest with searchSpace {row: randint 0..N-1} gets, so an
+        # operator or `hpo run` experiment over the table makes the very same draws.
+        return None
+    return TableRowSearcher(table.n_rows, seed=seed, repeats=False)
+
+
 def simulate(table: LearningCurveTable, scheduler_spec: SchedulerSpec, *, name: str = "", workers: int = 4,
              seed: int = 0, epoch_scale: float = 1.0, overhead: float = 0.0, max_trials: int = 1000,
              max_time: Optional[float] = None, targets: tuple[float, ...] = (0.01, 0.05),
-             stop_at_targets: bool = True, record_decisions: bool = False) -> SimulationResult:
-    """Run one simulated experiment and time when a fully trained trial enters each top fraction."""
+             stop_at_targets: bool = True, record_decisions: bool = False,
+             searcher_spec: Optional[SearcherSpec] = None, repeats: bool = True) -> SimulationResult:
+    """Run one simulated experiment and time when a fully trained trial enters each top fraction.
+
+    ``repeats``: random draws may pick a row again (the table stands for an unbounded space);
+    without, every row is tried at most once (required for model-based searchers). A searcher
+    is told a result only when it happens on the simulated clock, and fits synchronously, so a
+    seed gives the same run every time."""
     if scheduler_spec.max_resource > table.max_resource:
         raise ValueError(f"maxResource {scheduler_spec.max_resource} exceeds the table's {table.max_resource} epochs")
     spec = simulation_spec(table, scheduler_spec, workers, seed, max_trials)
     scheduler = make_scheduler(scheduler_spec, table.mode, max_trials, seed=seed)
-    # Rows are drawn by the same random searcher a manifest with searchSpace {row: randint 0..N-1}
-    # gets, so an operator or `hpo run` experiment over the table makes the very same draws.
-    engine = ExperimentEngine("sim", spec, scheduler=scheduler)
+    searcher = table_searcher(table, searcher_spec, scheduler_spec, seed, repeats)
+    engine = ExperimentEngine("sim", spec, searcher=searcher, scheduler=scheduler)
     thresholds = {q: table.top_threshold(q) for q in targets}
     reached: dict[float, Optional[float]] = {q: None for q in targets}
     better = (lambda a, b: a <= b) if table.mode == "min" else (lambda a, b: a >= b)

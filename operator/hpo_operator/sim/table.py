@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
+from pydantic import TypeAdapter, ValidationError
+
+from hpo_operator.spec.search_space import Domain
 
 
 @dataclass(frozen=True)
@@ -17,6 +21,7 @@ class LearningCurveTable:
     configs: list[dict]
     curves: np.ndarray  # (rows, max_resource): objective after each epoch
     epoch_seconds: np.ndarray  # (rows, max_resource): wall time of each epoch
+    space: Optional[dict] = None  # the search space the rows were drawn from, if the table names it
 
     @property
     def n_rows(self) -> int:
@@ -49,4 +54,11 @@ class LearningCurveTable:
         seconds = np.asarray(doc["epoch_seconds"], dtype=float)
         if curves.ndim != 2 or curves.shape != seconds.shape or curves.shape[0] != len(doc["configs"]):
             raise ValueError(f"{path}: curves, epoch_seconds and configs disagree in shape")
-        return LearningCurveTable(doc.get("name", path.stem), doc["metric"], doc["mode"], doc["configs"], curves, seconds)
+        space = None
+        if "search_space" in doc:
+            try:
+                space = {k: TypeAdapter(Domain).validate_python(v) for k, v in doc["search_space"].items()}
+            except ValidationError as err:
+                raise ValueError(f"{path}: search_space: {err}; use the manifest's searchSpace format") from None
+        return LearningCurveTable(doc.get("name", path.stem), doc["metric"], doc["mode"], doc["configs"], curves,
+                                  seconds, space)

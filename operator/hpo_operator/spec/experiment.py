@@ -45,16 +45,26 @@ class Objective(SpecModel):
 
 
 class SearcherSpec(SpecModel):
-    algorithm: Literal["random", "grid"] = Field(default="random", description="How new configurations are chosen.")
+    algorithm: Literal["random", "grid", "kde", "gp"] = Field(
+        default="random",
+        description="How new configurations are chosen. random; grid; kde: density ratio of good to bad "
+        "configurations at the highest well-filled rung (BOHB); gp: Gaussian process over configuration and "
+        "epoch, expected improvement at maxResource (MOBSTER).",
+    )
     seed: int = Field(default=0, ge=0, le=2**32 - 1, description="Seed; the same seed gives the same configurations.")
     grid_points: int = Field(default=5, ge=2, le=1000, description="Grid: values per continuous parameter.")
+    random_fraction: float = Field(
+        default=0.2, ge=0.0, le=1.0, description="kde, gp: share of new trials drawn at random instead of by the model."
+    )
 
 
 class SchedulerSpec(SpecModel):
-    algorithm: Literal["fifo", "asha", "hyperband", "sha", "median"] = Field(
+    algorithm: Literal["fifo", "asha", "hyperband", "sha", "median", "adaptive"] = Field(
         default="asha",
         description="fifo: no early stopping; asha: asynchronous successive halving; hyperband: "
-        "asynchronous Hyperband; sha: synchronous successive halving; median: median stopping rule.",
+        "asynchronous Hyperband; sha: synchronous successive halving; median: median stopping rule; "
+        "adaptive: successive halving that judges only at rungs whose ranks it has measured to agree with "
+        "later epochs.",
     )
     type: Literal["promotion", "stopping"] = Field(
         default="promotion",
@@ -68,6 +78,14 @@ class SchedulerSpec(SpecModel):
     promote_in_place: bool = Field(
         default=True,
         description="A trial that would be promoted the moment it reaches a rung continues without pausing.",
+    )
+    probe_fraction: float = Field(
+        default=0.1, ge=0.0, le=1.0,
+        description="adaptive: share of trials trained to maxResource unjudged, to measure how well rungs rank.",
+    )
+    min_agreement: float = Field(
+        default=0.5, ge=-1.0, le=1.0,
+        description="adaptive: a rung judges trials once its rank correlation with a later epoch is confidently above this.",
     )
     min_samples: int = Field(default=3, ge=1, le=1000, description="median: trials needed at a resource before stopping.")
     sha_bracket_size: Optional[int] = Field(
