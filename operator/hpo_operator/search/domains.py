@@ -43,7 +43,8 @@ def from_unit(domain, u: float) -> Any:
     if isinstance(domain, LogRandInt):
         # Sample the continuous log range [min, max + 1) and floor: each integer
         # gets the mass of its log-width, so small values are not starved.
-        return min(int(math.floor(_log(domain.min, domain.max + 1, u))), domain.max)
+        # Clamped at both ends: exp(log(min)) can round to just below min.
+        return min(max(int(math.floor(_log(domain.min, domain.max + 1, u))), domain.min), domain.max)
     if isinstance(domain, RandInt):
         return min(domain.min + int(u * (domain.max - domain.min + 1)), domain.max)
     if isinstance(domain, Choice):

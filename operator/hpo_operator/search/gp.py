@@ -32,7 +32,7 @@ from scipy.stats import norm, rankdata
 
 from hpo_operator.search.model_based import ModelSearcher
 
-MAX_POINTS = 300
+MAX_POINTS = 200
 JITTER = 1e-6
 
 
@@ -72,17 +72,32 @@ class _Posterior:
         return mu, np.sqrt(var)
 
 
-def _neg_log_likelihood(v: np.ndarray, z: np.ndarray, y: np.ndarray) -> float:
+def _neg_log_likelihood(v: np.ndarray, z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    """Negative log marginal likelihood (plus weak log-normal priors that keep lengthscales and noise
+    sensible with few points) and its gradient in the log hyperparameters."""
     h = _Hyper.from_vector(v)
-    k = _matern52(z, z, h.lengthscales, h.variance) + (h.noise + JITTER) * np.eye(len(z))
+    n = len(z)
+    scaled = (z[:, None, :] - z[None, :, :]) / h.lengthscales  # (n, n, d)
+    sq = scaled ** 2
+    r5 = np.sqrt(sq.sum(-1)) * math.sqrt(5)
+    e = np.exp(-r5)
+    kf = h.variance * (1 + r5 + r5 * r5 / 3) * e
+    k = kf + (h.noise + JITTER) * np.eye(n)
     try:
         c = cho_factor(k, lower=True)
     except np.linalg.LinAlgError:
-        return 1e10
+        return 1e10, np.zeros_like(v)
     alpha = cho_solve(c, y)
-    # Weak log-normal priors keep lengthscales and noise in sensible ranges with few points.
+    w = cho_solve(c, np.eye(n)) - np.outer(alpha, alpha)  # dNLL/dK = w / 2
+    common = h.variance * (5.0 / 3.0) * (1 + r5) * e  # dK/dlog(l_j) = common * sq[..., j]
+    grad = np.empty_like(v)
+    grad[:-2] = 0.5 * np.einsum("ij,ijk->k", w * common, sq)
+    grad[-2] = 0.5 * (w * kf).sum()
+    grad[-1] = 0.5 * np.trace(w) * h.noise
     prior = 0.5 * ((v[:-2] - math.log(0.5)) ** 2).sum() / 4 + 0.5 * (v[-1] - math.log(0.05)) ** 2 / 4
-    return float(0.5 * y @ alpha + np.log(np.diag(c[0])).sum() + prior)
+    grad[:-2] += (v[:-2] - math.log(0.5)) / 4
+    grad[-1] += (v[-1] - math.log(0.05)) / 4
+    return float(0.5 * y @ alpha + np.log(np.diag(c[0])).sum() + prior), grad
 
 
 class LearningCurveGPSearcher(ModelSearcher):
@@ -133,8 +148,8 @@ class LearningCurveGPSearcher(ModelSearcher):
         bounds = [(math.log(0.02), math.log(20.0))] * z.shape[1] + [(math.log(0.05), math.log(20.0)),
                                                                      (math.log(1e-4), math.log(1.0))]
         y0 = y - y.mean()
-        result = minimize(_neg_log_likelihood, start, args=(z, y0), method="L-BFGS-B", bounds=bounds,
-                          options={"maxiter": 25})
+        result = minimize(_neg_log_likelihood, start, args=(z, y0), method="L-BFGS-B", jac=True,
+                          bounds=bounds, options={"maxiter": 30})
         return _Hyper.from_vector(result.x)
 
     def _posterior(self, z: np.ndarray, y: np.ndarray, hyper: _Hyper, incumbent_ids: list[int]) -> _Posterior:

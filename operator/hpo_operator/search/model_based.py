@@ -18,6 +18,7 @@ from abc import ABC, abstractmethod
 from typing import Any, Collection, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from hpo_operator.search.features import SpaceCandidates, TableCandidates
 
@@ -109,16 +110,19 @@ class ModelSearcher(ABC):
 
     def model_pick(self, rng: np.random.Generator, pending: list[int]) -> Optional[dict[str, Any]]:
         """The candidate the model scores best, or None while the model has too little data."""
-        model = self.fit(pending)
-        if model is None:
-            return None
-        if self.candidates.finite:
-            rows = self.candidates.unused_rows(list(self.configs.values()))
-            scores = self.score(model, self.candidates.x[rows])
-            return self.candidates.decode_row(int(rows[int(np.argmax(scores))]))
-        x = self.propose(model, rng)
-        scores = self.score(model, x)
-        return self.candidates.decode(x[int(np.argmax(scores))])
+        # One BLAS thread: the matrices are small, and threads contending for a few shared cores
+        # made a fit several times slower.
+        with threadpool_limits(limits=1):
+            model = self.fit(pending)
+            if model is None:
+                return None
+            if self.candidates.finite:
+                rows = self.candidates.unused_rows(list(self.configs.values()))
+                scores = self.score(model, self.candidates.x[rows])
+                return self.candidates.decode_row(int(rows[int(np.argmax(scores))]))
+            x = self.propose(model, rng)
+            scores = self.score(model, x)
+            return self.candidates.decode(x[int(np.argmax(scores))])
 
     # ---- the model -----------------------------------------------------------
     @abstractmethod

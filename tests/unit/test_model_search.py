@@ -1,0 +1,147 @@
+"""Model-based searchers: valid points on every domain type, they learn, and restore rebuilds them."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from pydantic import TypeAdapter
+
+from hpo_operator.engine import ExperimentEngine
+from hpo_operator.search import DensityRatioSearcher, LearningCurveGPSearcher, RandomSearcher, finite_values
+from hpo_operator.search.features import SpaceCandidates, TableCandidates
+from hpo_operator.spec.experiment import HPOExperimentSpec
+from hpo_operator.spec.search_space import Choice, Domain, FinRange, LogRandInt, LogUniform, RandInt, Uniform
+
+domain = TypeAdapter(Domain).validate_python
+LEVELS = [1, 3, 9, 27]
+SEARCHERS = [DensityRatioSearcher, LearningCurveGPSearcher]
+
+EVERY_TYPE = {
+    "lr": domain({"type": "loguniform", "min": 1e-4, "max": 1.0}),
+    "momentum": domain({"type": "uniform", "min": 0.0, "max": 0.99}),
+    "layers": domain({"type": "randint", "min": 1, "max": 4}),
+    "batch": domain({"type": "lograndint", "min": 8, "max": 256}),
+    "act": domain({"type": "choice", "values": ["relu", "tanh", "gelu"]}),
+    "dropout": domain({"type": "finrange", "min": 0.0, "max": 0.5, "size": 6}),
+    "width": domain({"type": "logfinrange", "min": 16, "max": 512, "size": 6, "cast_int": True}),
+}
+
+
+def valid(name, value):
+    d = EVERY_TYPE[name]
+    if isinstance(d, Choice):
+        return value in d.values
+    if isinstance(d, FinRange):  # LogFinRange too
+        return value in finite_values(d)
+    if isinstance(d, (RandInt, LogRandInt)):
+        return isinstance(value, int) and d.min <= value <= d.max
+    assert isinstance(d, (Uniform, LogUniform))
+    return isinstance(value, float) and math.isfinite(value) and d.min <= value <= d.max
+
+
+def objective(config, resource=27):
+    """A synthetic learning curve: best near lr=1e-2, momentum 0.9, relu, dropout 0.1; error falls with epochs."""
+    final = ((math.log10(config["lr"]) + 2) ** 2 + 4 * (config["momentum"] - 0.9) ** 2
+             + (0 if config["act"] == "relu" else 0.5) + abs(config["dropout"] - 0.1))
+    return final + 1.0 / resource
+
+
+def run(searcher, n, workers=4):
+    """Suggest ``n`` trials, ``workers`` at a time; each reports every level. Returns the best final value."""
+    best = math.inf
+    for start in range(0, n, workers):
+        batch = list(range(start, min(start + workers, n)))
+        configs = {}
+        for i in batch:
+            configs[i] = searcher.suggest(i, pending=[j for j in batch if j < i])
+        for i in batch:
+            for r in LEVELS:
+                searcher.on_result(i, r, objective(configs[i], r))
+            best = min(best, objective(configs[i]))
+    return best
+
+
+@pytest.mark.parametrize("cls", SEARCHERS)
+def test_every_suggestion_is_a_valid_point_of_every_domain_type(cls):
+    searcher = cls(SpaceCandidates(EVERY_TYPE), LEVELS, seed=3, random_fraction=0.2, n_candidates=64)
+    for i in range(40):
+        config = searcher.suggest(i, pending=[i - 1] if i else [])
+        assert set(config) == set(EVERY_TYPE)
+        for name, value in config.items():
+            assert valid(name, value), (name, value)
+        for r in LEVELS[: 1 + i % 4]:
+            searcher.on_result(i, r, objective(config, r) if i % 7 else float("nan"))
+
+
+@pytest.mark.parametrize("cls", SEARCHERS)
+def test_the_model_beats_random_search_on_a_synthetic_function(cls):
+    space = {k: EVERY_TYPE[k] for k in ("lr", "momentum", "act", "dropout")}
+    model_best, random_best = [], []
+    for seed in range(10):
+        model = cls(SpaceCandidates(space), LEVELS, seed=seed, random_fraction=0.2, n_candidates=128)
+        model_best.append(run(model, 60))
+        random_best.append(run(RandomSearcher(space, seed), 60))
+    assert np.median(model_best) < 0.6 * np.median(random_best), (model_best, random_best)
+
+
+@pytest.mark.parametrize("cls", SEARCHERS)
+def test_a_restored_searcher_holds_the_same_observations_and_suggests_alike(cls):
+    live = cls(SpaceCandidates(EVERY_TYPE), LEVELS, seed=1, n_candidates=64)
+    run(live, 24)
+    records = [(t, live.configs[t], [(r, objective(live.configs[t], r)) for r in LEVELS]) for t in live.configs]
+    a = cls(SpaceCandidates(EVERY_TYPE), LEVELS, seed=1, n_candidates=64)
+    a.restore(records)
+    b = cls(SpaceCandidates(EVERY_TYPE), LEVELS, seed=1, n_candidates=64)
+    b.restore(records)
+    assert a.data.by_level == live.data.by_level and a.configs == live.configs
+    assert [a.suggest(i, pending=[24]) for i in range(25, 29)] == [b.suggest(i, pending=[24]) for i in range(25, 29)]
+    # A created trial's configuration never changes, whatever was learned since.
+    assert a.suggest(3) == live.configs[3]
+
+
+def test_kde_is_a_pure_function_of_the_records():
+    live = DensityRatioSearcher(SpaceCandidates(EVERY_TYPE), LEVELS, seed=1, n_candidates=64)
+    run(live, 24)
+    records = [(t, live.configs[t], [(r, objective(live.configs[t], r)) for r in LEVELS]) for t in live.configs]
+    restored = DensityRatioSearcher(SpaceCandidates(EVERY_TYPE), LEVELS, seed=1, n_candidates=64)
+    restored.restore(records)
+    assert [restored.suggest(i) for i in range(24, 30)] == [live.suggest(i) for i in range(24, 30)]
+
+
+@pytest.mark.parametrize("cls", SEARCHERS)
+def test_table_candidates_are_rows_used_at_most_once(cls):
+    rng = np.random.default_rng(0)
+    configs = [{"lr": float(10 ** rng.uniform(-4, 0)), "act": str(rng.choice(["relu", "tanh"])),
+                "units": int(rng.integers(16, 512))} for _ in range(30)]
+    searcher = cls(TableCandidates(configs), LEVELS, seed=0, random_fraction=0.3)
+    rows = []
+    for i in range(30):
+        row = searcher.suggest(i)["row"]
+        rows.append(row)
+        searcher.on_result(i, 1, (math.log10(configs[row]["lr"]) + 2) ** 2)
+    assert sorted(rows) == list(range(30))
+    assert searcher.exhausted(30) and searcher.suggest(30) is None
+
+
+def test_engine_restore_rebuilds_the_searcher():
+    spec = HPOExperimentSpec.model_validate({
+        "objective": {"metric": "loss", "mode": "min"},
+        "searchSpace": {"lr": {"type": "loguniform", "min": 1e-4, "max": 1.0},
+                        "act": {"type": "choice", "values": ["relu", "tanh"]}},
+        "searcher": {"algorithm": "kde", "seed": 2},
+        "scheduler": {"algorithm": "fifo", "maxResource": 3},
+        "budget": {"maxTrials": 30, "parallelism": 2},
+        "trialTemplate": {"spec": {"containers": [{"name": "t", "image": "x"}]}},
+    })
+    engine = ExperimentEngine("e", spec)
+    for _ in range(12):
+        launch = engine.next_launch()
+        for epoch in range(1, 4):
+            engine.on_observation(launch.trial.trial_id, epoch, (math.log10(launch.trial.config["lr"]) + 2) ** 2)
+        engine.on_run_exit(launch.trial.trial_id, succeeded=True)
+    restored = ExperimentEngine("e", spec)
+    restored.restore([t for t in engine.trials.values()])
+    assert restored.searcher.data.by_level == engine.searcher.data.by_level
+    assert restored.next_launch().trial.config == engine.next_launch().trial.config
