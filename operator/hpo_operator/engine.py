@@ -21,6 +21,8 @@ from typing import Any, Collection, Literal, Optional
 
 from hpo_operator.scheduling import Decision, Scheduler, TrialRecord, fidelity_levels, make_scheduler, rank_key
 from hpo_operator.search import Searcher, make_searcher
+from hpo_operator.search.background import BackgroundFits
+from hpo_operator.search.model_based import ModelSearcher
 
 TrialPhase = Literal["Pending", "Running", "Paused", "Stopped", "Completed", "Failed"]
 FINAL_PHASES = ("Stopped", "Completed", "Failed")
@@ -76,14 +78,19 @@ class Best:
 
 class ExperimentEngine:
     def __init__(self, name: str, spec, searcher: Optional[Searcher] = None,
-                 scheduler: Optional[Scheduler] = None):
+                 scheduler: Optional[Scheduler] = None, background_fits: bool = True):
         self.name = name
         self.spec = spec
         self.mode = spec.objective.mode
         self.max_resource = spec.scheduler.max_resource
         self.budget = spec.budget
-        self.searcher = searcher or make_searcher(spec.searcher, spec.search_space,
-                                                  levels=fidelity_levels(spec.scheduler), mode=self.mode)
+        if searcher is None:
+            searcher = make_searcher(spec.searcher, spec.search_space, levels=fidelity_levels(spec.scheduler),
+                                     mode=self.mode)
+            if background_fits and isinstance(searcher, ModelSearcher):
+                # Fits run in a worker thread; a decision never waits for one (search/background.py).
+                searcher = BackgroundFits(searcher)
+        self.searcher = searcher
         self.scheduler = scheduler or make_scheduler(spec.scheduler, self.mode, spec.budget.max_trials,
                                                      seed=spec.searcher.seed)
         self.trials: dict[int, TrialState] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from pydantic import TypeAdapter
 
 from hpo_operator.engine import ExperimentEngine
 from hpo_operator.search import DensityRatioSearcher, LearningCurveGPSearcher, RandomSearcher, finite_values
+from hpo_operator.search.background import BackgroundFits
 from hpo_operator.search.features import SpaceCandidates, TableCandidates
 from hpo_operator.spec.experiment import HPOExperimentSpec
 from hpo_operator.spec.search_space import Choice, Domain, FinRange, LogRandInt, LogUniform, RandInt, Uniform
@@ -135,13 +137,40 @@ def test_engine_restore_rebuilds_the_searcher():
         "budget": {"maxTrials": 30, "parallelism": 2},
         "trialTemplate": {"spec": {"containers": [{"name": "t", "image": "x"}]}},
     })
-    engine = ExperimentEngine("e", spec)
+    engine = ExperimentEngine("e", spec, background_fits=False)
     for _ in range(12):
         launch = engine.next_launch()
         for epoch in range(1, 4):
             engine.on_observation(launch.trial.trial_id, epoch, (math.log10(launch.trial.config["lr"]) + 2) ** 2)
         engine.on_run_exit(launch.trial.trial_id, succeeded=True)
-    restored = ExperimentEngine("e", spec)
+    restored = ExperimentEngine("e", spec, background_fits=False)
     restored.restore([t for t in engine.trials.values()])
     assert restored.searcher.data.by_level == engine.searcher.data.by_level
     assert restored.next_launch().trial.config == engine.next_launch().trial.config
+
+
+class _SlowModel(DensityRatioSearcher):
+    """A model whose fit takes 0.5 s and whose picks are recognisable (momentum exactly 0.5)."""
+
+    def fit(self, pending):
+        time.sleep(0.5)
+        return "model"
+
+    def model_pick(self, rng, pending):
+        model = self.fit(pending)
+        return {**self.candidates.decode(self.candidates.uniform(rng, 1)[0]), "momentum": 0.5} if model else None
+
+
+def test_background_fits_never_hold_up_a_suggestion_or_a_result():
+    searcher = BackgroundFits(_SlowModel(SpaceCandidates(EVERY_TYPE), LEVELS, seed=0, random_fraction=0.0))
+    started = time.monotonic()
+    first = searcher.suggest(0)
+    searcher.on_result(0, 1, 0.5)  # a fit is running now: the result goes in at once
+    assert time.monotonic() - started < 0.2
+    assert first["momentum"] != 0.5  # no fit had finished: a random draw
+    assert searcher.wait_idle(timeout=5)
+    second = searcher.suggest(1, pending=[0])
+    assert second["momentum"] == 0.5  # the pick of the last finished fit
+    assert searcher.suggest(0) == first  # a created trial's configuration never changes
+    assert searcher.fits >= 1
+    searcher.close()

@@ -9,7 +9,7 @@ import pytest
 
 from hpo_operator.scheduling import (
     ASHA, FIFO, AsynchronousHyperband, Decision, Job, MedianStopping, SynchronousSuccessiveHalving, TrialRecord,
-    rung_levels,
+    TrustedRungs, rung_levels,
 )
 
 C, P, S = Decision.CONTINUE, Decision.PAUSE, Decision.STOP
@@ -213,6 +213,8 @@ def _snapshot(s):
     lambda: AsynchronousHyperband("max", 1, 27, 3, brackets=3, max_trials=60, seed=5),
     lambda: SynchronousSuccessiveHalving("min", 1, 27, 3, max_trials=60),
     lambda: MedianStopping("min", 2, 27, max_trials=60),
+    lambda: TrustedRungs("min", 1, 27, 3, max_trials=60, seed=2, min_pairs=4, probe_fraction=0.2),
+    lambda: TrustedRungs("min", 1, 27, 3, type="stopping", max_trials=60, seed=2, min_pairs=4, probe_fraction=0.2),
 ])
 def test_restored_scheduler_makes_identical_decisions(make):
     """Rebuild a scheduler from its trials' records mid-run: the rest of the run is the same."""
@@ -237,3 +239,64 @@ def test_results_must_move_forward():
     s.on_result(0, 1, 0.5)
     with pytest.raises(ValueError, match="reported after"):
         s.on_result(0, 1, 0.4)
+
+
+# ---- the adaptive scheduler: judges only at rungs whose ranks agree with later epochs ------------
+
+def _adaptive(type="promotion", **kw):
+    kw = {"probe_fraction": 0.0, "min_pairs": 6, "min_agreement": 0.5, "max_trials": 1000, **kw}
+    return TrustedRungs("min", 1, 9, 3, type=type, **kw)
+
+
+def _probes(s, finals, first):
+    """Start len(finals) trials (probes while no rung is trusted) and report epochs 1..9 for each:
+    ``first[i]`` at epoch 1, then a straight line down to ``finals[i]`` at epoch 9."""
+    jobs = [s.next_job() for _ in finals]
+    assert all(j.kind == "new" and j.until == 9 for j in jobs), jobs  # probes run to the end
+    for job, f, a in zip(jobs, finals, first):
+        for epoch in range(1, 10):
+            assert s.on_result(job.trial_id, epoch, a + (f - a) * (epoch - 1) / 8) == C
+        s.on_trial_end(job.trial_id, "completed")
+    return jobs
+
+
+@pytest.mark.parametrize("type", ["promotion", "stopping"])
+def test_adaptive_runs_everything_to_the_end_while_early_ranks_mislead(type):
+    s = _adaptive(type)
+    finals = [0.1 * i for i in range(1, 9)]
+    _probes(s, finals, first=list(reversed(finals)))  # epoch 1 ranks them exactly backwards
+    assert s.trusted() == [False, False]
+    assert s.agreement(0)[:2] == (-1.0, 8)
+    job = s.next_job()
+    assert job.until == 9 and s.trials[job.trial_id].bracket == s.probe_bracket
+    # No rung judges: a trial far worse than all others at epoch 1 continues.
+    assert s.on_result(job.trial_id, 1, 5.0) == C
+
+
+@pytest.mark.parametrize("type", ["promotion", "stopping"])
+def test_adaptive_judges_from_the_first_rung_once_early_ranks_agree(type):
+    s = _adaptive(type)
+    finals = [0.1 * i for i in range(1, 9)]
+    _probes(s, finals, first=[f + 0.5 for f in finals])  # same order at every epoch
+    assert s.trusted() == [True, True]
+    jobs = [s.next_job() for _ in range(3)]
+    assert all(s.trials[j.trial_id].bracket == 0 for j in jobs)
+    if type == "stopping":
+        assert jobs[0].until == 9
+        # Rung 1 holds the 8 probes (0.6..1.3): the top third is 0.6, 0.7; 5.0 is stopped.
+        assert s.on_result(jobs[0].trial_id, 1, 5.0) == S
+        assert s.on_result(jobs[1].trial_id, 1, 0.0) == C
+    else:
+        assert jobs[0].until == 1
+        assert s.on_result(jobs[0].trial_id, 1, 5.0) == P
+        # The best of ten at rung 1 is promoted at once (promote in place).
+        assert s.on_result(jobs[1].trial_id, 1, 0.0) == C and s.until_of(jobs[1].trial_id) == 3
+
+
+def test_adaptive_keeps_probing_a_share_of_trials():
+    s = _adaptive(probe_fraction=0.25)
+    finals = [0.1 * i for i in range(1, 9)]
+    _probes(s, finals, first=[f + 0.5 for f in finals])
+    brackets = [s.trials[s.next_job().trial_id].bracket for _ in range(200)]
+    share = brackets.count(s.probe_bracket) / len(brackets)
+    assert 0.15 < share < 0.35 and brackets.count(0) == len(brackets) - brackets.count(s.probe_bracket)

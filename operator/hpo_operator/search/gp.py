@@ -110,6 +110,10 @@ class LearningCurveGPSearcher(ModelSearcher):
         self._hyper_n = 0
         self._log_max = math.log(max(self.max_level, 2))
 
+    def adopt_cache(self, other: "LearningCurveGPSearcher") -> None:
+        if other._hyper_n > self._hyper_n:
+            self._hyper, self._hyper_n = other._hyper, other._hyper_n
+
     def _inputs(self, ids: list[int], levels: list[int]) -> np.ndarray:
         x = self.candidates.columns.one_hot(np.array([self.x[t] for t in ids]))
         t = np.log(np.maximum(np.array(levels, dtype=float), 1)) / self._log_max

@@ -14,6 +14,7 @@ model has enough observations every trial is a random draw.
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from typing import Any, Collection, Iterable, Mapping, Optional, Sequence, Union
 
@@ -96,6 +97,19 @@ class ModelSearcher(ABC):
             self.remember(trial_id, config)
             for resource, value in observations:
                 self.on_result(trial_id, resource, value)
+
+    def snapshot(self) -> "ModelSearcher":
+        """A copy of the records a fit can use while this searcher keeps taking results (see
+        :mod:`hpo_operator.search.background`): dictionaries copied, their values shared (never mutated)."""
+        other = copy.copy(self)
+        other.configs = dict(self.configs)
+        other.x = dict(self.x)
+        other.data = copy.copy(self.data)
+        other.data.by_level = {r: dict(v) for r, v in self.data.by_level.items()}
+        return other
+
+    def adopt_cache(self, other: "ModelSearcher") -> None:
+        """Keep what a fit on a snapshot learned that is costly to redo (GP hyperparameters)."""
 
     # ---- picking -------------------------------------------------------------
     def random_pick(self, trial_index: int, rng: np.random.Generator) -> dict[str, Any]:
