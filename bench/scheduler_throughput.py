@@ -8,7 +8,13 @@ printed as decisions per second and as ratios against the 1k-trial run of
 the same scheduler in this process (cost growth), and against FIFO at the
 same size (the price of the ASHA bookkeeping).
 
-    .venv/bin/python bench/scheduler_throughput.py [--sizes 1000 10000 100000]
+Then the model-based searchers: for each number of observations (100, 1,000,
+10,000, spread over the rungs 1, 3, 9, 27, 81 as ASHA spreads them), the
+median time of one suggestion, model fit included (each suggestion fits on
+what is on record, with 8 trials pending), on an 8-parameter space like the
+digits table's; against random search's suggestion in this process.
+
+    .venv/bin/python bench/scheduler_throughput.py [--sizes 1000 10000 100000] [--observations 100 1000 10000]
 """
 
 from __future__ import annotations
@@ -18,7 +24,12 @@ import time
 
 import numpy as np
 
-from hpo_operator.scheduling import ASHA, FIFO, AsynchronousHyperband, Decision
+from pydantic import TypeAdapter
+
+from hpo_operator.scheduling import ASHA, FIFO, AsynchronousHyperband, Decision, TrustedRungs
+from hpo_operator.search import DensityRatioSearcher, LearningCurveGPSearcher, RandomSearcher
+from hpo_operator.search.features import SpaceCandidates
+from hpo_operator.spec.search_space import Domain
 
 WORKERS = 64
 WINDOW = 20_000
@@ -33,7 +44,64 @@ def make(name: str, max_trials: int):
         return ASHA("min", 1, 81, 3, type="stopping", max_trials=max_trials)
     if name == "hyperband":
         return AsynchronousHyperband("min", 1, 81, 3, brackets=4, max_trials=max_trials)
+    if name == "adaptive-promotion":
+        return TrustedRungs("min", 1, 81, 3, max_trials=max_trials)
     raise ValueError(name)
+
+
+SPACE = {name: TypeAdapter(Domain).validate_python(d) for name, d in {
+    "learning_rate": {"type": "loguniform", "min": 1e-4, "max": 1.0},
+    "batch_size": {"type": "lograndint", "min": 8, "max": 256},
+    "momentum": {"type": "uniform", "min": 0.0, "max": 0.99},
+    "activation": {"type": "choice", "values": ["tanh", "relu"]},
+    "n_units": {"type": "lograndint", "min": 16, "max": 512},
+    "n_layers": {"type": "randint", "min": 1, "max": 4},
+    "weight_decay": {"type": "loguniform", "min": 1e-8, "max": 1e-1},
+    "dropout": {"type": "uniform", "min": 0.0, "max": 0.6},
+}.items()}
+LEVELS = [1, 3, 9, 27, 81]
+
+
+def filled_searcher(cls, observations: int, seed: int = 0):
+    """A searcher holding ``observations`` results: trials at rung k number a third of those at k-1."""
+    rng = np.random.default_rng(seed)
+    searcher = cls(SpaceCandidates(SPACE), LEVELS, seed=seed) if cls is not RandomSearcher else cls(SPACE, seed)
+    trials = int(observations / sum(3.0 ** -k for k in range(len(LEVELS))))
+    records = []
+    for tid in range(trials):
+        config = RandomSearcher(SPACE, seed).suggest(tid)
+        lr = np.log10(config["learning_rate"])
+        reached = LEVELS[: 1 + sum(tid % 3 ** k == 0 for k in range(1, len(LEVELS)))]
+        records.append((tid, config, [(r, (lr + 2) ** 2 + 1.0 / r + 0.05 * rng.random()) for r in reached]))
+    searcher.restore(records)
+    return searcher, trials
+
+
+def suggest_ms(cls, observations: int, repeats: int = 15) -> float:
+    searcher, trials = filled_searcher(cls, observations)
+    times = []
+    for i in range(repeats):
+        tid = trials + 8 + i
+        start = time.perf_counter()
+        searcher.suggest(tid, pending=list(range(trials, trials + 8)))
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)) * 1000
+
+
+def searcher_costs(sizes: list[int]) -> None:
+    print(f"\n{'searcher':16s} {'observations':>12s} {'suggest+fit ms':>15s} {'vs random':>10s}")
+    results = {}
+    for n in sizes:
+        base = suggest_ms(RandomSearcher, n, repeats=50)
+        for name, cls in (("kde", DensityRatioSearcher), ("gp", LearningCurveGPSearcher)):
+            ms = suggest_ms(cls, n)
+            results[(name, n)] = ms
+            print(f"{name:16s} {n:12,d} {ms:15.1f} {ms / base:9.0f}x", flush=True)
+    for name in ("kde", "gp"):
+        ms = results.get((name, 1000))
+        if ms is not None:
+            print(f"target: suggestion at 1,000 observations <= 50 ms (median): {name} {ms:.1f} ms "
+                  f"({'met' if ms <= 50 else 'NOT met'})")
 
 
 def drive(s, rng, decisions_limit: int | None, state: dict) -> int:
@@ -79,7 +147,10 @@ def measure(name: str, n: int, seed: int = 0) -> tuple[float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 100_000])
-    parser.add_argument("--schedulers", nargs="+", default=["fifo", "asha-promotion", "asha-stopping", "hyperband"])
+    parser.add_argument("--schedulers", nargs="+",
+                        default=["fifo", "asha-promotion", "asha-stopping", "hyperband", "adaptive-promotion"])
+    parser.add_argument("--observations", type=int, nargs="*", default=[100, 1000, 10_000],
+                        help="searcher costs at these numbers of observations (none: skip)")
     args = parser.parse_args()
     rates: dict[tuple[str, int], float] = {}
     print(f"{'scheduler':16s} {'trials':>8s} {'decisions/s':>12s} {'vs 1k':>7s} {'vs fifo':>8s}")
@@ -95,6 +166,8 @@ def main() -> None:
     if target is not None:
         print(f"target: >= 50,000 decisions/s for asha-promotion at 10k trials: {target:,.0f} "
               f"({'met' if target >= 50_000 else 'NOT met'})")
+    if args.observations:
+        searcher_costs(args.observations)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,84 @@
+"""The default search (a model-based searcher under the adaptive scheduler) on the real API server,
+with the operator killed while its model has observations to learn from."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import yaml
+
+from support.kube_tools import experiment, kubectl, trials, wait_for
+from support.node_double import NodeDouble
+from support.paths import TABLES
+
+from hpo_operator.spec.experiment import HPOExperimentSpec
+
+TABLE = TABLES / "digits_s44.json"
+pytestmark = pytest.mark.timeout(420)
+
+
+def finished(api, ns, name):
+    return (experiment(api, ns, name).get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+
+def apply(cp, ns, doc):
+    kubectl(cp, "apply", "-n", ns, "-f", "-", input=yaml.safe_dump(doc))
+
+
+def default_manifest(name: str, *, trials: int, parallelism: int) -> dict:
+    """No searcher and no scheduler algorithm: only maxResource, so the manifest default runs."""
+    return {
+        "apiVersion": "hpo.dev/v1alpha1", "kind": "HPOExperiment", "metadata": {"name": name},
+        "spec": {
+            "objective": {"metric": "val_error", "mode": "min"},
+            "searchSpace": {
+                "row": {"type": "randint", "min": 0, "max": 399},
+                "table": {"type": "choice", "values": [str(TABLE)]},
+            },
+            "scheduler": {"maxResource": 9},
+            "budget": {"maxTrials": trials, "parallelism": parallelism, "maxRetries": 2, "maxFailedTrials": 2},
+            "trialTemplate": {"spec": {"containers": [{
+                "name": "trainer", "image": "hpo-trainer:test", "command": ["python", "/opt/hpo/curve_trainer.py"],
+                "resources": {"limits": {"nvidia.com/gpu": 1}}}]}},
+        },
+    }
+
+
+def test_default_search_survives_operator_kills_and_never_changes_a_config(crds_installed, namespace, kube_api,
+                                                                          operator, tmp_path):
+    doc = default_manifest("default-search", trials=24, parallelism=3)
+    spec = HPOExperimentSpec.model_validate(doc["spec"])
+    assert spec.searcher.algorithm in ("kde", "gp")  # the default is model-based: this test exercises it
+    seen: dict[str, dict] = {}
+
+    def record_configs():
+        for t in trials(kube_api, namespace):
+            name, config = t["metadata"]["name"], t["spec"]["config"]
+            assert seen.setdefault(name, config) == config, (name, seen[name], config)
+        return len(seen)
+
+    with NodeDouble(crds_installed, kube_api, namespace, tmp_path / "node") as node:
+        apply(crds_installed, namespace, doc)
+        for kill, progress in enumerate((8, 16)):
+            # Kill once enough trials ran that the model has been fitted (the searcher needs
+            # len(searchSpace) + 2 observations at a level) and new ones are drawn from it.
+            wait_for(lambda: record_configs() >= progress, 180, 0.2, f"{progress} trials before kill {kill + 1}")
+            operator.kill()
+            time.sleep(1.0)  # observations arrive while no operator runs
+            operator.start()
+        wait_for(lambda: (record_configs(), finished(kube_api, namespace, "default-search"))[1], 300, 1,
+                 "the experiment to finish")
+        assert not node.errors, node.errors
+    record_configs()
+    status = experiment(kube_api, namespace, "default-search")["status"]
+    assert status["phase"] == "Succeeded", status
+    assert operator.starts == 3
+    assert max(node.created.values()) == 1, node.created  # no pod was created twice
+    assert status["trials"]["created"] == 24 and len(seen) == 24
+    for t in trials(kube_api, namespace):
+        assert 0 <= t["spec"]["config"]["row"] <= 399 and isinstance(t["spec"]["config"]["row"], int)
+        epochs = [o["epoch"] for o in t["status"]["observations"]]
+        assert epochs == list(range(1, len(epochs) + 1)), (t["metadata"]["name"], epochs)
+    assert "Traceback" not in operator.logs()
