@@ -97,7 +97,7 @@ def manifest(name: str, s: Scenario, seed: int) -> dict:
         "spec": {
             "objective": {"metric": "val_error", "mode": "min"},
             "searchSpace": {"row": {"type": "randint", "min": 0, "max": 399}},
-            "searcher": {"seed": seed},
+            "searcher": {"algorithm": "random", "seed": seed},
             "scheduler": ({"algorithm": "asha", "type": "promotion", "maxResource": s.max_resource}
                           if s.scheduler == "asha" else {"algorithm": s.scheduler, "maxResource": s.max_resource}),
             "budget": {"maxTrials": s.trials, "parallelism": s.parallelism, "maxRetries": 0},

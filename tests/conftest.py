@@ -17,7 +17,8 @@ MINIMAL = {
     "spec": {
         "objective": {"metric": "val_error"},
         "searchSpace": {"lr": {"type": "loguniform", "min": 1e-4, "max": 1.0}},
-        "scheduler": {"maxResource": 9},
+        "searcher": {"algorithm": "random"},
+        "scheduler": {"algorithm": "asha", "maxResource": 9},
         "trialTemplate": {"spec": {"containers": [{"name": "trainer", "image": "trainer:1"}]}},
     },
 }

@@ -27,7 +27,7 @@ def manifest(name: str, *, trials: int, parallelism: int, max_resource: int = 9,
                 "row": {"type": "randint", "min": 0, "max": 399},
                 "table": {"type": "choice", "values": [str(TABLE)]},
             },
-            "searcher": {"seed": seed},
+            "searcher": {"algorithm": "random", "seed": seed},
             "scheduler": {"algorithm": "asha", "type": "promotion", "maxResource": max_resource},
             "budget": {"maxTrials": trials, "parallelism": parallelism, "maxRetries": 2, "maxFailedTrials": 2},
             "trialTemplate": {"spec": {"containers": [{
@@ -58,7 +58,7 @@ def test_asha_experiment_succeeds_with_the_simulators_decisions(crds_installed, 
                                   max([o["epoch"] for o in t["status"]["observations"]], default=0))
            for t in trials(kube_api, namespace)}
     table = LearningCurveTable.load(TABLE)
-    sim = simulate(table, SchedulerSpec(max_resource=9), workers=1, seed=0, max_trials=20, stop_at_targets=False)
+    sim = simulate(table, SchedulerSpec(algorithm="asha", max_resource=9), workers=1, seed=0, max_trials=20, stop_at_targets=False)
     assert got == sim.final
     # every pod name was run once: no duplicate pods
     assert max(node.created.values()) == 1

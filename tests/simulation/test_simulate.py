@@ -26,7 +26,7 @@ def test_asha_promotion_finds_a_top_5_percent_model_at_least_1_5x_sooner_than_ra
 
 
 def test_the_same_seed_gives_the_same_run_and_configurations_are_shared(digits_table):
-    spec = scheduler_spec_for("asha-promotion", SchedulerSpec(max_resource=81))
+    spec = scheduler_spec_for("asha-promotion", SchedulerSpec(algorithm="asha", max_resource=81))
     a = simulate(digits_table, spec, workers=4, seed=3, max_trials=60, stop_at_targets=False, record_decisions=True)
     b = simulate(digits_table, spec, workers=4, seed=3, max_trials=60, stop_at_targets=False, record_decisions=True)
     assert a.decisions == b.decisions and a.end_time == b.end_time
@@ -47,7 +47,7 @@ def test_overhead_is_paid_per_run_start(digits_table):
 
 
 def test_promote_in_place_saves_restarts(digits_table):
-    spec = SchedulerSpec(max_resource=81, promote_in_place=True)
+    spec = SchedulerSpec(algorithm="asha", max_resource=81, promote_in_place=True)
     kwargs = dict(workers=4, seed=1, max_trials=100, stop_at_targets=False)
     in_place = simulate(digits_table, spec, **kwargs)
     paused = simulate(digits_table, spec.model_copy(update={"promote_in_place": False}), **kwargs)

@@ -20,7 +20,7 @@ def curve_manifest(name="curves", *, trials=6, parallelism=2, max_resource=9, al
         "spec": {
             "objective": {"metric": "val_error", "mode": "min"},
             "searchSpace": space,
-            "searcher": {"seed": seed},
+            "searcher": {"algorithm": "random", "seed": seed},
             "scheduler": {"algorithm": algorithm, "maxResource": max_resource, "promoteInPlace": promote_in_place},
             "budget": {"maxTrials": trials, "parallelism": parallelism, "maxRetries": retries,
                        "maxFailedTrials": max_failed},

@@ -77,7 +77,7 @@ class Experiment:
     max_retries: int = 3
 
     def scheduler(self) -> SchedulerSpec:
-        return SchedulerSpec(max_resource=self.max_resource, min_resource=self.min_resource, promote_in_place=False)
+        return SchedulerSpec(algorithm="asha", max_resource=self.max_resource, min_resource=self.min_resource, promote_in_place=False)
 
     def manifest(self, name: str) -> dict:
         doc = curve_manifest(name, trials=self.trials, parallelism=1, max_resource=self.max_resource,

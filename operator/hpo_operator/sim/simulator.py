@@ -29,7 +29,7 @@ def simulation_spec(table: LearningCurveTable, scheduler: SchedulerSpec, workers
     return HPOExperimentSpec(
         objective=Objective(metric=table.metric, mode=table.mode),
         search_space={"row": {"type": "randint", "min": 0, "max": table.n_rows - 1}},
-        searcher=SearcherSpec(seed=seed),
+        searcher=SearcherSpec(algorithm="random", seed=seed),
         scheduler=scheduler,
         budget=Budget(max_trials=max_trials, parallelism=workers, max_failed_trials=max_trials),
         trial_template=_SIM_TEMPLATE,

@@ -46,7 +46,7 @@ class Objective(SpecModel):
 
 class SearcherSpec(SpecModel):
     algorithm: Literal["random", "grid", "kde", "gp"] = Field(
-        default="random",
+        default="kde",
         description="How new configurations are chosen. random; grid; kde: density ratio of good to bad "
         "configurations at the highest well-filled rung (BOHB); gp: Gaussian process over configuration and "
         "epoch, expected improvement at maxResource (MOBSTER).",
@@ -60,7 +60,7 @@ class SearcherSpec(SpecModel):
 
 class SchedulerSpec(SpecModel):
     algorithm: Literal["fifo", "asha", "hyperband", "sha", "median", "adaptive"] = Field(
-        default="asha",
+        default="adaptive",
         description="fifo: no early stopping; asha: asynchronous successive halving; hyperband: "
         "asynchronous Hyperband; sha: synchronous successive halving; median: median stopping rule; "
         "adaptive: successive halving that judges only at rungs whose ranks it has measured to agree with "
