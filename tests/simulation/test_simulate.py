@@ -10,7 +10,7 @@ import pytest
 
 from hpo_operator.scheduling.factory import scheduler_spec_for
 from hpo_operator.sim import compare, simulate
-from hpo_operator.spec.experiment import SchedulerSpec
+from hpo_operator.spec.experiment import SchedulerSpec, SearcherSpec
 
 from support.paths import REPO, TABLES
 
@@ -82,3 +82,76 @@ def test_cli_says_when_a_target_is_never_reached():
         capture_output=True, text=True, check=True, cwd=REPO,
     )
     assert "never reached" in out.stdout
+
+
+def test_model_searchers_and_random_draw_each_row_at_most_once_and_runs_repeat(digits_table):
+    spec = scheduler_spec_for("adaptive-promotion", SchedulerSpec(max_resource=27))
+    kwargs = dict(workers=4, seed=2, max_trials=120, stop_at_targets=False, repeats=False)
+    for searcher in (None, SearcherSpec(algorithm="kde"), SearcherSpec(algorithm="gp")):
+        a = simulate(digits_table, spec, searcher_spec=searcher, record_decisions=True, **kwargs)
+        rows = [row for row, _, _ in a.final.values()]
+        assert len(rows) == 120 and len(set(rows)) == 120, searcher
+        if searcher is not None and searcher.algorithm == "kde":
+            b = simulate(digits_table, spec, searcher_spec=searcher, record_decisions=True, **kwargs)
+            assert a.final == b.final and a.decisions == b.decisions  # synchronous fits: a function of the seed
+
+
+def test_a_model_sees_only_results_that_happened_before_it_suggests(digits_table):
+    """Each suggestion is made with exactly the results reported by then: none from the future."""
+    from hpo_operator.search.features import TableCandidates
+    from hpo_operator.search.kde import DensityRatioSearcher
+    import hpo_operator.sim.simulator as simulator
+
+    seen_at_suggest = []
+
+    class Spy(DensityRatioSearcher):
+        def suggest(self, trial_index, pending=()):
+            seen_at_suggest.append((trial_index, self.data.count()))
+            return super().suggest(trial_index, pending)
+
+    original = simulator.table_searcher
+    simulator.table_searcher = lambda table, spec, sched, seed, repeats: Spy(
+        TableCandidates(table.configs, table.space), [1, 3, 9, 27], seed=seed)
+    try:
+        spec = scheduler_spec_for("fifo", SchedulerSpec(max_resource=27))
+        one = simulate(digits_table, spec, workers=1, seed=0, max_trials=12, stop_at_targets=False,
+                       searcher_spec=SearcherSpec(algorithm="kde"), repeats=False)
+        # FIFO with one worker: trial k starts when trial k-1 ends, having seen the levels 1, 3, 9
+        # and 27 of the k trials before it.
+        assert seen_at_suggest == [(k, 4 * k) for k in range(12)] and one.trials == 12
+        seen_at_suggest.clear()
+        simulate(digits_table, spec, workers=2, seed=0, max_trials=12, stop_at_targets=False,
+                 searcher_spec=SearcherSpec(algorithm="kde"), repeats=False)
+    finally:
+        simulator.table_searcher = original
+    # Two workers: both first trials start at time 0 with nothing seen (trial 0 has not trained yet);
+    # later ones see the finished runs and what the running one reported so far, never more.
+    assert seen_at_suggest[:2] == [(0, 0), (1, 0)]
+    counts = [n for _, n in seen_at_suggest]
+    assert counts == sorted(counts) and all(n < 4 * k for k, n in seen_at_suggest[2:])
+
+
+def test_cli_default_json_has_intervals_regime_and_unreached_counts():
+    out = subprocess.run(
+        [sys.executable, "-m", "hpo_operator.cli.main", "simulate", str(TABLES / "digits_s44.json"),
+         "--scheduler", "default", "--scheduler", "asha-promotion", "--seeds", "3", "--workers", "4",
+         "--max-trials", "30", "--json"],
+        capture_output=True, text=True, check=True, cwd=REPO,
+    )
+    doc = json.loads(out.stdout)
+    assert set(doc["results"]) == {"random", "default", "asha-promotion"}
+    assert doc["settings"]["draws"] == "without-repeats"  # the default has a model
+    for entry in doc["results"].values():
+        assert set(entry) >= {"top1_ci95_s", "top5_ci95_s", "speedup_top1_ci95", "speedup_top5_ci95"}
+        # 30 trials rarely reach the top 1% of 400 rows: seeds that never do are counted, not dropped
+        assert 0 <= entry["seeds_unreached_top1"] <= 3
+    assert sum(e["seeds_unreached_top1"] for e in doc["results"].values()) > 0
+
+
+def test_cli_refuses_a_model_with_draws_with_replacement():
+    out = subprocess.run(
+        [sys.executable, "-m", "hpo_operator.cli.main", "simulate", str(TABLES / "wine_s22.json"),
+         "--scheduler", "fifo+kde", "--draws", "with-replacement", "--seeds", "1"],
+        capture_output=True, text=True, cwd=REPO,
+    )
+    assert out.returncode != 0 and "without-repeats" in out.stderr
