@@ -134,13 +134,13 @@ def test_a_model_sees_only_results_that_happened_before_it_suggests(digits_table
 def test_cli_default_json_has_intervals_regime_and_unreached_counts():
     out = subprocess.run(
         [sys.executable, "-m", "hpo_operator.cli.main", "simulate", str(TABLES / "digits_s44.json"),
-         "--scheduler", "default", "--scheduler", "asha-promotion", "--seeds", "3", "--workers", "4",
+         "--scheduler", "default", "--scheduler", "asha-promotion+kde", "--seeds", "3", "--workers", "4",
          "--max-trials", "30", "--json"],
         capture_output=True, text=True, check=True, cwd=REPO,
     )
     doc = json.loads(out.stdout)
-    assert set(doc["results"]) == {"random", "default", "asha-promotion"}
-    assert doc["settings"]["draws"] == "without-repeats"  # the default has a model
+    assert set(doc["results"]) == {"random", "default", "asha-promotion+kde"}
+    assert doc["settings"]["draws"] == "without-repeats"  # a model is compared: every method without repeats
     for entry in doc["results"].values():
         assert set(entry) >= {"top1_ci95_s", "top5_ci95_s", "speedup_top1_ci95", "speedup_top5_ci95"}
         # 30 trials rarely reach the top 1% of 400 rows: seeds that never do are counted, not dropped

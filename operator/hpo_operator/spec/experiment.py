@@ -46,7 +46,7 @@ class Objective(SpecModel):
 
 class SearcherSpec(SpecModel):
     algorithm: Literal["random", "grid", "kde", "gp"] = Field(
-        default="kde",
+        default="random",
         description="How new configurations are chosen. random; grid; kde: density ratio of good to bad "
         "configurations at the highest well-filled rung (BOHB); gp: Gaussian process over configuration and "
         "epoch, expected improvement at maxResource (MOBSTER).",
