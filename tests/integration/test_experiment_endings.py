@@ -123,8 +123,8 @@ def test_one_shared_claim_holds_every_trials_checkpoints_in_its_own_sub_path(crd
     got = {t["spec"]["trialId"]: (t["spec"]["config"]["row"], t["status"]["phase"],
                                   max([o["epoch"] for o in t["status"]["observations"]], default=0))
            for t in trials(kube_api, namespace)}
-    sim = simulate(LearningCurveTable.load(TABLE), SchedulerSpec(max_resource=9), workers=1, seed=0, max_trials=12,
-                   stop_at_targets=False)
+    sim = simulate(LearningCurveTable.load(TABLE), SchedulerSpec(algorithm="asha", max_resource=9), workers=1,
+                   seed=0, max_trials=12, stop_at_targets=False)
     assert got == sim.final  # every resumed trial continued from its own checkpoint
     assert any(run.attempt > 1 for run in node.history)  # and some were resumed
     for t in trials(kube_api, namespace):
