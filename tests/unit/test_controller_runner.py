@@ -183,7 +183,12 @@ def test_normal_events_of_several_steps_go_out_together_and_warnings_at_once(man
     assert [reason for _, reason, _ in quiet_kopf] == ["Started"]  # Completed is held (EVENT_PERIOD_SECONDS)
     failed = {"status": {"phase": "Failed", "containerStatuses": [
         {"name": "trainer", "state": {"terminated": {"exitCode": 3, "reason": "Error"}}}]}, "deleting": False}
+    # The slot exp-0000 freed went to exp-0002 in a follow-up; once it is done its Started is held too
+    # (waiting makes the test independent of how fast the follow-up thread runs).
+    wait_for(lambda: not runner.follow_up_in_flight)
+    assert [reason for _, reason, _ in quiet_kopf] == ["Started"]
     runner.step(body, observations, {}, {**pods, "exp-0001-1": failed}, LOG)
     # A Warning is not held, and takes what was held with it.
     assert {(target, reason) for target, reason, _ in quiet_kopf[1:]} == {("exp-0000", "Completed"),
+                                                                         ("exp-0002", "Started"),
                                                                          ("exp-0001", "Failed")}
