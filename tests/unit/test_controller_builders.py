@@ -96,7 +96,15 @@ USER_TEMPLATES = {
         {"serviceAccountToken": {"path": "token"}}]}}]},
     "mounts the sidecar's token": {},
     "extra containers": {"initContainers": [{"name": "fetch", "image": "f:1"}]},
+    "runs as the sidecar's default uid": {"securityContext": {"runAsUser": 65532}},
+    "a container as the sidecar's uid": {"initContainers": [
+        {"name": "fetch", "image": "f:1", "securityContext": {"runAsUser": 65533}}],
+        "securityContext": {"runAsUser": 65532}},
 }
+
+
+def effective_uid(pod: dict, container: dict) -> int:
+    return (container.get("securityContext") or {}).get("runAsUser") or pod["spec"]["securityContext"]["runAsUser"]
 
 
 @pytest.mark.parametrize("case", USER_TEMPLATES)
@@ -122,6 +130,14 @@ def test_no_container_but_the_sidecar_can_read_an_api_token(manifest, case):
         assert not mounted & (tokens | {"hpo-token"}), (c["name"], mounted)
     sidecar = containers(pod)[SIDECAR_NAME]
     assert {m["name"] for m in sidecar["volumeMounts"]} & tokens == {"hpo-token"}
+    # The process namespace is shared: /proc/<sidecar pid>/root opens its files for a process of the same
+    # uid, or one holding CAP_SYS_PTRACE. The sidecar's uid is no user container's, and none holds that.
+    assert pod["spec"]["shareProcessNamespace"] is True
+    sidecar_uid = effective_uid(pod, sidecar)
+    assert sidecar_uid not in {effective_uid(pod, c) for c in user}, sidecar_uid
+    for c in user:
+        assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}, c["name"]
+        assert c["securityContext"]["allowPrivilegeEscalation"] is False, c["name"]
 
 
 def test_every_container_runs_unprivileged_even_if_the_template_asks_otherwise(manifest):
@@ -129,13 +145,17 @@ def test_every_container_runs_unprivileged_even_if_the_template_asks_otherwise(m
     template = copy.deepcopy(spec.trial_template)
     template["spec"]["initContainers"] = [{"name": "fetch", "image": "f:1", "securityContext": {
         "privileged": True, "allowPrivilegeEscalation": True, "capabilities": {"add": ["SYS_ADMIN"]}}}]
-    template["spec"]["containers"][0]["securityContext"] = {"capabilities": {"drop": ["NET_RAW"]}}
+    template["spec"]["containers"][0]["securityContext"] = {"capabilities": {"drop": ["NET_RAW"]},
+                                                             "runAsUser": 0, "runAsNonRoot": False}
+    template["spec"]["securityContext"] = {"runAsUser": 0, "runAsNonRoot": False}
     pod = build_pod(unvalidated(spec, template), EXPERIMENT, trial_obj(), launch(), "op:1")
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert pod["spec"]["securityContext"]["runAsUser"] == 1000  # root asked for: the default user instead
     for c in pod["spec"]["containers"] + pod["spec"]["initContainers"]:
         sc = c["securityContext"]
         assert sc["allowPrivilegeEscalation"] is False and not sc.get("privileged"), c["name"]
         assert sc["capabilities"] == {"drop": ["ALL"]}, c["name"]
+        assert sc["runAsNonRoot"] is True and sc.get("runAsUser", 1000) != 0, c["name"]
 
 
 def test_a_user_security_context_is_respected(manifest):

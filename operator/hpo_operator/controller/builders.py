@@ -19,6 +19,12 @@ SIDECAR_ACCOUNT = "hpo-trial-sidecar"
 METRICS_DIR = "/hpo/metrics"
 TOKEN_DIR = "/var/run/secrets/hpo.dev/serviceaccount"
 DEFAULT_UID = 1000
+# The sidecar's own uid, unless a user container runs as it (then the next free one). A process may open
+# another's /proc/<pid>/root only as the same uid (or with CAP_SYS_PTRACE, which every container drops):
+# the trainer, sharing the process namespace, cannot reach the sidecar's files through it.
+SIDECAR_UID = 65532
+# The trainer's last output, kept by the kubelet in its terminated state (the last 2 KiB or 80 lines).
+TRAINER_LOGS_ON_ERROR = "FallbackToLogsOnError"
 
 
 def owner_reference(obj: dict, controller: bool = True) -> dict:
@@ -113,8 +119,11 @@ def build_pod(spec, experiment: dict, trial_obj: dict, launch: Launch, sidecar_i
     """One run of a trial: the user's trainer container plus the metrics sidecar.
 
     The trainer gets no API credentials (automountServiceAccountToken off); the
-    sidecar alone mounts a projected service-account token. The process
-    namespace is shared so the sidecar sees when the trainer has exited.
+    sidecar alone mounts a projected service-account token, and runs as a uid of
+    its own. The process namespace is shared so the sidecar sees when the trainer
+    has exited; a different uid keeps the trainer out of the sidecar's files
+    (``/proc/<pid>/root``). Every user container runs as non-root, whatever the
+    template says.
     ``fence``: the trial's ``status.runFence`` this run is launched under (its sidecar's appends test it).
     """
     exp_name = experiment["metadata"]["name"]
@@ -133,27 +142,32 @@ def build_pod(spec, experiment: dict, trial_obj: dict, launch: Launch, sidecar_i
         if sub_path:
             ckpt_mount["subPath"] = sub_path
         c["volumeMounts"] = mounts + [ckpt_mount, {"name": "hpo-metrics", "mountPath": METRICS_DIR}]
+        c.setdefault("terminationMessagePolicy", TRAINER_LOGS_ON_ERROR)  # a failed run's output outlives its pod
     user_tokens = {v.get("name") for v in pod_spec.get("volumes") or [] if carries_token(v)}
     for c in containers + (pod_spec.get("initContainers") or []):
         harden(c, user_tokens | {"hpo-token"})
-    containers.append(build_sidecar(spec, launch, sidecar_image, fence))
+    psc = pod_spec.setdefault("securityContext", {})
+    psc["runAsNonRoot"] = True
+    if not psc.get("runAsUser"):  # unset, or root: the default user
+        psc["runAsUser"] = DEFAULT_UID
+    psc.setdefault("fsGroup", DEFAULT_UID)
+    psc.setdefault("seccompProfile", {"type": "RuntimeDefault"})
+    user_uids = {c["securityContext"].get("runAsUser") or psc["runAsUser"]
+                 for c in containers + (pod_spec.get("initContainers") or [])}
+    containers.append(build_sidecar(spec, launch, sidecar_image, fence, sidecar_uid(user_uids)))
     quantities_as_strings(pod_spec)
     pod_spec["restartPolicy"] = "Never"
     pod_spec["automountServiceAccountToken"] = False
     pod_spec.pop("serviceAccount", None)  # the deprecated alias would compete with serviceAccountName
     pod_spec["serviceAccountName"] = SIDECAR_ACCOUNT
     pod_spec["shareProcessNamespace"] = True
-    psc = pod_spec.setdefault("securityContext", {})
-    psc.setdefault("runAsNonRoot", True)
-    psc.setdefault("runAsUser", DEFAULT_UID)
-    psc.setdefault("fsGroup", DEFAULT_UID)
-    psc.setdefault("seccompProfile", {"type": "RuntimeDefault"})
     volumes = [v for v in pod_spec.get("volumes") or []
                if v.get("name") not in ("hpo-checkpoints", "hpo-metrics", "hpo-token") and not carries_token(v)]
     volumes += [
         {"name": "hpo-checkpoints", "persistentVolumeClaim": {"claimName": claim}},
         {"name": "hpo-metrics", "emptyDir": {}},
-        {"name": "hpo-token", "projected": {"sources": [
+        # Readable by the pod's fsGroup, which the sidecar is in; no other container mounts it.
+        {"name": "hpo-token", "projected": {"defaultMode": 0o440, "sources": [
             {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}},
             {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}],
                            "optional": True}},
@@ -183,8 +197,16 @@ def carries_token(volume: dict) -> bool:
     return any(isinstance(s, dict) and "serviceAccountToken" in s for s in sources)
 
 
+def sidecar_uid(user_uids: set) -> int:
+    """The sidecar's uid: SIDECAR_UID, or the next one no user container runs as."""
+    uid = SIDECAR_UID
+    while uid in user_uids:
+        uid += 1
+    return uid
+
+
 def harden(container: dict, token_volumes: set) -> None:
-    """A user container: no privilege escalation, no capabilities, no service-account token.
+    """A user container: non-root, no privilege escalation, no capabilities, no service-account token.
 
     Validation already refuses templates that ask otherwise (spec/pod_security.py);
     this holds even for a spec that skipped it.
@@ -193,6 +215,9 @@ def harden(container: dict, token_volumes: set) -> None:
     sc = container.setdefault("securityContext", {})
     sc["allowPrivilegeEscalation"] = False
     sc["privileged"] = False
+    sc["runAsNonRoot"] = True
+    if sc.get("runAsUser") == 0:
+        del sc["runAsUser"]  # the pod's (non-root) user instead
     caps = sc.setdefault("capabilities", {})
     caps.pop("add", None)
     caps["drop"] = ["ALL"]
@@ -209,7 +234,7 @@ def quantities_as_strings(pod_spec: dict) -> None:
                     amounts[key] = str(value)
 
 
-def build_sidecar(spec, launch: Launch, image: str, fence: int = 0) -> dict:
+def build_sidecar(spec, launch: Launch, image: str, fence: int = 0, uid: int = SIDECAR_UID) -> dict:
     return {
         "name": SIDECAR_NAME,
         "image": image,
@@ -231,7 +256,8 @@ def build_sidecar(spec, launch: Launch, image: str, fence: int = 0) -> dict:
         ],
         "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
         "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                            "capabilities": {"drop": ["ALL"]}},
+                            "capabilities": {"drop": ["ALL"]}, "runAsNonRoot": True, "runAsUser": uid,
+                            "runAsGroup": uid},
     }
 
 
