@@ -87,11 +87,11 @@ def test_only_runs_the_cache_may_not_have_fully_seen_are_read_from_the_api(manif
     assert ended == ["exp-0000", "exp-0001"]
     # exp-0000's last epoch (3) is cached: nothing left to arrive. exp-0001 looks short: read it.
     cached = {"exp-0000": [(1, 0.5), (2, 0.4), (3, 0.3)], "exp-0001": [(1, 0.5)]}
-    assert runs_to_read(op.state, ended, done, cached) == (["exp-0001"], [])
+    assert runs_to_read(op.state, ended, done, cached, T0 + timedelta(seconds=1)) == (["exp-0001"], [])
     # A failed or vanished run is fenced (its sidecar may have died with an append in flight), then
     # judged on what the fencing write returns: its retry starts after its last recorded epoch.
     failed = {"exp-0000-1": {"status": {"phase": "Failed"}, "deleting": False}}
-    assert runs_to_read(op.state, ["exp-0000", "exp-0001"], failed, cached) == ([], ["exp-0000", "exp-0001"])
+    assert runs_to_read(op.state, ["exp-0000", "exp-0001"], failed, cached, T0) == ([], ["exp-0000", "exp-0001"])
 
 
 def test_a_rebuilt_operator_fences_the_runs_whose_pods_ended_while_it_was_down(manifest):

@@ -20,7 +20,7 @@ import kopf
 
 from hpo_operator.controller import kube
 from hpo_operator.controller.builders import LABEL_EXPERIMENT
-from hpo_operator.controller.reconcile import compact_pod
+from hpo_operator.controller.pods import compact_pod
 from hpo_operator.controller.runner import FINISHED, ExperimentRunner
 
 GROUP, VERSION, PLURAL = "hpo.dev", "v1alpha1", "hpoexperiments"

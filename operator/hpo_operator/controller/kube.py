@@ -27,7 +27,8 @@ from kubernetes.client.rest import ApiException
 from hpo_operator.controller.builders import (
     LABEL_ATTEMPT, LABEL_EXPERIMENT, LABEL_TRIAL, build_claim, build_pod, build_trial, object_ref, sidecar_rbac,
 )
-from hpo_operator.controller.reconcile import Event, Plan, TrialBook, coalesce_events, compact_pod
+from hpo_operator.controller.pods import compact_pod
+from hpo_operator.controller.reconcile import Event, Plan, TrialBook, coalesce_events
 from hpo_operator.controller.trials import has_records
 
 GROUP, VERSION = "hpo.dev", "v1alpha1"

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Collection, NamedTuple, Optional, Sequence
 
 from hpo_operator.controller.builders import attempt_of, checkpoint_location, object_ref, pod_name, trial_of
+from hpo_operator.controller.pods import compact_pod, failed_pod_kept, output_tail, pod_problem, run_outcome
 from hpo_operator.controller.trials import (
     changed, has_records, observations_of, operator_fields, read_trial, status_of, text_value,
 )
@@ -48,26 +49,34 @@ class Event:
 
 # An Event naming several trials lists them up to this many characters (the API server takes 1 KiB).
 EVENT_MESSAGE_CHARS = 900
+# A failed run's last output: this much on its trial's status (``lastOutput``), the end of it in its Event.
+OUTPUT_CHARS = 2048
+EVENT_OUTPUT_CHARS = 600
 
 
 def coalesce_events(events: Sequence[Event]) -> list[Event]:
     """The Events one step posts: Warnings, and a Normal reason only one trial had, on their trial; the
-    Normal events of several trials with one reason as a single Event on the experiment that names them.
+    Normal events of several trials with one reason as a single Event on the experiment that names each
+    once (with its latest message).
 
     A busy step of a thousand-trial experiment launches, pauses and stops dozens of trials; one Event
     each made Events the operator's most frequent write. Failures and sidecar problems stay per trial.
     """
-    groups: dict[str, list[Event]] = {}
+    latest: dict[tuple[str, str], Event] = {}  # (reason, trial) -> that trial's latest Normal event of it
     for ev in events:
         if ev.type == "Normal" and ev.trial is not None:
-            groups.setdefault(ev.reason, []).append(ev)
-    out = []
+            latest[(ev.reason, ev.trial)] = ev
+    groups: dict[str, list[Event]] = {}  # held events of several steps may name a trial more than once
+    for ev in latest.values():
+        groups.setdefault(ev.reason, []).append(ev)
+    out, grouped = [], set()
     for ev in events:
-        group = groups.get(ev.reason) if ev.type == "Normal" and ev.trial is not None else None
-        if group is None or len(group) == 1:
+        if ev.type != "Normal" or ev.trial is None:
             out.append(ev)
-        elif group[0] is ev:
-            out.append(Event(None, "Normal", ev.reason, _list_trials(group)))
+        elif ev.reason not in grouped:
+            grouped.add(ev.reason)
+            group = groups[ev.reason]
+            out.append(group[0] if len(group) == 1 else Event(None, "Normal", ev.reason, _list_trials(group)))
     return out
 
 
@@ -91,37 +100,10 @@ class Plan:
     trial_status: dict[str, dict] = field(default_factory=dict)  # trial name -> merge patch
     experiment_status: dict = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
+    pod_problems: dict[str, tuple[str, str]] = field(default_factory=dict)  # trial -> what keeps its pod from starting
 
     def delete_run(self, trial: str, pod: str) -> None:
         self.delete_pods[pod] = (trial, attempt_of(trial, pod))
-
-
-def compact_pod(pod: dict) -> dict:
-    """The part of a pod (as the API returns it) that decides a run's outcome; small enough to cache by the
-    thousand."""
-    status = pod.get("status") or {}
-    terminated = [{"name": cs.get("name"), "state": {"terminated": {k: cs["state"]["terminated"].get(k)
-                                                                    for k in ("exitCode", "reason")}}}
-                  for cs in status.get("containerStatuses") or [] if (cs.get("state") or {}).get("terminated")]
-    return {"status": {"phase": status.get("phase"), "reason": status.get("reason"), "containerStatuses": terminated},
-            "deleting": bool((pod.get("metadata") or {}).get("deletionTimestamp"))}
-
-
-def _pod_outcome(pod: Optional[dict]) -> Optional[tuple[bool, str]]:
-    """(succeeded, message) once a pod has finished, or None while it runs."""
-    if pod is None:
-        return False, "pod disappeared (deleted or evicted)"
-    phase = (pod.get("status") or {}).get("phase")
-    if phase == "Succeeded":
-        return True, ""
-    if phase == "Failed":
-        reasons = []
-        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-            term = (cs.get("state") or {}).get("terminated") or {}
-            if term and term.get("exitCode", 0) != 0:
-                reasons.append(f"{cs['name']} exited {term.get('exitCode')} ({term.get('reason', 'Error')})")
-        return False, "; ".join(reasons) or (pod.get("status") or {}).get("reason") or "pod failed"
-    return None
 
 
 @dataclass
@@ -137,6 +119,9 @@ class TrialBook:
     problems_posted: int = 0  # sidecar problems already posted as events
     lazy_since: Optional[datetime] = None  # progress not yet acknowledged in status since then
     has_records: bool = True  # status.observations exists (written empty before the trial's first pod)
+    pod_problem: Optional[tuple[str, str]] = None  # (Kubernetes' reason, message) keeping its pod from starting
+    pod_problems_posted: set = field(default_factory=set)  # reasons posted as Warnings for its current pod
+    output: Optional[str] = None  # the last failed run's last output (status.lastOutput)
 
 
 @dataclass
@@ -160,9 +145,30 @@ class ExperimentState:
         engine.restore([v.state for v in views], exiting=exiting)
         books = {v.name: TrialBook(v.state.trial_id, object_ref(v.obj), v.processed, v.decided_epoch, v.pod,
                                    operator_fields(v.obj), problems_posted_of(v.obj),
-                                   has_records=has_records(v.obj))
+                                   has_records=has_records(v.obj), pod_problem=recorded_pod_problem(v.obj),
+                                   pod_problems_posted={p[0] for p in [recorded_pod_problem(v.obj)] if p},
+                                   output=(v.obj.get("status") or {}).get("lastOutput"))
                  for v in views}
         return cls(name, engine, books, generation)
+
+
+def recorded_pod_problem(trial_obj: dict) -> Optional[tuple[str, str]]:
+    """The problem a trial's ``PodProblem`` condition records, if it is True."""
+    for cond in (trial_obj.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == POD_PROBLEM and cond.get("status") == "True":
+            return cond.get("reason") or "", cond.get("message") or ""
+    return None
+
+
+# The condition, on a trial and on its experiment, saying what keeps a trial's pod from starting (True, with
+# Kubernetes' reason and message); written only once a problem was seen.
+POD_PROBLEM = "PodProblem"
+
+
+def outcome_of(state: ExperimentState, pod: Optional[dict], now: datetime):
+    """``pods.run_outcome`` with the experiment's trainer container and start timeout."""
+    spec = state.engine.spec
+    return run_outcome(pod, spec.trainer()["name"], now, spec.budget.start_timeout_seconds)
 
 
 def problems_of(trial_obj: dict) -> list[dict]:
@@ -183,17 +189,18 @@ def runs_ended(state: ExperimentState, pods: dict[str, dict], now: datetime, fre
         pod = pods.get(book.pod)
         if pod is None and not fresh and now - state.awaiting.get(book.pod, now - POD_APPEAR_GRACE) < POD_APPEAR_GRACE:
             continue  # created moments ago; the cache has not seen it yet
-        if _pod_outcome(pod) is not None:
+        if outcome_of(state, pod, now) is not None:
             ended.append(name)
     return ended
 
 
 def runs_to_read(state: ExperimentState, ended: Sequence[str], pods: dict[str, dict],
-                 observations: dict[str, Observations]) -> tuple[list[str], list[str]]:
+                 observations: dict[str, Observations], now: datetime) -> tuple[list[str], list[str]]:
     """Of the trials whose run ended (``runs_ended``), those whose records must come from the API before
     the run is judged: (read, fence).
 
-    fence: the run failed or vanished. Its sidecar may have died with an append in flight, which the API
+    fence: the run failed or vanished, or its pod still runs (a trainer that ended unseen or never
+    started, judged from its container). Its sidecar may have died with an append in flight, which the API
     server can still apply after any read; the operator raises the trial's ``runFence`` (the sidecar's
     appends require the value they started with) and judges the run on what that write returns.
     read: the run succeeded short of its last epoch in the cache; its sidecar acknowledged every append
@@ -202,9 +209,9 @@ def runs_to_read(state: ExperimentState, ended: Sequence[str], pods: dict[str, d
     read, fence = [], []
     for name in ended:
         book = state.books[name]
-        outcome = _pod_outcome(pods.get(book.pod))
+        outcome = outcome_of(state, pods.get(book.pod), now)
         last = max((epoch for epoch, _ in observations.get(name) or ()), default=0)
-        if not (outcome and outcome[0]):
+        if not (outcome and outcome.ok) or outcome.live:
             fence.append(name)
         elif last < state.engine.trials[book.trial_id].until:
             read.append(name)
@@ -224,7 +231,7 @@ def runs_to_confirm(state: ExperimentState, pods: dict[str, dict], observations:
     A rebuilt state (``fresh``) fences too: the list of trials it was built from may predate an append
     that a dead sidecar still had in flight.
     """
-    return ToConfirm(*runs_to_read(state, runs_ended(state, pods, now, fresh), pods, observations))
+    return ToConfirm(*runs_to_read(state, runs_ended(state, pods, now, fresh), pods, observations, now))
 
 
 def unstarted_runs(state: ExperimentState, fenced: list[dict], pods: dict[str, dict]) -> set[str]:
@@ -321,15 +328,19 @@ def step(state: ExperimentState, spec, status: dict, observations: dict[str, Obs
             engine.relaunch(trial.trial_id)
             touched.add(name)
             continue
-        ok, message = _pod_outcome(pod)
-        engine.on_run_exit(trial.trial_id, ok, message)
+        outcome = outcome_of(state, pod, now)
+        engine.on_run_exit(trial.trial_id, outcome.ok, outcome.message)
         touched.add(name)
-        if pod is not None and not pod.get("deleting"):
+        failed = trial.phase in ("Pending", "Failed")
+        if failed:
+            book.output = output_tail(outcome.output, OUTPUT_CHARS) or None
+        # A failed run's pod stays for `kubectl logs` until its trial runs again (its containers have ended).
+        if pod is not None and not pod.get("deleting") and not (failed and failed_pod_kept(pod) and not outcome.live):
             plan.delete_run(name, book.pod)
-        if trial.phase == "Pending":
-            plan.events.append(Event(name, "Warning", "Retrying", trial.message))
-        elif trial.phase == "Failed":
-            plan.events.append(Event(name, "Warning", "Failed", trial.message))
+        if failed:
+            output = output_tail(outcome.output, EVENT_OUTPUT_CHARS)
+            message = trial.message + (f"; last output:\n{output}" if output else "")
+            plan.events.append(Event(name, "Warning", "Retrying" if trial.phase == "Pending" else "Failed", message))
         elif trial.phase == "Completed":
             plan.events.append(Event(name, "Normal", "Completed",
                                      f"{spec.objective.metric}={text_value(trial.last_value)} at epoch {trial.last_epoch}"))
@@ -339,8 +350,24 @@ def step(state: ExperimentState, spec, status: dict, observations: dict[str, Obs
     if fresh:
         for pod, trial in trials_of_pods(state, pods).items():
             book = state.books[trial]
-            if not pods[pod].get("deleting") and (book.pod != pod or engine.trials[book.trial_id].phase != "Running"):
+            phase = engine.trials[book.trial_id].phase
+            kept = book.pod == pod and phase in ("Pending", "Failed") and failed_pod_kept(pods[pod])
+            if not pods[pod].get("deleting") and (book.pod != pod or phase != "Running") and not kept:
                 plan.delete_run(trial, pod)
+
+    # 2c. What keeps running trials' pods from starting: a condition on the trial, one Warning per reason.
+    trainer = spec.trainer()["name"]
+    for name, book in state.books.items():
+        if engine.trials[book.trial_id].phase != "Running" or not book.pod or book.pod not in pods:
+            continue
+        problem = pod_problem(pods[book.pod], trainer)
+        current = (problem.reason, problem.message) if problem else None
+        if current != book.pod_problem and (current or book.pod_problem):
+            book.pod_problem = current
+            touched.add(name)
+        if problem and problem.reason not in book.pod_problems_posted:
+            book.pod_problems_posted.add(problem.reason)
+            plan.events.append(Event(name, "Warning", problem.reason, f"pod {book.pod}: {problem.message}"))
 
     # 3. Budget: maxDuration, and a failed experiment stops what runs.
     start = status.get("startTime") or now.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -353,8 +380,10 @@ def step(state: ExperimentState, spec, status: dict, observations: dict[str, Obs
         ended += engine.stop_all(f"stopped: experiment failed ({engine.outcome.reason})")
     for t in ended:
         touched.add(t.name)
-        if state.books[t.name].pod:
-            plan.delete_run(t.name, state.books[t.name].pod)
+        plan.events.append(Event(t.name, "Normal", "Stopped", t.message))
+        pod = state.books[t.name].pod
+        if pod and not (pod in pods and (pods[pod].get("deleting") or failed_pod_kept(pods[pod]))):
+            plan.delete_run(t.name, pod)
 
     # 4. Free slots, at most max_launches of them.
     running = sum(1 for t in engine.trials.values() if t.phase == "Running")
@@ -371,6 +400,9 @@ def step(state: ExperimentState, spec, status: dict, observations: dict[str, Obs
         book = state.books.get(name)
         if book is None:
             book = state.books[name] = TrialBook(launch.trial.trial_id, None, 0, 0, None, {}, has_records=False)
+        if book.pod and book.pod in pods and not pods[book.pod].get("deleting"):
+            plan.delete_run(name, book.pod)  # the last failed run's pod, kept until now
+        book.pod_problem, book.pod_problems_posted = None, set()
         book.pod = pod_name(name, launch.attempt)
         book.decided = launch.start_epoch
         state.awaiting[book.pod] = now
@@ -379,15 +411,17 @@ def step(state: ExperimentState, spec, status: dict, observations: dict[str, Obs
         plan.events.append(Event(name, "Normal", verb,
                                  f"epochs {launch.start_epoch + 1}..{launch.until} in pod {book.pod}"))
 
+    paused = [t for t in engine.trials.values() if t.phase == "Paused"]
     outcome = engine.finish_if_done()
 
-    # 5. Checkpoints: when the experiment ends, stopped trials' claims go unless kept; the best stays.
+    # 5. Checkpoints: when the experiment ends, stopped and failed trials' claims go unless kept; the best stays.
     best = engine.best()
     if outcome is not None:
         touched.update(state.books)  # paused trials became Stopped
+        plan.events += [Event(t.name, "Normal", "Stopped", t.message) for t in paused if t.phase == "Stopped"]
         if not spec.checkpoints.keep_checkpoints and spec.checkpoints.storage == "perTrial":
             for t in engine.trials.values():
-                if t.phase == "Stopped" and (best is None or t.trial_id != best.trial.trial_id):
+                if t.phase in ("Stopped", "Failed") and (best is None or t.trial_id != best.trial.trial_id):
                     plan.delete_claims[checkpoint_location(spec, spec_name, t.name)[0]] = t.name
 
     # 6. Status of the trials that changed (progress-only ones at most LAZY_ACK late), and of the experiment.
@@ -399,13 +433,41 @@ def step(state: ExperimentState, spec, status: dict, observations: dict[str, Obs
         desired = status_of(t, book.processed, book.pod, book.decided, f"{claim}:{sub or '/'}",
                             phase=engine.settled_phase(t.trial_id))
         desired["problemsPosted"] = book.problems_posted
+        if book.output is not None:
+            desired["lastOutput"] = book.output
+        if book.pod_problem is not None or "conditions" in book.written:
+            desired["conditions"] = pod_problem_conditions(book.written.get("conditions"), book.pod_problem, now)
         patch = changed(book.written, desired)
         book.lazy_since = None
         if patch:
             plan.trial_status[name] = patch
             book.written.update(patch)
     plan.experiment_status = experiment_status(engine, spec, spec_name, status, start, now, outcome, best)
+    plan.pod_problems = {name: book.pod_problem for name, book in state.books.items()
+                         if book.pod_problem and engine.trials[book.trial_id].phase == "Running"}
     return plan
+
+
+def pod_problem_conditions(conditions: Optional[list], problem: Optional[tuple[str, str]], now: datetime
+                           ) -> list[dict]:
+    """A trial's conditions with ``PodProblem``: True with Kubernetes' reason and message once its pod could
+    not start (kept when the run ends), False once its pod started or the trial runs again."""
+    conditions = [dict(c) for c in conditions or []]
+    old = next((c for c in conditions if c.get("type") == POD_PROBLEM), None)
+    status, reason, message = ("True", *problem) if problem else ("False", "NoProblem", "")
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    new = {"type": POD_PROBLEM, "status": status, "reason": reason, "message": message,
+           "lastTransitionTime": old["lastTransitionTime"] if old and old.get("status") == status else stamp}
+    return [c for c in conditions if c.get("type") != POD_PROBLEM] + [new]
+
+
+def pod_problem_summary(problems: dict[str, tuple[str, str]]) -> Optional[tuple[str, str]]:
+    """(reason, message) of the experiment's PodProblem condition: the first trial's problem, how many share it."""
+    if not problems:
+        return None
+    first, (reason, message) = next(iter(problems.items()))
+    more = len(problems) - 1
+    return reason, f"{first}: {message}" + (f" (and {more} more trial{'s' * (more > 1)})" if more else "")
 
 
 def announce_problems(book: TrialBook, name: str, problems: Sequence[dict], plan: Plan) -> bool:
@@ -441,7 +503,9 @@ def experiment_status(engine: ExperimentEngine, spec, name: str, status: dict, s
     counts = {k.lower(): v for k, v in engine.counts().items()}
     counts["created"] = len(engine.trials)
     phase = outcome.phase if outcome else "Running"
-    out = {"phase": phase, "trials": counts, "startTime": start, "observedGeneration": status.get("observedGeneration")}
+    ended = counts["stopped"] + counts["completed"] + counts["failed"]
+    out = {"phase": phase, "trials": counts, "startTime": start, "observedGeneration": status.get("observedGeneration"),
+           "progress": f"{ended}/{spec.budget.max_trials}"}
     if best is not None:
         claim, sub = checkpoint_location(spec, name, best.trial.name)
         out["best"] = {"trial": best.trial.name, "config": best.trial.config,

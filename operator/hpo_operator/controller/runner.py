@@ -27,8 +27,8 @@ import kopf
 from hpo_operator.controller import kube, spec_changes
 from hpo_operator.controller.conditions import set_condition
 from hpo_operator.controller.reconcile import (
-    LAUNCHES_PER_STEP, Event, ExperimentState, Observations, Plan, observations_of, problems_of, runs_to_confirm,
-    step, unstarted_runs,
+    LAUNCHES_PER_STEP, POD_PROBLEM, Event, ExperimentState, Observations, Plan, observations_of,
+    pod_problem_summary, problems_of, runs_to_confirm, step, unstarted_runs,
 )
 from hpo_operator.spec import ManifestError, experiment_spec_from_dict
 
@@ -167,6 +167,12 @@ class ExperimentRunner:
         cond_status = {"Succeeded": "True", "Failed": "False"}.get(st["phase"], "Unknown")
         st["conditions"] = set_condition(status, "Succeeded", cond_status, st.get("reason") or "Running",
                                          st.get("message") or "trials are running", meta.get("generation"))
+        problem = pod_problem_summary(plan.pod_problems)
+        if problem or any(c.get("type") == POD_PROBLEM for c in st["conditions"]):
+            # Pods that cannot start (a bad image, no node with a free GPU) show on the experiment too.
+            reason, message = problem or ("PodsStarted", "")
+            st["conditions"] = set_condition({"conditions": st["conditions"]}, POD_PROBLEM,
+                                             "True" if problem else "False", reason, message, meta.get("generation"))
         review.record(st, status, meta.get("generation"))
         if review.announce(status):
             kopf.warn(body, reason=spec_changes.EVENT_REASON, message=review.message)
@@ -175,8 +181,9 @@ class ExperimentRunner:
             self.settle_follow_up(wait=True)
             self.settle_deletions(logger, wait=True)
             self.post_held_events(body, force=True)
-            event = kopf.info if st["phase"] == "Succeeded" else kopf.warn
-            event(body, reason=st["phase"], message=st.get("message") or "")
+            # kopf.info would be dropped: its events follow the log level (HPO_EVENT_LEVEL, warnings by default).
+            kopf.event(body, type="Normal" if st["phase"] == "Succeeded" else "Warning", reason=st["phase"],
+                       message=st.get("message") or "")
             logger.info(f"Finished experiment name={self.name} phase={st['phase']} reason={st.get('reason')}")
             return True
         self.post_held_events(body)

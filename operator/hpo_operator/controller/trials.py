@@ -84,7 +84,7 @@ def status_of(state: TrialState, processed: int, pod: Optional[str], decided_epo
 
 
 OPERATOR_FIELDS = ("phase", "until", "processed", "decidedEpoch", "attempts", "failures", "pod", "message",
-                   "checkpoint", "lastEpoch", "lastValue", "problemsPosted", "runFence")
+                   "checkpoint", "lastEpoch", "lastValue", "problemsPosted", "runFence", "lastOutput", "conditions")
 
 
 def has_records(trial_obj: dict) -> bool:

@@ -139,6 +139,11 @@ class Sidecar:
                     return 0
             if awaiting_decision(status, self.last_epoch) or time.monotonic() - read_at >= self.refresh_seconds:
                 status, read_at = self._with_retries(self.read_status), time.monotonic()
+                if self.fenced(status):
+                    # The operator judged the run over from its pod (a trainer that ended unseen, or never
+                    # started in time): nothing more of it is recorded.
+                    log.warning("The operator has judged this run (attempt %s) over; the sidecar ends", self.attempt)
+                    return 0
             doc = control_document(status)
             if doc is not None and doc != written_control:
                 write_control(self.control_file, doc)
@@ -153,6 +158,10 @@ class Sidecar:
             if deadline is not None and time.monotonic() > deadline:
                 return 1
             time.sleep(self.poll_seconds)
+
+    def fenced(self, status: dict) -> bool:
+        """The trial's ``runFence`` has moved on from this run's."""
+        return self.fence is not None and isinstance(status.get("runFence"), int) and status["runFence"] != self.fence
 
     def _poll(self, reader: MetricsReader) -> list:
         """New lines of the metrics file; a file that cannot be read now is reported and read again later."""
@@ -230,18 +239,18 @@ def _transient(err: Exception) -> bool:
     return status is None or status in (0, 401, 403, 404, 409, 429, 500, 502, 503, 504)
 
 
-def trainer_exited(exit_marker: Path, proc_root: Path = Path("/proc"), grace_seconds: float = 10.0,
-                   clock: Callable[[], float] = time.monotonic) -> Callable[[], bool]:
+def trainer_exited(exit_marker: Path, proc_root: Path = Path("/proc")) -> Callable[[], bool]:
     """True once the trainer has ended.
 
     Either the runner (or test double) wrote ``exit_marker``, or, in a pod with
-    a shared process namespace, the trainer process was seen and is gone. The
-    kubelet starts the trainer container before the sidecar, so a trainer never
-    seen within ``grace_seconds`` had already exited (a bad command, say).
+    a shared process namespace, the trainer process was seen and is gone. A
+    trainer not seen yet is still to come, however long its image takes to pull:
+    the sidecar waits for it. One that ends unseen (it could not start, or ran
+    for less than a poll) is judged by the operator from its container's state,
+    which then raises the run's fence, and the sidecar ends on that.
     """
     me = os.getpid()
     seen: set[int] = set()
-    first_look: list[float] = []
 
     def others() -> set[int]:
         pids = set()
@@ -261,11 +270,9 @@ def trainer_exited(exit_marker: Path, proc_root: Path = Path("/proc"), grace_sec
         if os.environ.get("HPO_SIDECAR_WATCH_PROCESSES", "1") != "1":
             return False
         current = others()
-        if not first_look:
-            first_look.append(clock())
         if current:
             seen.update(current)
             return False
-        return bool(seen) or clock() - first_look[0] > grace_seconds
+        return bool(seen)
 
     return done

@@ -182,10 +182,13 @@ def experiment_crd() -> dict:
     spec["properties"]["trialTemplate"] = _trial_template_schema()
     columns = [
         _col("Phase", ".status.phase"),
+        _col("Done", ".status.progress", description="Trials ended / maxTrials"),
         _col("Running", ".status.trials.running", "integer"),
         _col("Paused", ".status.trials.paused", "integer"),
+        _col("Stopped", ".status.trials.stopped", "integer"),
         _col("Completed", ".status.trials.completed", "integer"),
         _col("Failed", ".status.trials.failed", "integer"),
+        _col("Pending", ".status.trials.pending", "integer", priority=1),
         _col("Best", ".status.bestValue", description="Best objective value"),
         _col("Best-Trial", ".status.best.trial"),
         _col("Metric", ".spec.objective.metric", priority=1),

@@ -110,8 +110,13 @@ class Budget(SpecModel):
         default=None, description="Wall-clock limit: seconds or a duration such as 90m, 2h, 1h30m."
     )
     parallelism: int = Field(default=1, ge=1, le=10_000, description="Trials running at once.")
+    start_timeout: Union[int, str] = Field(
+        default="10m", description="A trial pod whose trainer has not started this long after the pod was "
+        "created (no node with a free GPU, an image that cannot be pulled, a missing Secret) counts as a failed "
+        "run, retried up to maxRetries: seconds or a duration such as 90s, 10m. Allow for pulling the trainer "
+        "image on a fresh node.")
 
-    @field_validator("max_duration")
+    @field_validator("max_duration", "start_timeout")
     @classmethod
     def _duration(cls, v):
         if v is None:
@@ -122,6 +127,10 @@ class Budget(SpecModel):
     @property
     def max_duration_seconds(self) -> Optional[float]:
         return None if self.max_duration is None else parse_duration(self.max_duration)
+
+    @property
+    def start_timeout_seconds(self) -> float:
+        return parse_duration(self.start_timeout)
 
 
 class CheckpointSpec(SpecModel):

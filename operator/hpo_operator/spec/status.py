@@ -45,10 +45,13 @@ class HPOExperimentStatus(SpecModel):
     phase: ExperimentPhase = "Pending"
     reason: Optional[str] = None
     message: Optional[str] = None
-    conditions: list[Condition] = Field(default_factory=list)
+    conditions: list[Condition] = Field(default_factory=list, description="Succeeded; PodProblem: True with "
+                                        "Kubernetes' reason and message while a trial's pod cannot start.")
     trials: TrialCounts = Field(default_factory=TrialCounts)
     best: Optional[BestTrial] = None
     best_value: Optional[str] = Field(default=None, description="Best objective as text, for kubectl columns.")
+    progress: Optional[str] = Field(default=None, description="Trials ended (Stopped, Completed or Failed) / "
+                                    "maxTrials, for kubectl columns.")
     start_time: Optional[str] = None
     completion_time: Optional[str] = None
     observed_generation: Optional[int] = None
@@ -96,4 +99,7 @@ class HPOTrialStatus(SpecModel):
     pod: Optional[str] = None
     checkpoint: Optional[str] = None
     message: Optional[str] = None
-    conditions: list[Condition] = Field(default_factory=list)
+    last_output: Optional[str] = Field(default=None, description="The last lines (up to 2 KiB) the trainer of the "
+                                       "trial's last failed run wrote, as the kubelet kept them.")
+    conditions: list[Condition] = Field(default_factory=list, description="PodProblem: True with Kubernetes' "
+                                        "reason and message once the trial's pod could not start.")
