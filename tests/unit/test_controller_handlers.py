@@ -1,26 +1,58 @@
-"""What the operator asks of kopf for each watch event: only experiments keep a diff base (a deep copy of
-the object kopf compares against to find changes); trials and pods feed the indexes alone."""
+"""What the operator asks of kopf for each watch event: no diff base (no handler compares objects), and an
+experiment loop of its own per running experiment, started and cancelled from the experiments' events
+(no kopf daemon, so no finalizer that an uninstalled operator would leave behind)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import kopf
 
-from hpo_operator.controller.handlers import ExperimentsDiffBaseStorage
+from hpo_operator.controller import handlers
 
 
-def body(kind: str) -> kopf.Body:
+def body(kind: str, phase: str = "Running", finalizers=()) -> kopf.Body:
     return kopf.Body({
         "apiVersion": "hpo.dev/v1alpha1" if kind.startswith("HPO") else "v1", "kind": kind,
-        "metadata": {"name": "x", "namespace": "ns", "labels": {"app": "a"}},
-        "spec": {"experiment": "exp"}, "status": {"observations": [{"epoch": e, "value": 0.5} for e in range(1, 28)]},
+        "metadata": {"name": "x", "namespace": "ns", "labels": {"app": "a"}, "finalizers": list(finalizers)},
+        "spec": {"experiment": "exp"}, "status": {"phase": phase,
+                                                  "observations": [{"epoch": e, "value": 0.5} for e in range(1, 28)]},
     })
 
 
-def test_trials_and_pods_get_no_diff_base_and_experiments_keep_theirs():
-    storage = ExperimentsDiffBaseStorage(prefix="hpo.dev")
-    assert storage.build(body=body("HPOTrial")) == {}
-    assert storage.build(body=body("Pod")) == {}
-    essence = storage.build(body=body("HPOExperiment"))
-    # kopf's own essence: the spec and labels, never the status.
-    assert essence["spec"] == {"experiment": "exp"} and essence["metadata"]["labels"] == {"app": "a"}
-    assert "status" not in essence
+def test_no_object_gets_a_diff_base():
+    storage = handlers.NoDiffBaseStorage(prefix="hpo.dev")
+    for kind in ("HPOExperiment", "HPOTrial", "Pod"):
+        assert storage.build(body=body(kind)) == {}
+
+
+def test_a_running_experiment_gets_one_loop_which_its_deletion_cancels(monkeypatch):
+    started = []
+
+    async def loop_forever(key, logger, reports, pods):
+        started.append(key)
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(handlers, "run_experiment", loop_forever)
+
+    def event(type_, obj):
+        patch = kopf.Patch()
+        handlers.experiment_event(type=type_, body=obj, meta=obj["metadata"], name="x", namespace="ns",
+                                  patch=patch, logger=None, trial_reports={}, trial_pods={})
+        return patch
+
+    async def scenario():
+        patch = event(None, body("HPOExperiment", finalizers=["hpo.dev/finalizer", "other"]))
+        assert patch["metadata"]["finalizers"] == ["other"]  # an earlier version's finalizer goes
+        event("MODIFIED", body("HPOExperiment"))
+        await asyncio.sleep(0)
+        assert started == [("ns", "x")]  # one loop, however many events
+        task = handlers._runs[("ns", "x")]
+        event("DELETED", body("HPOExperiment"))
+        await asyncio.sleep(0)
+        assert task.cancelled() and ("ns", "x") not in handlers._runs
+        event(None, body("HPOExperiment", phase="Succeeded"))
+        await asyncio.sleep(0)
+        assert started == [("ns", "x")] and ("ns", "x") not in handlers._runs  # a finished one gets none
+
+    asyncio.run(scenario())

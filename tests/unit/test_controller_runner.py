@@ -35,7 +35,7 @@ class GatedApi(RecordingApi):
         self.pod_error: Exception | None = None
         self.pods: dict[str, dict] = {}
 
-    def ensure_sidecar_identity(self, namespace):
+    def ensure_sidecar_identity(self, experiment):
         pass
 
     def list_pods(self, namespace, experiment):

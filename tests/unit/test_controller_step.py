@@ -178,9 +178,16 @@ def test_a_restart_rebuilds_the_same_decisions_from_what_was_written(manifest):
 class RecordingApi:
     """Stands in for kube.Api in ``kube.execute``: records each call in order; creates succeed."""
 
-    def __init__(self):
+    def __init__(self, binds_at_once: bool = False):
         self.calls: list[tuple] = []
         self.created: dict[str, dict] = {}
+        self.binding = binds_at_once
+
+    def binds_at_once(self, storage_class):
+        return self.binding
+
+    def wait_bound(self, namespace, claims, timeout):
+        self.calls.append(("wait bound", tuple(claims)))
 
     def create_trial(self, obj):
         self.calls.append(("create trial", obj["metadata"]["name"]))
@@ -297,3 +304,26 @@ def test_a_rebuild_while_a_settled_runs_pod_exits_keeps_its_slot_and_handles_its
     assert "exp-0000-1" in plan.delete_pods and [l.trial.name for l in plan.launches] == ["exp-0001"]
     assert plan.trial_status.get("exp-0000", {}).get("failures", 0) == 0
     assert state.engine.trials[0].phase == "Completed"
+
+
+def test_new_pods_wait_for_their_claims_where_the_storage_class_binds_at_once(manifest):
+    """A pod created before its claim is bound is reported unschedulable (a FailedScheduling Warning per new
+    trial); a class that binds at the first consumer, or none, is not waited for."""
+    import logging
+
+    from hpo_operator.controller import kube
+
+    for binds in (True, False):
+        op = Operator(manifest, parallelism=2)
+        api = RecordingApi(binds_at_once=binds)
+        plan = step(op.state, op.spec, {}, {}, {}, T0)
+        plan.events.clear()
+        kube.execute(api, plan, op.spec, EXPERIMENT, op.state.books, logging.getLogger("test"))
+        waits = [c for c in api.calls if c[0] == "wait bound"]
+        if not binds:
+            assert waits == []
+            continue
+        assert waits == [("wait bound", ("exp-0000-ckpt", "exp-0001-ckpt"))]
+        wait = api.calls.index(waits[0])
+        assert all(api.calls.index(("create", "PersistentVolumeClaim", f"exp-000{i}-ckpt")) < wait
+                   < api.calls.index(("create", "Pod", f"exp-000{i}-1")) for i in (0, 1))

@@ -261,9 +261,18 @@ def build_sidecar(spec, launch: Launch, image: str, fence: int = 0, uid: int = S
     }
 
 
-def sidecar_rbac(namespace: str) -> list[dict]:
-    """The sidecar's identity in a namespace: it may read trials and write their status, nothing else."""
+def sidecar_owner(experiment: dict) -> dict:
+    """An experiment as one of the owners of its namespace's sidecar identity: the garbage collector removes
+    the identity once every experiment that used it is deleted (and never waits for it to go first)."""
+    return {**owner_reference(experiment, controller=False), "blockOwnerDeletion": False}
+
+
+def sidecar_rbac(namespace: str, owner: Optional[dict] = None) -> list[dict]:
+    """The sidecar's identity in a namespace: it may read trials and write their status, nothing else.
+    ``owner``: the experiment it is made for (``sidecar_owner``)."""
     meta = {"name": SIDECAR_ACCOUNT, "namespace": namespace, "labels": {"app.kubernetes.io/part-of": "hpo-operator"}}
+    if owner is not None:
+        meta["ownerReferences"] = [owner]
     return [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": dict(meta), "automountServiceAccountToken": False},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": dict(meta), "rules": [

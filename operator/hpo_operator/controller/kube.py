@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Callable, Collection, Optional
@@ -25,7 +26,8 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from hpo_operator.controller.builders import (
-    LABEL_ATTEMPT, LABEL_EXPERIMENT, LABEL_TRIAL, build_claim, build_pod, build_trial, object_ref, sidecar_rbac,
+    LABEL_ATTEMPT, LABEL_EXPERIMENT, LABEL_TRIAL, build_claim, build_pod, build_trial, claim_name, object_ref,
+    sidecar_owner, sidecar_rbac,
 )
 from hpo_operator.controller.pods import compact_pod
 from hpo_operator.controller.reconcile import Event, Plan, TrialBook, coalesce_events
@@ -70,7 +72,9 @@ class Api:
         self.core = client.CoreV1Api(api_client)
         self.custom = client.CustomObjectsApi(api_client)
         self.rbac = client.RbacAuthorizationV1Api(api_client)
-        self._sidecar_ready: set[str] = set()
+        self.storage = client.StorageV1Api(api_client)
+        self._binds_at_once: dict[Optional[str], bool] = {}
+        self._sidecar_ready: set[str] = set()  # uids of the experiments whose sidecar identity is in place
 
     @classmethod
     def from_environment(cls) -> "Api":
@@ -124,18 +128,70 @@ class Api:
                                             _preload_content=False)
         return {p["metadata"]["name"]: compact_pod(p) for p in json.loads(out.data)["items"]}
 
-    def ensure_sidecar_identity(self, namespace: str) -> None:
-        if namespace in self._sidecar_ready:
+    def ensure_sidecar_identity(self, experiment: dict) -> None:
+        """The sidecar's ServiceAccount, Role and RoleBinding in the experiment's namespace, each owned by
+        every experiment that used them (``sidecar_owner``): they go with the last of them, operator or not."""
+        uid = experiment["metadata"]["uid"]
+        if uid in self._sidecar_ready:
             return
-        for obj in sidecar_rbac(namespace):
-            with _ignore(409):
-                if obj["kind"] == "ServiceAccount":
-                    self.core.create_namespaced_service_account(namespace, obj)
-                elif obj["kind"] == "Role":
-                    self.rbac.create_namespaced_role(namespace, obj)
-                else:
-                    self.rbac.create_namespaced_role_binding(namespace, obj)
-        self._sidecar_ready.add(namespace)
+        owner = sidecar_owner(experiment)
+        namespace = experiment["metadata"]["namespace"]
+        kinds = {"ServiceAccount": (self.core.create_namespaced_service_account,
+                                    self.core.read_namespaced_service_account,
+                                    self.core.patch_namespaced_service_account),
+                 "Role": (self.rbac.create_namespaced_role, self.rbac.read_namespaced_role,
+                          self.rbac.patch_namespaced_role),
+                 "RoleBinding": (self.rbac.create_namespaced_role_binding, self.rbac.read_namespaced_role_binding,
+                                 self.rbac.patch_namespaced_role_binding)}
+        for obj in sidecar_rbac(namespace, owner):
+            create, read, patch = kinds[obj["kind"]]
+            try:
+                create(namespace, obj)
+                continue
+            except ApiException as err:
+                if err.status != 409:
+                    raise
+            name = obj["metadata"]["name"]
+            existing = read(name, namespace, _preload_content=False)
+            owners = (json.loads(existing.data)["metadata"].get("ownerReferences") or [])
+            if not any(o.get("uid") == uid for o in owners):
+                patch(name, namespace, {"metadata": {"ownerReferences": owners + [owner]}})
+        self._sidecar_ready.add(uid)
+
+    def binds_at_once(self, storage_class: Optional[str]) -> bool:
+        """Claims of this StorageClass (None: the default one) are bound as soon as they are created, by a
+        provisioner (volumeBindingMode Immediate): a pod created before that is reported unschedulable.
+        False where the classes cannot be read (the operator watches one namespace) or there is none."""
+        if storage_class not in self._binds_at_once:
+            self._binds_at_once[storage_class] = self._read_binds_at_once(storage_class)
+        return self._binds_at_once[storage_class]
+
+    def _read_binds_at_once(self, storage_class: Optional[str]) -> bool:
+        try:
+            classes = json.loads(self.storage.list_storage_class(_preload_content=False).data)["items"]
+        except ApiException as err:
+            if err.status in (401, 403, 404):
+                return False
+            raise
+        default = "storageclass.kubernetes.io/is-default-class"
+        chosen = [c for c in classes if (c["metadata"]["name"] == storage_class if storage_class
+                                         else (c["metadata"].get("annotations") or {}).get(default) == "true")]
+        return bool(chosen) and chosen[0].get("volumeBindingMode", "Immediate") == "Immediate" \
+            and chosen[0].get("provisioner") != "kubernetes.io/no-provisioner"
+
+    def wait_bound(self, namespace: str, claims: Collection[str], timeout: float) -> None:
+        """Wait until these claims are Bound, at most ``timeout`` seconds (a pod created after it would
+        otherwise be reported unschedulable once: a FailedScheduling Warning per new trial)."""
+        left = set(claims)
+        deadline = time.monotonic() + timeout
+        while left and time.monotonic() < deadline:
+            for name in sorted(left):
+                claim = json.loads(self.core.read_namespaced_persistent_volume_claim(
+                    name, namespace, _preload_content=False).data)
+                if (claim.get("status") or {}).get("phase") == "Bound":
+                    left.discard(name)
+            if left:
+                time.sleep(0.25)
 
     def create_trial(self, obj: dict) -> tuple[dict, bool]:
         """(the trial, whether this call created it)."""
@@ -249,6 +305,9 @@ _FOLLOW_UP_POOL = ThreadPoolExecutor(max_workers=API_CONCURRENCY, thread_name_pr
 DELETE_POOL = ThreadPoolExecutor(max_workers=API_CONCURRENCY, thread_name_prefix="hpo-delete-api")
 
 
+# How long a launch waits for its new claims to be bound before it creates their pods anyway.
+CLAIM_BIND_SECONDS = 30.0
+
 # What the sidecar appends to; runFence 0 is the value its appends test (see Api.fence_trials).
 EMPTY_RECORDS = {"observations": [], "problems": [], "problemsPosted": 0, "runFence": 0}
 
@@ -319,7 +378,8 @@ def follow_up(api: Api, plan: Plan, spec, experiment: dict, books: dict[str, Tri
 
     1. the new trials;
     2. the launched trials' status, with a new trial's empty records for its sidecar to append to, and
-       checkpoint claims: after the ended trials' status (no listing shows more trials Running than the
+       checkpoint claims (waited for until bound, where their StorageClass binds at once:
+       ``Api.binds_at_once``): after the ended trials' status (no listing shows more trials Running than the
        parallelism) and before any pod (its sidecar starts from what the status says). A crash before
        the pod leaves a trial Running without one: a rebuild relaunches it as the same attempt
        (``unstarted_runs``);
@@ -350,6 +410,10 @@ def follow_up(api: Api, plan: Plan, spec, experiment: dict, books: dict[str, Tri
          [lambda launch=launch: api.create(build_claim(spec, books[launch.trial.name].ref))
           for launch in plan.launches  # a later attempt's claim was created before the first attempt's pod
           if spec.checkpoints.storage == "perTrial" and launch.attempt == 1], _FOLLOW_UP_POOL)
+    first_claims = [claim_name(launch.trial.name) for launch in plan.launches
+                    if spec.checkpoints.storage == "perTrial" and launch.attempt == 1]
+    if first_claims and api.binds_at_once(spec.checkpoints.storage_class_name):
+        api.wait_bound(ns, first_claims, CLAIM_BIND_SECONDS)
     _all((lambda launch=launch: create_pod(api, build_pod(spec, experiment, books[launch.trial.name].ref, launch,
                                                           SIDECAR_IMAGE, run_fence(books[launch.trial.name])))
           for launch in plan.launches), _FOLLOW_UP_POOL)

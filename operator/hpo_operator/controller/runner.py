@@ -101,7 +101,7 @@ class ExperimentRunner:
             self.settle_follow_up(wait=True)
             self.refuse(body, status, "InvalidSpec", "; ".join(err.problems), logger)
             return True
-        self.api.ensure_sidecar_identity(self.namespace)
+        self.api.ensure_sidecar_identity(body)
         self.settle_deletions(logger)
         fresh = self.state is None or self.state.generation != meta.get("generation")
         # A rebuild lists what the API has: after the follow-up in flight, not half-way through it.
