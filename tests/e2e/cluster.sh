@@ -835,6 +835,28 @@ cmd_load() {
   done
 }
 
+cmd_tag() {
+  # tag SOURCE TARGET: give an image already on the node another name (a test makes an image appear late).
+  [ "$#" -eq 2 ] || die "usage: $0 tag SOURCE TARGET"
+  local src dst
+  src=$(full_ref "$1") dst=$(full_ref "$2")
+  if [ "$(mode)" = kind ]; then
+    docker exec "$CLUSTER-control-plane" ctr -n k8s.io images tag "$src" "$dst" >&2
+    return 0
+  fi
+  alive containerd || die "the cluster is not up"
+  ctr --address "$SOCK" -n k8s.io images tag "$src" "$dst" >&2
+}
+
+full_ref() {
+  # The name containerd keeps: hpo-trainer:e2e -> docker.io/library/hpo-trainer:e2e.
+  case "$1" in
+    */*/*) echo "$1" ;;
+    */*) echo "docker.io/$1" ;;
+    *) echo "docker.io/library/$1" ;;
+  esac
+}
+
 main() {
   local cmd=${1:-}
   [ "$#" -gt 0 ] && shift
@@ -850,9 +872,10 @@ main() {
     down) cmd_down ;;
     status) cmd_status ;;
     load) cmd_load "$@" ;;
+    tag) cmd_tag "$@" ;;
     kubeconfig) echo "$KUBECONFIG_PATH" ;;
     smoke) smoke ;;
-    *) echo "usage: $0 up|down|status|load ARCHIVE...|kubeconfig|smoke" >&2; exit 2 ;;
+    *) echo "usage: $0 up|down|status|load ARCHIVE...|tag SOURCE TARGET|kubeconfig|smoke" >&2; exit 2 ;;
   esac
 }
 

@@ -8,6 +8,7 @@ advertises as an extended resource, so scheduling and accounting are real).
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 import uuid
 
@@ -124,53 +125,132 @@ def test_example_experiment_pauses_resumes_and_succeeds(cluster, images, release
     hpt = cluster.kubectl("get", "hpt", "-n", namespace).stdout
     assert "Completed" in hpt and ("Stopped" in hpt or "Paused" in hpt or not stopped)
     assert "Succeeded" in cluster.kubectl("get", "hpo", "-n", namespace).stdout  # the category lists both kinds
+    assert_columns_add_up(cluster, namespace, name, status, len(trials))
+    assert_events_tell_every_ending(events, trials, name)
+    assert_normal_finish_logs_no_warning(cluster)
 
     # The checkpoint really is on the volume: a pod mounting the best trial's claim reads it.
     assert_checkpoint_on_claim(cluster, namespace, claim, images["trainer"])
 
 
+def assert_columns_add_up(cluster, namespace: str, name: str, status: dict, created: int) -> None:
+    """`kubectl get hpx`: Done is ended/maxTrials, and the per-phase columns account for every trial."""
+    header, row = cluster.kubectl("get", "hpx", name, "-n", namespace).stdout.splitlines()[:2]
+    columns = dict(zip(header.split(), row.split()))
+    counted = sum(int(columns[c]) for c in ("Running", "Paused", "Stopped", "Completed", "Failed"))
+    assert counted == created == status["trials"]["created"], (columns, created)
+    ended = sum(int(columns[c]) for c in ("Stopped", "Completed", "Failed"))
+    assert columns["Done"] == f"{ended}/{created}", columns  # every trial of maxTrials ran
+
+
+def assert_events_tell_every_ending(events: list[dict], trials: list[dict], experiment: str) -> None:
+    """A Normal event for every trial's final phase (on the trial, or in one naming it on the experiment),
+    one for the experiment's, grouped events naming each trial once, and no scheduler warning."""
+    told: dict[str, set] = {}
+    for e in events:
+        target = e["involvedObject"]["name"]
+        if target == experiment and " trials: " in e["message"]:
+            named = [item.split(" (")[0] for item in e["message"].split(" trials: ", 1)[1].split("; ")
+                     if not item.startswith("and ")]
+            assert len(named) == len(set(named)), e["message"]  # a grouped event names a trial once
+            for trial in named:
+                told.setdefault(trial, set()).add(e["reason"])
+        else:
+            told.setdefault(target, set()).add(e["reason"])
+    for t in trials:
+        phase = t["status"]["phase"]
+        assert phase in told.get(t["metadata"]["name"], set()), (t["metadata"]["name"], phase, told)
+    assert "Succeeded" in told.get(experiment, set()), told.get(experiment)
+    assert not [e for e in events if e["reason"] == "FailedScheduling"], \
+        [e["message"] for e in events if e["reason"] == "FailedScheduling"]
+
+
+def operator_log(cluster) -> str:
+    return cluster.kubectl("logs", "-n", OPERATOR_NS, "-l", f"app.kubernetes.io/instance={RELEASE}",
+                           "--tail=-1").stdout
+
+
+def assert_normal_finish_logs_no_warning(cluster) -> None:
+    log = operator_log(cluster)
+    assert "Finished experiment" in log, log[-2000:]
+    assert not [line for line in log.splitlines() if "WARNING" in line], \
+        [line for line in log.splitlines() if "WARNING" in line][:10]
+
+
 # Run inside a container with the sidecar's token on stdin: who am I, and where could I read that token?
+# Other containers' files are tried through /proc/<pid>/root, with every link resolved the way the kernel
+# would inside that root (an absolute link such as /var/run -> /run is re-rooted there, not followed into
+# the prober's own file system), and each candidate opened through the kernel.
 TOKEN_PROBE = r"""
 import json, os, sys
-token = sys.stdin.read().strip()
-hits = []
-for root, dirs, files in os.walk("/"):
+token = sys.stdin.read().strip().encode()
+hits, refused = [], []
+def holds_token(path):
+    try:
+        with open(path, "rb") as fh:
+            if token in fh.read(65536 * 4):
+                hits.append(path)
+    except OSError as err:
+        refused.append(f"{path}: {err.strerror}")
+for root, dirs, files in os.walk("/"):  # my own file system
     if root == "/":
         dirs[:] = [d for d in dirs if d not in ("proc", "sys", "dev")]
     for f in files:
         path = os.path.join(root, f)
+        if os.path.isfile(path) and not os.path.islink(path) and os.path.getsize(path) <= 65536:
+            holds_token(path)
+def resolve_in(root, path, depth=0):
+    # path inside root, its links resolved component by component as seen from inside root
+    parts, done = [p for p in path.split("/") if p], ""
+    while parts:
+        part = parts.pop(0)
+        candidate = f"{done}/{part}"
         try:
-            if os.path.isfile(path) and not os.path.islink(path) and os.path.getsize(path) <= 65536:
-                with open(path, "rb") as fh:
-                    if token.encode() in fh.read():
-                        hits.append(path)
-        except OSError:
-            pass
-for pid in filter(str.isdigit, os.listdir("/proc")):  # other containers' files and environment, seen
-    for path in (f"/proc/{pid}/root{sys.argv[1]}/token", f"/proc/{pid}/environ"):  # through the shared pid namespace
-        try:
-            with open(path, "rb") as fh:
-                if token.encode() in fh.read():
-                    hits.append(path)
-        except OSError:
-            pass
+            target = os.readlink(root + candidate)
+        except OSError:  # not a link, or not readable: keep it and let open() decide
+            done = candidate
+            continue
+        if depth > 40:
+            break
+        base = "" if target.startswith("/") else done
+        return resolve_in(root, f"{base}/{target}/" + "/".join(parts), depth + 1)
+    return root + done
 def cmdline(pid):
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as fh:
             return fh.read()
     except OSError:
         return b""
-sidecars = [p for p in filter(str.isdigit, os.listdir("/proc")) if b"hpo_operator.sidecar" in cmdline(p)]
+me = str(os.getpid())
+pids = [p for p in filter(str.isdigit, os.listdir("/proc")) if p != me]
+for pid in pids:  # other containers' files, fds and environment, through the shared process namespace
+    root = f"/proc/{pid}/root"
+    for path in (sys.argv[1] + "/token", "/run/secrets/hpo.dev/serviceaccount/token",
+                 "/var/run/secrets/hpo.dev/serviceaccount/token"):
+        holds_token(resolve_in(root, path))
+    holds_token(f"/proc/{pid}/environ")
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError as err:
+        refused.append(f"/proc/{pid}/fd: {err.strerror}")
+        fds = []
+    for fd in fds:
+        if os.path.isfile(f"/proc/{pid}/fd/{fd}"):
+            holds_token(f"/proc/{pid}/fd/{fd}")
+sidecars = [p for p in pids if b"hpo_operator.sidecar" in cmdline(p)]
 print(json.dumps({"uid": os.getuid(), "euid": os.geteuid(), "hits": hits, "sidecar_pids": sidecars,
+                  "refused": [r for r in refused if "/proc/" in r][:20],
                   "kubernetes_secrets": os.path.exists("/var/run/secrets/kubernetes.io"),
                   "api_env": sorted(k for k in os.environ if k.startswith("KUBERNETES_") and "TOKEN" in k)}))
 """
 
 
 def assert_trainer_cannot_read_a_token(cluster, namespace: str, experiment: str) -> None:
-    """While a trial pod runs: its trainer runs as non-root and can read no API token, anywhere.
+    """While a trial pod runs: its trainer runs as non-root and can read no API token, anywhere, not even
+    through the sidecar's /proc/<pid>/root.
 
-    The same probe in the sidecar finds the token (it must hold it), so the probe can find one.
+    The same probe in the sidecar container finds the token through /proc/<sidecar pid>/root (the same uid
+    may open it), so the probe's route, links and all, does reach the token where nothing forbids it.
     """
     from hpo_operator.controller.builders import SIDECAR_NAME, TOKEN_DIR
 
@@ -192,14 +272,19 @@ def assert_trainer_cannot_read_a_token(cluster, namespace: str, experiment: str)
             if token.count(".") != 2:
                 continue
             trainer, sidecar = probe(pod, "trainer", token), probe(pod, SIDECAR_NAME, token)
-            if trainer is None or sidecar is None:
+            if trainer is None or sidecar is None or not sidecar["sidecar_pids"]:
                 continue
             assert trainer["sidecar_pids"], trainer  # it sees the sidecar's process, so /proc/<pid>/root was tried
             assert trainer["hits"] == [], trainer
-            # The probe does find a readable token: the sidecar's (/var/run may be a link to /run).
-            assert any("/secrets/hpo.dev/serviceaccount/" in h for h in sidecar["hits"]), sidecar
+            assert any(f"/proc/{pid}/root" in r for r in trainer["refused"] for pid in trainer["sidecar_pids"]), trainer
+            # The probe does find a readable token: the sidecar's own, and through /proc/<its pid>/root.
+            assert any(h.startswith("/var/run/secrets/hpo.dev/") or h.startswith("/run/secrets/hpo.dev/")
+                       for h in sidecar["hits"]), sidecar
+            assert any(h.startswith(f"/proc/{pid}/root/") for h in sidecar["hits"]
+                       for pid in sidecar["sidecar_pids"]), sidecar
             assert not trainer["kubernetes_secrets"] and trainer["api_env"] == [], trainer
             assert trainer["uid"] != 0 and trainer["euid"] != 0, trainer
+            assert sidecar["uid"] != trainer["uid"], (sidecar["uid"], trainer["uid"])
             return
         time.sleep(1)
     raise AssertionError("no trial pod stayed running long enough to probe its trainer")
@@ -248,7 +333,109 @@ def delete_the_operator_and_a_training_pod(cluster, namespace: str) -> str:
     return trial, attempt, until
 
 
-def test_helm_uninstall_removes_everything_but_the_crds(cluster, images, release):
+def small_experiment(trainer_image: str, name: str, epochs: int = 3, **budget) -> dict:
+    """One digits trial of a few epochs (FIFO, no early stopping) with ``budget``."""
+    doc = digits_example(trainer_image)
+    doc["metadata"]["name"] = name
+    doc["spec"]["scheduler"] = {"algorithm": "fifo", "maxResource": epochs}
+    doc["spec"]["budget"] = {"maxTrials": 1, "parallelism": 1, **budget}
+    return doc
+
+
+CRASHING_TRAINER = ("import sys, time\n"
+                    "for i in range(300):\n    print(f'loading shard {i}', flush=True)\n"
+                    "time.sleep(3)\n"
+                    "sys.stderr.write('ValueError: learning_rate must be positive\\n')\n"
+                    "sys.exit(1)\n")
+
+
+def test_bad_image_slow_image_and_crash_surface_where_the_user_looks(cluster, images, release, namespace):
+    """Three experiments at once: a trainer image that does not exist (its experiment ends through its
+    failure budget with Kubernetes' reason), one that appears on the node 40 s after its pod started (the
+    run waits for it: no failure, no epoch lost), and a trainer that crashes (its last output is kept)."""
+    late_image = f"hpo-trainer:late-{uuid.uuid4().hex[:6]}"
+    bad = small_experiment(images["trainer"], "bad-image", maxRetries=0, maxFailedTrials=0, startTimeout="45s")
+    bad["spec"]["trialTemplate"]["spec"]["containers"][0].update(image="hpo-trainr:e2e", imagePullPolicy="Never")
+    late = small_experiment(images["trainer"], "late-image", maxRetries=0, maxFailedTrials=0, startTimeout="5m")
+    late["spec"]["trialTemplate"]["spec"]["containers"][0].update(image=late_image, imagePullPolicy="Never")
+    crash = small_experiment(images["trainer"], "crash", maxRetries=0, maxFailedTrials=0)
+    crash["spec"]["trialTemplate"]["spec"]["containers"][0]["command"] = ["python", "-c", CRASHING_TRAINER]
+    for doc in (bad, late, crash):
+        cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc))
+
+    # The late image appears 40 s after its pod was created (the old sidecar gave up after 10 s).
+    pod = wait_for(lambda: get(cluster, "pods", namespace, selector="hpo.dev/experiment=late-image")["items"],
+                   timeout=300, interval=1, what="the late-image trial's pod")[0]
+    created = time.time()
+    while time.time() - created < 40:
+        time.sleep(2)
+    sidecar = next((c for c in get(cluster, "pod", namespace, pod["metadata"]["name"])["status"]
+                    .get("containerStatuses") or [] if c["name"] == "hpo-metrics"), {})
+    assert "running" in sidecar.get("state", {}), sidecar  # still waiting for its trainer
+    subprocess.run([str(REPO / "tests" / "e2e" / "cluster.sh"), "tag", images["trainer"], late_image], check=True)
+
+    def finished(name):
+        phase = (get(cluster, "hpx", namespace, name).get("status") or {}).get("phase")
+        return phase if phase in ("Succeeded", "Failed") else None
+
+    for name in ("bad-image", "late-image", "crash"):
+        wait_for(lambda: finished(name), timeout=600, interval=3, what=f"experiment {name} to finish")
+    experiments = {x["metadata"]["name"]: x for x in get(cluster, "hpx", namespace)["items"]}
+    trials = {t["spec"]["experiment"]: t for t in get(cluster, "hpt", namespace)["items"]}
+    events = get(cluster, "events", namespace)["items"]
+
+    def events_of(target):
+        return [(e["type"], e["reason"], e["message"]) for e in events if e["involvedObject"]["name"] == target]
+
+    # A bad image: the trial shows Kubernetes' reason (condition and Warning event), the run counts as failed
+    # once the pod has not started within startTimeout, and the failure budget ends the experiment.
+    status = experiments["bad-image"]["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "MaxFailedTrialsReached"), status
+    assert "ErrImageNeverPull" in status["message"] and "did not start within 45 s" in status["message"], status
+    trial = trials["bad-image"]
+    condition = next(c for c in trial["status"]["conditions"] if c["type"] == "PodProblem")
+    assert (condition["status"], condition["reason"]) == ("True", "ErrImageNeverPull"), condition
+    assert any(t == "Warning" and r == "ErrImageNeverPull" and "hpo-trainr:e2e" in m
+               for t, r, m in events_of(trial["metadata"]["name"])), events_of(trial["metadata"]["name"])
+    assert any(r == "Failed" for _, r, _ in events_of("bad-image"))
+
+    # A slow image: the run waited for it, counted no failure and lost no epoch.
+    status, trial = experiments["late-image"]["status"], trials["late-image"]
+    assert status["phase"] == "Succeeded", (status, events_of(trial["metadata"]["name"]))
+    assert trial["status"]["failures"] == 0 and trial["status"]["attempts"] == 1, trial["status"]
+    assert [(o["epoch"], o["attempt"]) for o in trial["status"]["observations"]] == [(1, 1), (2, 1), (3, 1)]
+    condition = next(c for c in trial["status"]["conditions"] if c["type"] == "PodProblem")
+    assert condition["status"] == "False", condition  # shown while the image was missing, cleared once it ran
+
+    # A crash: its last output is on the trial and in its event, its pod is kept for kubectl logs, and its
+    # claim goes at the end like a stopped trial's.
+    status, trial = experiments["crash"]["status"], trials["crash"]
+    assert status["phase"] == "Failed" and "trainer exited 1" in status["message"], status
+    output = trial["status"]["lastOutput"]
+    assert output.endswith("ValueError: learning_rate must be positive") and len(output) <= 2048, output
+    assert "loading shard 299" in output
+    failed = [m for t, r, m in events_of(trial["metadata"]["name"]) if t == "Warning" and r == "Failed"]
+    assert failed and "ValueError: learning_rate must be positive" in failed[0], events_of(trial["metadata"]["name"])
+    logs = cluster.kubectl("logs", "-n", namespace, trial["status"]["pod"], "-c", "trainer").stdout
+    assert "loading shard 0" in logs and "ValueError: learning_rate must be positive" in logs
+    claim = get(cluster, "pvc", namespace, selector=f"hpo.dev/trial={trial['metadata']['name']}")["items"]
+    assert not claim or claim[0]["metadata"].get("deletionTimestamp"), claim  # in use by the kept pod: going
+
+
+def test_helm_uninstall_leaves_running_experiments_deletable_and_removes_everything_but_the_crds(
+        cluster, images, release, namespace):
+    # An experiment still running when the operator goes.
+    doc = small_experiment(images["trainer"], "orphan")
+    doc["spec"]["trialTemplate"]["spec"]["containers"][0]["command"] = ["python", "-c", "import time; time.sleep(3600)"]
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc))
+    wait_for(lambda: [p for p in get(cluster, "pods", namespace, selector="hpo.dev/experiment=orphan")["items"]
+                      if p["status"].get("phase") == "Running"], timeout=300, interval=2, what="a running trial pod")
+    sidecar_identity = "serviceaccount/hpo-trial-sidecar", "role/hpo-trial-sidecar", "rolebinding/hpo-trial-sidecar"
+    for obj in sidecar_identity:
+        owners = json.loads(cluster.kubectl("get", obj, "-n", namespace, "-o", "json").stdout)["metadata"]
+        assert [o["name"] for o in owners.get("ownerReferences") or []] == ["orphan"], (obj, owners)
+    assert not get(cluster, "hpx", namespace, "orphan")["metadata"].get("finalizers")
+
     release.uninstall(RELEASE, wait="watcher", timeout=120)
     left = cluster.kubectl("get", "deployment,serviceaccount,role,rolebinding", "-n", OPERATOR_NS,
                            "-l", "app.kubernetes.io/instance=hpo", "-o", "name").stdout
@@ -257,3 +444,14 @@ def test_helm_uninstall_removes_everything_but_the_crds(cluster, images, release
     assert "hpo-hpo-operator" not in cluster_left
     crds = cluster.kubectl("get", "crd", "-o", "name").stdout
     assert "hpoexperiments.hpo.dev" in crds and "hpotrials.hpo.dev" in crds
+
+    # With no operator left, the experiment is deleted at once, and the garbage collector takes its trials,
+    # claims and pods, and the sidecar's identity it owned.
+    cluster.kubectl("delete", "hpx", "orphan", "-n", namespace, "--timeout=60s")
+
+    def leftovers():
+        return (cluster.kubectl("get", "hpt,pods,pvc,role,rolebinding", "-n", namespace, "-o", "name").stdout.split()
+                + cluster.kubectl("get", "serviceaccount", "hpo-trial-sidecar", "-n", namespace, "-o", "name",
+                                  "--ignore-not-found").stdout.split())
+
+    wait_for(lambda: not leftovers(), timeout=180, interval=3, what="the experiment's objects to be collected")
