@@ -35,23 +35,23 @@ def test_a_running_experiment_gets_one_loop_which_its_deletion_cancels(monkeypat
 
     monkeypatch.setattr(handlers, "run_experiment", loop_forever)
 
-    def event(type_, obj):
+    async def event(type_, obj):
         patch = kopf.Patch()
-        handlers.experiment_event(type=type_, body=obj, meta=obj["metadata"], name="x", namespace="ns",
+        await handlers.experiment_event(type=type_, body=obj, meta=obj["metadata"], name="x", namespace="ns",
                                   patch=patch, logger=None, trial_reports={}, trial_pods={})
         return patch
 
     async def scenario():
-        patch = event(None, body("HPOExperiment", finalizers=["hpo.dev/finalizer", "other"]))
+        patch = await event(None, body("HPOExperiment", finalizers=["hpo.dev/finalizer", "other"]))
         assert patch["metadata"]["finalizers"] == ["other"]  # an earlier version's finalizer goes
-        event("MODIFIED", body("HPOExperiment"))
+        await event("MODIFIED", body("HPOExperiment"))
         await asyncio.sleep(0)
         assert started == [("ns", "x")]  # one loop, however many events
         task = handlers._runs[("ns", "x")]
-        event("DELETED", body("HPOExperiment"))
+        await event("DELETED", body("HPOExperiment"))
         await asyncio.sleep(0)
         assert task.cancelled() and ("ns", "x") not in handlers._runs
-        event(None, body("HPOExperiment", phase="Succeeded"))
+        await event(None, body("HPOExperiment", phase="Succeeded"))
         await asyncio.sleep(0)
         assert started == [("ns", "x")] and ("ns", "x") not in handlers._runs  # a finished one gets none
 

@@ -108,9 +108,10 @@ OLD_FINALIZER = "hpo.dev/finalizer"  # what earlier versions (kopf daemons) put 
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def experiment_event(type, body, meta, name, namespace, patch, logger, trial_reports: kopf.Index,
+async def experiment_event(type, body, meta, name, namespace, patch, logger, trial_reports: kopf.Index,
                      trial_pods: kopf.Index, **_):
-    """Start an experiment's loop when a running one is seen, end it when the experiment is deleted."""
+    """Start an experiment's loop when a running one is seen, end it when the experiment is deleted.
+    (async: kopf runs a sync handler in a thread, where the loop's tasks cannot be started.)"""
     key = (namespace, name)
     if type == "DELETED":
         _latest.pop(key, None)
