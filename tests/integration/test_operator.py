@@ -157,7 +157,19 @@ def test_deleting_the_experiment_removes_trials_and_pods(crds_installed, namespa
     with NodeDouble(crds_installed, kube_api, namespace, tmp_path / "node"):
         apply(crds_installed, namespace, doc)
         wait_for(lambda: len(trials(kube_api, namespace)) >= 2, 60, 0.2, "trials to start")
+        assert not experiment(kube_api, namespace, "doomed")["metadata"].get("finalizers")  # nothing to wait for
+        core, rbac = client.CoreV1Api(kube_api), client.RbacAuthorizationV1Api(kube_api)
+        sidecar_identity = [core.read_namespaced_service_account("hpo-trial-sidecar", namespace),
+                            rbac.read_namespaced_role("hpo-trial-sidecar", namespace),
+                            rbac.read_namespaced_role_binding("hpo-trial-sidecar", namespace)]
+        assert all([o.name for o in obj.metadata.owner_references] == ["doomed"] for obj in sidecar_identity)
         kubectl(crds_installed, "delete", "hpx", "doomed", "-n", namespace, "--wait=false")
-        core = client.CoreV1Api(kube_api)
-        wait_for(lambda: not trials(kube_api, namespace) and not core.list_namespaced_pod(namespace).items,
-                 120, 0.5, "garbage collection of trials and pods")
+
+        def sidecar_identity_left():
+            return ([a for a in core.list_namespaced_service_account(namespace).items
+                     if a.metadata.name == "hpo-trial-sidecar"]
+                    + rbac.list_namespaced_role(namespace).items + rbac.list_namespaced_role_binding(namespace).items)
+
+        wait_for(lambda: not trials(kube_api, namespace) and not core.list_namespaced_pod(namespace).items
+                 and not sidecar_identity_left(), 120, 0.5,
+                 "garbage collection of trials, pods and the sidecar's identity")
