@@ -134,3 +134,12 @@ def test_a_trial_named_twice_in_held_events_is_listed_once_with_its_latest_messa
     assert merged.message == "2 trials: t1 (continues to epoch 9); t2 (continues to epoch 3)"
     (single,) = coalesce_events([events[0], events[2]])
     assert (single.trial, single.message) == ("t1", "continues to epoch 9")
+
+
+def test_a_cleared_pod_problem_condition_keeps_a_message():
+    # The 1.20 API server takes "" in a custom resource's status for null and refuses the whole write.
+    from hpo_operator.controller.reconcile import pod_problem_conditions
+
+    (cleared,) = pod_problem_conditions([], None, T0)
+    (raised,) = pod_problem_conditions([], ("CreateContainerError", ""), T0)
+    assert cleared["status"] == "False" and cleared["message"] and raised["message"] == "CreateContainerError"

@@ -88,12 +88,12 @@ def pod_problem(pod: Optional[dict], trainer: str) -> Optional[PodProblem]:
     if pod is None:
         return None
     if pod.get("unschedulable"):
-        return PodProblem(pod["unschedulable"]["reason"], pod["unschedulable"]["message"])
+        return PodProblem(pod["unschedulable"]["reason"], pod["unschedulable"]["message"] or "not schedulable")
     statuses = sorted((pod.get("status") or {}).get("containerStatuses") or [], key=lambda cs: cs.get("name") != trainer)
     for cs in statuses:
         waiting = (cs.get("state") or {}).get("waiting") or {}
         if waiting.get("reason") in START_PROBLEMS:
-            return PodProblem(waiting["reason"], waiting.get("message") or "", cs.get("name"))
+            return PodProblem(waiting["reason"], waiting.get("message") or waiting["reason"], cs.get("name"))
     return None
 
 

@@ -454,7 +454,9 @@ def pod_problem_conditions(conditions: Optional[list], problem: Optional[tuple[s
     not start (kept when the run ends), False once its pod started or the trial runs again."""
     conditions = [dict(c) for c in conditions or []]
     old = next((c for c in conditions if c.get("type") == POD_PROBLEM), None)
-    status, reason, message = ("True", *problem) if problem else ("False", "NoProblem", "")
+    # (never an empty message: the 1.20 API server takes "" in a custom resource's status for null)
+    status, reason, message = ("True", *problem) if problem else ("False", "NoProblem", "its pod has started")
+    message = message or reason
     stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
     new = {"type": POD_PROBLEM, "status": status, "reason": reason, "message": message,
            "lastTransitionTime": old["lastTransitionTime"] if old and old.get("status") == status else stamp}

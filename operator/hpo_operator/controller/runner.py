@@ -170,7 +170,8 @@ class ExperimentRunner:
         problem = pod_problem_summary(plan.pod_problems)
         if problem or any(c.get("type") == POD_PROBLEM for c in st["conditions"]):
             # Pods that cannot start (a bad image, no node with a free GPU) show on the experiment too.
-            reason, message = problem or ("PodsStarted", "")
+            # (never an empty message: the 1.20 API server takes "" in a custom resource's status for null)
+            reason, message = problem or ("PodsStarted", "no trial pod has a problem starting")
             st["conditions"] = set_condition({"conditions": st["conditions"]}, POD_PROBLEM,
                                              "True" if problem else "False", reason, message, meta.get("generation"))
         review.record(st, status, meta.get("generation"))
