@@ -136,11 +136,11 @@ def test_example_experiment_pauses_resumes_and_succeeds(cluster, images, release
 def assert_columns_add_up(cluster, namespace: str, name: str, status: dict, created: int) -> None:
     """`kubectl get hpx`: Done is ended/maxTrials, and the per-phase columns account for every trial."""
     header, row = cluster.kubectl("get", "hpx", name, "-n", namespace).stdout.splitlines()[:2]
-    columns = dict(zip(header.split(), row.split()))
-    counted = sum(int(columns[c]) for c in ("Running", "Paused", "Stopped", "Completed", "Failed"))
+    columns = dict(zip(header.split(), row.split()))  # kubectl prints the names in capitals
+    counted = sum(int(columns[c]) for c in ("RUNNING", "PAUSED", "STOPPED", "COMPLETED", "FAILED"))
     assert counted == created == status["trials"]["created"], (columns, created)
-    ended = sum(int(columns[c]) for c in ("Stopped", "Completed", "Failed"))
-    assert columns["Done"] == f"{ended}/{created}", columns  # every trial of maxTrials ran
+    ended = sum(int(columns[c]) for c in ("STOPPED", "COMPLETED", "FAILED"))
+    assert columns["DONE"] == f"{ended}/{created}", columns  # every trial of maxTrials ran
 
 
 def assert_events_tell_every_ending(events: list[dict], trials: list[dict], experiment: str) -> None:
@@ -192,13 +192,18 @@ def holds_token(path):
                 hits.append(path)
     except OSError as err:
         refused.append(f"{path}: {err.strerror}")
-for root, dirs, files in os.walk("/"):  # my own file system
-    if root == "/":
-        dirs[:] = [d for d in dirs if d not in ("proc", "sys", "dev")]
-    for f in files:
-        path = os.path.join(root, f)
-        if os.path.isfile(path) and not os.path.islink(path) and os.path.getsize(path) <= 65536:
-            holds_token(path)
+# My own files: a token can only come in through a mount (the image's root file system has none), so
+# every file under every mount point but the root, /proc and /sys is read.
+with open("/proc/self/mounts") as fh:
+    mounts = sorted({line.split()[1] for line in fh})
+for mount in mounts:
+    if mount == "/" or mount.startswith(("/proc", "/sys")):
+        continue
+    for root, dirs, files in os.walk(mount):
+        for f in files:
+            path = os.path.join(root, f)
+            if os.path.isfile(path) and os.path.getsize(path) <= 65536:
+                holds_token(path)
 def resolve_in(root, path, depth=0):
     # path inside root, its links resolved component by component as seen from inside root
     parts, done = [p for p in path.split("/") if p], ""
