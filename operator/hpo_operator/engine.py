@@ -120,7 +120,7 @@ class ExperimentEngine:
                 trial.phase = "Running"
                 self.on_run_exit(trial.trial_id, succeeded=True)
                 continue
-            return self._launch(trial, "retry")
+            return self._launch(trial, "retry" if trial.attempts else "new")
         for tid, until in list(self._deferred.items()):
             trial = self.trials[tid]
             if trial.phase == "Paused":

@@ -74,7 +74,9 @@ def test_a_failed_experiment_stops_its_other_running_pods(crds_installed, namesp
     with NodeDouble(crds_installed, kube_api, namespace, tmp_path / "node", crash_pods={"failing-0001-1"}) as node:
         status = run_to_the_end(crds_installed, kube_api, namespace, doc, node)
         core = client.CoreV1Api(kube_api)
-        wait_for(lambda: not core.list_namespaced_pod(namespace).items, 60, 0.5, "every pod deleted")
+        # The other trials' pods go; the failed trial's last pod stays for `kubectl logs` (docs/operator.md).
+        wait_for(lambda: {p.metadata.name for p in core.list_namespaced_pod(namespace).items} == {"failing-0001-1"},
+                 60, 0.5, "every pod but the failed run's deleted")
     assert (status["phase"], status["reason"]) == ("Failed", "MaxFailedTrialsReached"), status
     by_name = {t["metadata"]["name"]: t["status"] for t in trials(kube_api, namespace)}
     assert by_name["failing-0001"]["phase"] == "Failed"

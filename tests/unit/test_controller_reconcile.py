@@ -233,3 +233,22 @@ def test_a_rebuild_deletes_the_pods_no_run_uses(manifest):
     plan = world.step()
     assert set(plan.delete_pods) == {"exp-0000-1", "exp-0001-1"}
     assert {"exp-0001-2"} <= set(world.pods)  # the run in progress keeps its pod
+
+
+def test_a_trial_created_but_never_launched_runs_to_its_grant_after_a_restart(manifest):
+    # The operator died between creating exp-0001 and its launch status write: the trial object has
+    # records but no phase or until, and no pod. The rebuild must run it, not take it as a finished run.
+    manifest["spec"]["scheduler"] = {"algorithm": "asha", "maxResource": 9, "minResource": 1}
+    world = World(manifest)
+    world.step()
+    assert world.trials["exp-0001"]["spec"]["granted"] == 1
+    world.trials["exp-0001"]["status"] = {"observations": [], "processed": 0}
+    world.pods.pop("exp-0001-1")
+    plan = world.step()
+    assert [(l.trial.name, l.start_epoch, l.until, l.attempt) for l in plan.launches] == [("exp-0001", 0, 1, 1)]
+    assert world.trials["exp-0001"]["status"]["phase"] == "Running"
+    world.report("exp-0001", 0.5)
+    world.pod_ends("exp-0001")
+    world.step()
+    assert world.trials["exp-0001"]["status"]["phase"] == "Paused"
+    assert world.trials["exp-0001"]["status"]["lastEpoch"] == 1

@@ -71,7 +71,8 @@ def build_trial(experiment: dict, trial: TrialState) -> dict:
             "labels": {LABEL_EXPERIMENT: name, LABEL_TRIAL: trial.name},
             "ownerReferences": [owner_reference(experiment)],
         },
-        "spec": {"experiment": name, "trialId": trial.trial_id, "bracket": trial.bracket, "config": trial.config},
+        "spec": {"experiment": name, "trialId": trial.trial_id, "bracket": trial.bracket, "config": trial.config,
+                 "granted": trial.until},
     }
 
 

@@ -49,7 +49,8 @@ def read_trial(obj: dict) -> TrialView:
         config=dict(spec.get("config") or {}),
         bracket=int(spec.get("bracket", 0)),
         phase=status.get("phase") or "Pending",
-        until=int(status.get("until", 0)),
+        # No status yet: created, but its launch was never recorded; it runs to what it was granted.
+        until=int(status["until"]) if "until" in status else int(spec.get("granted", 0)),
         observations=[(e, _value(v)) for e, v in observations[:processed]],
         attempts=int(status.get("attempts", 0)),
         failures=int(status.get("failures", 0)),

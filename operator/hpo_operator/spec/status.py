@@ -80,6 +80,10 @@ class HPOTrialSpec(SpecModel):
     trial_id: int = Field(ge=0)
     bracket: int = Field(default=0, ge=0)
     config: dict[str, Any] = Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+    granted: int = Field(default=0, ge=0, description=(
+        "Epoch the scheduler granted the trial when it was created (its first run's until). A trial whose "
+        "launch was never recorded (the operator stopped between creating it and its first status write) "
+        "is launched to it after a restart."))
 
 
 class HPOTrialStatus(SpecModel):
