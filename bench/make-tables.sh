@@ -15,7 +15,7 @@ declare -A TABLES=(
   [fashion_mlp_s4]="--dataset fashion_mnist --model mlp --configs 200 --epochs 27 --seed 4 --train-size 1000 --val-size 500 --image-side 14"
   [fashion_mlp_sched_s5]="--dataset fashion_mnist --model mlp --space mlp-schedule --configs 200 --epochs 27 --seed 5 --train-size 1000 --val-size 500 --image-side 14"
 )
-ORDER=(breast_cancer_mlp_s3 digits_mlp_sched_s1 fashion_cnn_sched_s2 fashion_mlp_s4 fashion_mlp_sched_s5)
+ORDER=(breast_cancer_mlp_s3 digits_mlp_sched_s1 fashion_mlp_s4 fashion_cnn_sched_s2 fashion_mlp_sched_s5)
 for name in "${@:-${ORDER[@]}}"; do
   args=${TABLES[$name]:?unknown table $name; known: ${ORDER[*]}}
   if [ -e "tables/$name.json" ]; then
