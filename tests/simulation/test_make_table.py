@@ -98,3 +98,17 @@ def test_learning_rate_warms_up_linearly_then_holds_or_decays_to_zero(schedule):
     else:
         assert factors[warmup] == pytest.approx(1.0) and factors[-1] < 0.01
         assert all(a >= b for a, b in zip(factors[warmup:], factors[warmup + 1:]))
+
+
+def test_table_ranks_prints_each_tables_epoch_1_vs_final_rank_correlation():
+    import table_ranks
+
+    rising = np.arange(12, dtype=float)[:, None] * np.ones((1, 5))
+    assert table_ranks.rank_correlation(rising, 1) == pytest.approx(1.0)
+    crossing = rising.copy()
+    crossing[:, 0] = -crossing[:, 0]  # epoch 1 ranks every row the other way round
+    assert table_ranks.rank_correlation(crossing, 1) == pytest.approx(-1.0)
+    out = subprocess.run([sys.executable, str(BENCH / "table_ranks.py"), str(BENCH / "tables" / "digits_s44.json")],
+                         capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[1].split()[:4] == ["digits_s44", "400", "81", "0.591"]
