@@ -24,6 +24,7 @@ import io
 import logging
 import os
 import tempfile
+import warnings
 from typing import Optional
 
 import numpy as np
@@ -90,6 +91,16 @@ class SimulatedClockBackend(UserBlackboxBackend):
         pass
 
 
+class SimulatedTuner(Tuner):
+    """Never sleeps for real: with ``sleep_time=0`` Syne Tune still calls ``time.sleep(0)`` on every
+    tick, which on a loaded machine yields the CPU for milliseconds, tens of thousands of times per
+    experiment. The callbacks still advance the simulated clock by a tick."""
+
+    def _sleep(self):
+        for callback in self.callbacks:
+            callback.on_tuning_sleep(self.sleep_time)
+
+
 class RowRestrictedKDE(MultiFidelityKernelDensityEstimator):
     """BOHB's KDE searcher held to the table's rows: random draws are uniform over the allowed rows,
     model proposals are snapped to the nearest allowed row."""
@@ -143,6 +154,7 @@ def run_synetune(table: LearningCurveTable, space: dict[str, dict], method: str,
                  tick: float = 1.0) -> tuple[dict[float, Optional[float]], int]:
     """Time to each target (None: never reached) and the number of trials started."""
     logging.getLogger("syne_tune").setLevel(logging.ERROR)
+    warnings.simplefilter("ignore")  # pandas and statsmodels notices from inside Syne Tune, on every call
     repeats = protocol.draws == "with-replacement"
     pool = RowPool(table.configs, space, repeats=repeats)
     cspace = config_space(space)
@@ -176,7 +188,7 @@ def run_synetune(table: LearningCurveTable, space: dict[str, dict], method: str,
     )
     with tempfile.TemporaryDirectory() as folder:
         os.environ["SYNETUNE_FOLDER"] = folder  # results Syne Tune writes go away with the run
-        tuner = Tuner(
+        tuner = SimulatedTuner(
             trial_backend=backend, scheduler=scheduler, n_workers=protocol.workers, sleep_time=0,
             stop_criterion=lambda status: clock.done or status.num_trials_started >= protocol.max_trials,
             callbacks=[SimulatorCallback(), recorder], save_tuner=False, print_update_interval=1e9,
