@@ -10,9 +10,9 @@ if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
 fi
 declare -A TABLES=(
   [breast_cancer_mlp_s3]="--dataset breast_cancer --model mlp --configs 300 --epochs 27 --seed 3 --train-size 400 --val-size 169"
-  [digits_mlp_sched_s1]="--dataset digits --model mlp --space mlp-schedule --configs 300 --epochs 27 --seed 1 --train-size 1200 --val-size 500"
-  [fashion_cnn_sched_s2]="--dataset fashion_mnist --model cnn --space cnn-schedule --configs 120 --epochs 27 --seed 2 --train-size 800 --val-size 400 --image-side 14"
-  [fashion_mlp_s4]="--dataset fashion_mnist --model mlp --configs 200 --epochs 27 --seed 4 --train-size 1000 --val-size 500 --image-side 14"
+  [digits_mlp_sched_s1]="--dataset digits --model mlp --space mlp-schedule --configs 200 --epochs 27 --seed 1 --train-size 1200 --val-size 500"
+  [fashion_cnn_sched_s2]="--dataset fashion_mnist --model cnn --space cnn-schedule --configs 100 --epochs 27 --seed 2 --train-size 600 --val-size 400 --image-side 14"
+  [fashion_mlp_s4]="--dataset fashion_mnist --model mlp --configs 150 --epochs 27 --seed 4 --train-size 1000 --val-size 500 --image-side 14"
   [fashion_mlp_sched_s5]="--dataset fashion_mnist --model mlp --space mlp-schedule --configs 200 --epochs 27 --seed 5 --train-size 1000 --val-size 500 --image-side 14"
 )
 ORDER=(breast_cancer_mlp_s3 fashion_mlp_sched_s5 digits_mlp_sched_s1 fashion_mlp_s4 fashion_cnn_sched_s2)
