@@ -87,6 +87,8 @@ def run_optuna(table: LearningCurveTable, space: dict[str, dict], protocol: Prot
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         tpe = TPESampler(seed=seed, multivariate=True, constant_liar=True)
     study = optuna.create_study(
+        # HyperbandPruner assigns brackets by a hash of the study name: a fixed name repeats a seed's run
+        study_name=f"peers-seed-{seed}",
         direction="minimize" if table.mode == "min" else "maximize",
         sampler=RowSampler(tpe, pool, dists, seed),
         pruner=optuna.pruners.HyperbandPruner(min_resource=protocol.min_resource, max_resource=max_resource,

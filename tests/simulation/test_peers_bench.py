@@ -89,6 +89,15 @@ def test_optuna_runs_on_the_simulated_clock_of_hpo_simulate(tmp_path):
     assert scaled == {0.01: 310.0, 0.05: 310.0}
 
 
+def test_optuna_repeats_a_seeds_run(tmp_path):
+    path = tmp_path / "ranked.json"
+    write_table(path, rows=60, epochs=9)
+    table = LearningCurveTable.load(path)
+    protocol = Protocol(workers=4, overhead=10.0, epoch_scale=1.0, max_trials=40, draws="without-repeats")
+    runs = [run_optuna(table, load_space(path), protocol, seed=3) for _ in range(3)]
+    assert runs[0] == runs[1] == runs[2]
+
+
 def test_optuna_starts_no_more_trials_than_the_budget(tmp_path):
     path = tmp_path / "ranked.json"
     write_table(path)
