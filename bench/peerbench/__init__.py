@@ -1,0 +1,1 @@
+"""Reference HPO libraries on the project's learning-curve tables (``bench/peers.py``)."""

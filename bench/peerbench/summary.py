@@ -1,0 +1,63 @@
+"""Medians over seeds and ratios against random search, counting a seed that never reached a target
+as infinitely slow (never dropped)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Optional
+
+from peerbench.protocol import TARGETS
+
+
+@dataclass(frozen=True)
+class Row:
+    method: str
+    median_s: dict[float, float]  # target -> median simulated seconds (inf: most seeds never reached it)
+    unreached: dict[float, int]
+    seeds: int
+    speedup: dict[float, Optional[float]]  # random's median / this median (None: both never)
+    seconds_per_run: Optional[float] = None  # wall seconds per simulated experiment on this machine
+
+
+def median_time(times: list[Optional[float]]) -> float:
+    return statistics.median([math.inf if t is None else t for t in times])
+
+
+def ratio(reference: float, value: float) -> Optional[float]:
+    if math.isinf(reference) and math.isinf(value):
+        return None
+    if math.isinf(value):
+        return 0.0
+    return math.inf if math.isinf(reference) else reference / value
+
+
+def summarise(runs: dict[str, list[dict[float, Optional[float]]]], reference: str,
+              wall: Optional[dict[str, float]] = None) -> list[Row]:
+    ref = {q: median_time([r[q] for r in runs[reference]]) for q in TARGETS}
+    rows = []
+    for method, seeds in runs.items():
+        med = {q: median_time([r[q] for r in seeds]) for q in TARGETS}
+        rows.append(Row(method, med, {q: sum(r[q] is None for r in seeds) for q in TARGETS}, len(seeds),
+                        {q: ratio(ref[q], med[q]) for q in TARGETS},
+                        None if wall is None or method not in wall else wall[method] / len(seeds)))
+    return rows
+
+
+def format_rows(rows: list[Row]) -> str:
+    def hours(s: float) -> str:
+        return "never" if math.isinf(s) else f"{s / 3600:.2f}h"
+
+    def times(x: Optional[float]) -> str:
+        return "-" if x is None else ("inf" if math.isinf(x) else f"{x:.2f}x")
+
+    lines = [f"{'method':24s} {'top 1%':>8s} {'vs rand':>8s} {'never':>6s} {'top 5%':>8s} {'vs rand':>8s} "
+             f"{'never':>6s} {'s/run':>7s}"]
+    for r in rows:
+        lines.append(
+            f"{r.method:24s} {hours(r.median_s[0.01]):>8s} {times(r.speedup[0.01]):>8s} "
+            f"{r.unreached[0.01]:>3d}/{r.seeds:<2d} {hours(r.median_s[0.05]):>8s} {times(r.speedup[0.05]):>8s} "
+            f"{r.unreached[0.05]:>3d}/{r.seeds:<2d} "
+            + ("      -" if r.seconds_per_run is None else f"{r.seconds_per_run:7.1f}"))
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Learning-curve tables made by real training (``bench/make_table.py``)."""

@@ -1,0 +1,114 @@
+"""bench/make_table.py: tables made by real training load into the simulator and can be made again."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from hpo_operator.sim import LearningCurveTable
+
+from support.paths import BENCH, REPO
+
+sys.path.insert(0, str(BENCH))
+import make_table  # noqa: E402
+from tablegen.space import SPACES, draw_configs  # noqa: E402
+from tablegen.train import lr_factor  # noqa: E402
+
+TINY = ["--dataset", "iris", "--model", "mlp", "--space", "mlp-schedule", "--configs", "3", "--epochs", "2",
+        "--seed", "7", "--train-size", "100", "--val-size", "50"]
+
+
+def make(out, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(BENCH / "make_table.py"), *TINY, *extra, "--out", str(out)],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+
+
+def test_a_tiny_table_loads_into_hpo_simulate_and_records_how_it_was_made(tmp_path):
+    out = tmp_path / "iris_tiny.json"
+    done = make(out)
+    assert done.returncode == 0, done.stderr
+    assert "epoch-1 vs final Spearman" in done.stdout
+    table = LearningCurveTable.load(out)
+    assert table.curves.shape == table.epoch_seconds.shape == (3, 2)
+    assert ((table.curves >= 0) & (table.curves <= 1)).all() and (table.epoch_seconds > 0).all()
+    doc = json.loads(out.read_text())
+    assert doc["search_space"] == SPACES["mlp-schedule"]
+    assert doc["generator"]["arguments"]["seed"] == 7 and "--seed 7" in doc["generator"]["command"]
+    assert not (tmp_path / "iris_tiny.json.partial.jsonl").exists()
+    sim = subprocess.run([sys.executable, "-m", "hpo_operator.cli.main", "simulate", str(out), "--seeds", "1",
+                          "--workers", "2", "--max-trials", "6", "--scheduler", "asha-promotion", "--json"],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert sim.returncode == 0, sim.stderr
+    assert set(json.loads(sim.stdout)["results"]) == {"random", "asha-promotion"}
+
+
+def test_the_same_arguments_train_the_same_curves_and_a_cut_run_resumes(tmp_path):
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    assert make_table.main([*TINY, "--out", str(first)]) == 0
+    # A run cut after its first row: the partial file holds that row; the rerun trains only the rest.
+    partial = second.with_name("b.json.partial.jsonl")
+    doc = json.loads(first.read_text())
+    arguments = dict(doc["generator"]["arguments"], out=str(second))
+    partial.write_text(json.dumps({"arguments": arguments}) + "\n"
+                       + json.dumps({"row": 0, "curve": doc["curves"][0], "seconds": [123.0, 123.0]}) + "\n")
+    assert make_table.main([*TINY, "--out", str(second)]) == 0
+    again = json.loads(second.read_text())
+    assert again["configs"] == doc["configs"] and again["curves"] == doc["curves"]
+    assert again["epoch_seconds"][0] == [123.0, 123.0]  # row 0 came from the partial file, not trained again
+
+
+def test_a_partial_file_from_other_arguments_is_refused(tmp_path):
+    out = tmp_path / "c.json"
+    out.with_name("c.json.partial.jsonl").write_text(json.dumps({"arguments": {"seed": 1}}) + "\n")
+    with pytest.raises(SystemExit, match="made with other arguments"):
+        make_table.main([*TINY, "--out", str(out)])
+
+
+def test_configurations_are_drawn_from_the_stated_space_with_the_seed():
+    space = SPACES["cnn-schedule"]
+    configs = draw_configs(space, 2000, seed=3)
+    assert configs == draw_configs(space, 2000, seed=3) and configs != draw_configs(space, 2000, seed=4)
+    for name, d in space.items():
+        values = [c[name] for c in configs]
+        if d["type"] == "choice":
+            assert set(values) == set(d["values"])
+            continue
+        assert d["min"] <= min(values) and max(values) <= d["max"], name
+        if d["type"] in ("randint", "lograndint"):
+            assert all(isinstance(v, int) for v in values) and d["min"] in values, name
+    # log scale: about half the learning rates below the geometric middle of the range
+    lr = np.array([c["learning_rate"] for c in configs])
+    middle = math.sqrt(space["learning_rate"]["min"] * space["learning_rate"]["max"])
+    assert 0.4 < (lr < middle).mean() < 0.6
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_learning_rate_warms_up_linearly_then_holds_or_decays_to_zero(schedule):
+    total, warmup = 100, 20
+    factors = [lr_factor(s, total, warmup, schedule) for s in range(total)]
+    assert factors[0] == pytest.approx(1 / warmup) and factors[warmup - 1] == pytest.approx(1.0)
+    assert all(a < b for a, b in zip(factors[:warmup - 1], factors[1:warmup]))
+    if schedule == "constant":
+        assert set(factors[warmup:]) == {1.0}
+    else:
+        assert factors[warmup] == pytest.approx(1.0) and factors[-1] < 0.01
+        assert all(a >= b for a, b in zip(factors[warmup:], factors[warmup + 1:]))
+
+
+def test_table_ranks_prints_each_tables_epoch_1_vs_final_rank_correlation():
+    import table_ranks
+
+    rising = np.arange(12, dtype=float)[:, None] * np.ones((1, 5))
+    assert table_ranks.rank_correlation(rising, 1) == pytest.approx(1.0)
+    crossing = rising.copy()
+    crossing[:, 0] = -crossing[:, 0]  # epoch 1 ranks every row the other way round
+    assert table_ranks.rank_correlation(crossing, 1) == pytest.approx(-1.0)
+    out = subprocess.run([sys.executable, str(BENCH / "table_ranks.py"), str(BENCH / "tables" / "digits_s44.json")],
+                         capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[1].split()[:4] == ["digits_s44", "400", "81", "0.591"]
