@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import statistics
 import tempfile
@@ -44,7 +43,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from trainer_overhead import ResNet18  # the same model the trainer-overhead benchmark saves
+from trainer_overhead import ResNet18, cpu_model  # the same model the trainer-overhead benchmark saves
 
 from hpo_trainer import checkpoint, torch_state
 from hpo_trainer.context import TrialContext
@@ -234,15 +233,7 @@ def bench_state(name: str, repeats: int, scratch: Path) -> tuple[int, list[Row]]
 
 
 def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    return f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def _mb(value: float | None) -> str:
