@@ -4,12 +4,12 @@ other pods, which checkpoint claims stay, and one shared claim with a sub-path p
 from __future__ import annotations
 
 import pytest
-import yaml
 from kubernetes import client
 
 from hpo_operator.sim import LearningCurveTable, simulate
 from hpo_operator.spec.experiment import SchedulerSpec
-from support.kube_tools import experiment, kubectl, trials, wait_for
+from support.curve_manifests import node_manifest
+from support.kube_tools import apply, experiment, finished, trials, wait_for
 from support.node_double import NodeDouble
 from support.paths import TABLES
 
@@ -19,28 +19,14 @@ pytestmark = pytest.mark.timeout(300)
 
 def manifest(name: str, *, trials: int, parallelism: int, max_resource: int, algorithm: str = "fifo",
              seconds_per_epoch: float = 0.0, **budget) -> dict:
-    return {
-        "apiVersion": "hpo.dev/v1alpha1", "kind": "HPOExperiment", "metadata": {"name": name},
-        "spec": {
-            "objective": {"metric": "val_error", "mode": "min"},
-            "searchSpace": {
-                "row": {"type": "randint", "min": 0, "max": 399},
-                "table": {"type": "choice", "values": [str(TABLE)]},
-                "seconds_per_epoch": {"type": "choice", "values": [seconds_per_epoch]},
-            },
-            "scheduler": {"algorithm": algorithm, "maxResource": max_resource},
-            "budget": {"maxTrials": trials, "parallelism": parallelism, **budget},
-            "trialTemplate": {"spec": {"containers": [{
-                "name": "trainer", "image": "hpo-trainer:test", "command": ["python", "/opt/hpo/curve_trainer.py"]}]}},
-        },
-    }
+    return node_manifest(name, trials=trials, parallelism=parallelism, seconds_per_epoch=seconds_per_epoch,
+                         scheduler={"algorithm": algorithm, "maxResource": max_resource}, **budget)
 
 
 def run_to_the_end(cp, api, ns, doc, node: NodeDouble, timeout: float = 240) -> dict:
-    kubectl(cp, "apply", "-n", ns, "-f", "-", input=yaml.safe_dump(doc))
+    apply(cp, ns, doc)
     name = doc["metadata"]["name"]
-    wait_for(lambda: (experiment(api, ns, name).get("status") or {}).get("phase") in ("Succeeded", "Failed"),
-             timeout, 0.5, f"{name} to end")
+    wait_for(lambda: finished(api, ns, name), timeout, 0.5, f"{name} to end")
     assert not node.errors, node.errors
     return experiment(api, ns, name)["status"]
 

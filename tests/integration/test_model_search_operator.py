@@ -7,44 +7,19 @@ import time
 
 import pytest
 
-import yaml
-
-from support.kube_tools import experiment, kubectl, trials, wait_for
+from support.curve_manifests import node_manifest
+from support.kube_tools import apply, experiment, finished, trials, wait_for
 from support.node_double import NodeDouble
-from support.paths import TABLES
 
 from hpo_operator.spec.experiment import HPOExperimentSpec
 
-TABLE = TABLES / "digits_s44.json"
 pytestmark = pytest.mark.timeout(420)
-
-
-def finished(api, ns, name):
-    return (experiment(api, ns, name).get("status") or {}).get("phase") in ("Succeeded", "Failed")
-
-
-def apply(cp, ns, doc):
-    kubectl(cp, "apply", "-n", ns, "-f", "-", input=yaml.safe_dump(doc))
 
 
 def model_manifest(name: str, *, trials: int, parallelism: int) -> dict:
     """The kde searcher; no scheduler algorithm, only maxResource, so the default scheduler runs."""
-    return {
-        "apiVersion": "hpo.dev/v1alpha1", "kind": "HPOExperiment", "metadata": {"name": name},
-        "spec": {
-            "objective": {"metric": "val_error", "mode": "min"},
-            "searchSpace": {
-                "row": {"type": "randint", "min": 0, "max": 399},
-                "table": {"type": "choice", "values": [str(TABLE)]},
-            },
-            "searcher": {"algorithm": "kde"},
-            "scheduler": {"maxResource": 9},
-            "budget": {"maxTrials": trials, "parallelism": parallelism, "maxRetries": 2, "maxFailedTrials": 2},
-            "trialTemplate": {"spec": {"containers": [{
-                "name": "trainer", "image": "hpo-trainer:test", "command": ["python", "/opt/hpo/curve_trainer.py"],
-                "resources": {"limits": {"nvidia.com/gpu": 1}}}]}},
-        },
-    }
+    return node_manifest(name, trials=trials, parallelism=parallelism, gpu=True, maxRetries=2, maxFailedTrials=2,
+                         searcher={"algorithm": "kde"}, scheduler={"maxResource": 9})
 
 
 def test_model_search_survives_operator_kills_and_never_changes_a_config(crds_installed, namespace, kube_api,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 
 import pytest
-import yaml
 from kubernetes import client
 
-from support.kube_tools import experiment, kubectl, trials, wait_for
+from support.curve_manifests import node_manifest
+from support.kube_tools import apply, experiment, finished, kubectl, trials, wait_for
 from support.paths import TABLES
 from hpo_operator.sim import LearningCurveTable, simulate
 from hpo_operator.spec.experiment import SchedulerSpec
@@ -19,30 +19,11 @@ pytestmark = pytest.mark.timeout(420)
 
 
 def manifest(name: str, *, trials: int, parallelism: int, max_resource: int = 9, seed: int = 0) -> dict:
-    return {
-        "apiVersion": "hpo.dev/v1alpha1", "kind": "HPOExperiment", "metadata": {"name": name},
-        "spec": {
-            "objective": {"metric": "val_error", "mode": "min"},
-            "searchSpace": {
-                "row": {"type": "randint", "min": 0, "max": 399},
-                "table": {"type": "choice", "values": [str(TABLE)]},
-            },
-            "searcher": {"algorithm": "random", "seed": seed},
-            "scheduler": {"algorithm": "asha", "type": "promotion", "maxResource": max_resource},
-            "budget": {"maxTrials": trials, "parallelism": parallelism, "maxRetries": 2, "maxFailedTrials": 2},
-            "trialTemplate": {"spec": {"containers": [{
-                "name": "trainer", "image": "hpo-trainer:test", "command": ["python", "/opt/hpo/curve_trainer.py"],
-                "resources": {"limits": {"nvidia.com/gpu": 1}}}]}},
-        },
-    }
+    return node_manifest(name, trials=trials, parallelism=parallelism, gpu=True, maxRetries=2, maxFailedTrials=2,
+                         searcher={"algorithm": "random", "seed": seed},
+                         scheduler={"algorithm": "asha", "type": "promotion", "maxResource": max_resource})
 
 
-def finished(api, ns, name):
-    return (experiment(api, ns, name).get("status") or {}).get("phase") in ("Succeeded", "Failed")
-
-
-def apply(cp, ns, doc):
-    kubectl(cp, "apply", "-n", ns, "-f", "-", input=yaml.safe_dump(doc))
 
 
 def test_asha_experiment_succeeds_with_the_simulators_decisions(crds_installed, namespace, kube_api, operator,

@@ -13,7 +13,7 @@ import threading
 import pytest
 
 from support.curve_manifests import curve_manifest
-from support.kube_tools import experiment, kubectl, trials, wait_for
+from support.kube_tools import apply, experiment, kubectl, trials, wait_for
 from support.node_double import NodeDouble
 
 pytestmark = pytest.mark.timeout(300)
@@ -25,10 +25,6 @@ def running(api, ns) -> set[str]:
 
 def phase(api, ns, name):
     return (experiment(api, ns, name).get("status") or {}).get("phase")
-
-
-def apply(cp, ns, doc) -> None:
-    kubectl(cp, "apply", "-n", ns, "-f", "-", input=json.dumps(doc))
 
 
 def edit(cp, ns, name, spec_patch: dict) -> None:

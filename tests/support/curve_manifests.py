@@ -30,3 +30,28 @@ def curve_manifest(name="curves", *, trials=6, parallelism=2, max_resource=9, al
             }]}},
         },
     }
+
+
+def node_manifest(name: str, *, trials: int, parallelism: int, scheduler: dict, searcher: dict | None = None,
+                  seconds_per_epoch: float | None = None, gpu: bool = False, **budget) -> dict:
+    """An experiment for the integration tier's node double (tests/support/node_double.py): each trial
+    replays one row of digits_s44 with the test trainer at the path the double runs it from."""
+    space = {
+        "row": {"type": "randint", "min": 0, "max": 399},
+        "table": {"type": "choice", "values": [str(TABLES / "digits_s44.json")]},
+    }
+    if seconds_per_epoch is not None:
+        space["seconds_per_epoch"] = {"type": "choice", "values": [seconds_per_epoch]}
+    trainer = {"name": "trainer", "image": "hpo-trainer:test", "command": ["python", "/opt/hpo/curve_trainer.py"]}
+    if gpu:
+        trainer["resources"] = {"limits": {"nvidia.com/gpu": 1}}
+    spec = {
+        "objective": {"metric": "val_error", "mode": "min"},
+        "searchSpace": space,
+        "scheduler": scheduler,
+        "budget": {"maxTrials": trials, "parallelism": parallelism, **budget},
+        "trialTemplate": {"spec": {"containers": [trainer]}},
+    }
+    if searcher is not None:
+        spec["searcher"] = searcher
+    return {"apiVersion": "hpo.dev/v1alpha1", "kind": "HPOExperiment", "metadata": {"name": name}, "spec": spec}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 
@@ -12,6 +13,11 @@ def kubectl(control_plane, *args, check=True, input=None) -> subprocess.Complete
     """Run the real kubectl against ``control_plane`` (anything with a ``kubeconfig_path``)."""
     return subprocess.run(["kubectl", "--kubeconfig", str(control_plane.kubeconfig_path), *args],
                           capture_output=True, text=True, check=check, input=input)
+
+
+def apply(control_plane, namespace: str, doc: dict) -> None:
+    """``kubectl apply`` one object (a dict) in ``namespace``, as a user would."""
+    kubectl(control_plane, "apply", "-n", namespace, "-f", "-", input=json.dumps(doc))
 
 
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.2, what: str = "condition"):
@@ -36,3 +42,8 @@ def trials(api, namespace: str) -> list[dict]:
     items = client.CustomObjectsApi(api).list_namespaced_custom_object("hpo.dev", "v1alpha1", namespace,
                                                                        "hpotrials")["items"]
     return sorted(items, key=lambda t: t["spec"]["trialId"])
+
+
+def finished(api, namespace: str, name: str) -> bool:
+    """Whether the experiment has ended (Succeeded or Failed)."""
+    return (experiment(api, namespace, name).get("status") or {}).get("phase") in ("Succeeded", "Failed")

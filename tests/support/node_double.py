@@ -50,7 +50,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from urllib3.exceptions import HTTPError as TransportError
 
-from support.paths import CURVE_TRAINER, REPO
+from support.paths import CURVE_TRAINER
 
 POD_INIT = Path(__file__).with_name("pod_init.py")
 

@@ -13,7 +13,6 @@ SPEC is a JSON file: {"containers": [{"name", "argv", "env", "log"}, ...], "exit
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
