@@ -42,7 +42,10 @@
 #                     Python, platform and glibc)
 #   storage/          buildah's image store: the Python base (hpo-pybase:KEY),
 #                     the torch base (hpo-torchbase:KEY, KEY from the base and the
-#                     torch wheels), the images and their cached build layers.
+#                     torch wheels), the images and their cached build layers,
+#                     and the operator's dependency stage (hpo-operator-deps:TAG,
+#                     named so that pruning keeps it: a source change then
+#                     rebuilds only the operator image's top layers).
 #                     Look inside with: buildah --root DIR/storage --runroot
 #                     /run/hpo-operator/buildah images
 # An archive is rewritten only when its image changed (the image ID is kept
@@ -54,7 +57,9 @@
 # wheel pip finds for it is used, so point pip at a CPU index, e.g.
 # PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu, for a small image),
 # HPO_DEBIAN_MIRROR, HPO_BUILDAH_DRIVER (storage driver, default overlay; vfs
-# where overlay cannot mount), PYTHON (host Python whose pip downloads wheels),
+# where overlay cannot mount), HPO_BUILDAH_RUNROOT (buildah's run-time state,
+# default /run/hpo-operator/buildah; give a second cache (HPO_CACHE_DIR) its
+# own), PYTHON (host Python whose pip downloads wheels),
 # HPO_NICE (niceness of the build, default 10).
 set -euo pipefail
 
@@ -189,7 +194,7 @@ as_root_reexec() {
   [ "$(id -u)" -eq 0 ] && return 0
   command -v sudo >/dev/null 2>&1 || die "the buildah builder needs root (or sudo)"
   log "re-running as root with sudo"
-  exec sudo HPO_CACHE_DIR="$CACHE_ROOT" HPO_TORCH_SPEC="$TORCH_SPEC" PYTHON="${PYTHON:-python3}" \
+  exec sudo HPO_CACHE_DIR="$CACHE_ROOT" HPO_BUILDAH_RUNROOT="$BUILDAH_RUNROOT" HPO_TORCH_SPEC="$TORCH_SPEC" PYTHON="${PYTHON:-python3}" \
     "$0" --out "$OUT" --tag "$TAG" --builder buildah ${ONLY:+--only "$ONLY"} $([ "$SMOKE" = 1 ] || echo --no-smoke)
 }
 
@@ -199,7 +204,7 @@ as_root_reexec() {
 sha12() { sha256sum | cut -c1-12; }
 
 BUILDAH_ROOT="$IMG_CACHE/storage"
-BUILDAH_RUNROOT=/run/hpo-operator/buildah
+BUILDAH_RUNROOT=${HPO_BUILDAH_RUNROOT:-/run/hpo-operator/buildah}
 bh() { buildah --root "$BUILDAH_ROOT" --runroot "$BUILDAH_RUNROOT" --storage-driver "${HPO_BUILDAH_DRIVER:-overlay}" "$@"; }
 image_exists() { bh inspect --type image --format '{{.FromImageID}}' "$1" >/dev/null 2>&1; }
 image_id() { bh inspect --type image --format '{{.FromImageID}}' "$1"; }
@@ -420,10 +425,18 @@ build_buildah() {
     args=(-f "$REPO/trainer_image/Dockerfile")
   fi
   stage_wheels "$wheels" "$context"
+  local bud=(bud --quiet --isolation chroot --network host --layers --pull=never
+             --build-arg BASE="$base" --build-arg WHEELS_DIR="$WHEELS_SUBDIR" "${args[@]}")
+  if [ "$what" = operator ]; then
+    # The dependency stage gets a name of its own (localhost/hpo-operator-deps:TAG):
+    # prune_store keeps the cache of named images only, and without it every
+    # source change would reinstall the dependencies. The build below reuses it.
+    log "buildah bud localhost/hpo-operator-deps:$TAG (operator/Dockerfile, stage dependencies)"
+    bh "${bud[@]}" --target dependencies -t "localhost/hpo-operator-deps:$TAG" "$context" >/dev/null \
+      || die "buildah bud failed for the operator's dependency stage"
+  fi
   log "buildah bud $name (base $base)"
-  bh bud --quiet --isolation chroot --network host --layers --pull=never \
-    --build-arg BASE="$base" --build-arg WHEELS_DIR="$WHEELS_SUBDIR" \
-    "${args[@]}" -t "$name" "$context" >/dev/null \
+  bh "${bud[@]}" -t "$name" "$context" >/dev/null \
     || die "buildah bud failed for $name"
   rm -rf "${context:?}/$WHEELS_SUBDIR"
   id=$(image_id "$name")
@@ -494,18 +507,8 @@ run_buildah() {
   ensure_pybase "$ROOTFS"
   for what in "${IMAGES[@]}"; do
     if [ "$what" = operator ]; then
-      # The project's dependencies and build requirements, read from pyproject.toml.
-      mapfile -t reqs < <("${PYTHON:-python3}" - "$REPO/pyproject.toml" <<'EOF'
-import sys
-try:
-    import tomllib
-except ImportError:
-    import tomli as tomllib
-data = tomllib.load(open(sys.argv[1], "rb"))
-for req in data["project"]["dependencies"] + data["build-system"]["requires"]:
-    print(req)
-EOF
-)
+      # What the image installs before the project (operator/Dockerfile reads the same list).
+      mapfile -t reqs < <("${PYTHON:-python3}" "$REPO/operator/image_requirements.py" "$REPO/pyproject.toml")
       [ "${#reqs[@]}" -gt 0 ] || die "no requirements read from pyproject.toml"
       ensure_wheels operator "${reqs[@]}"
       build_buildah operator "$PYBASE" "$WHEELS"
