@@ -1,12 +1,14 @@
-"""What the example trainers import is what the demo's install and the trainer image install."""
+"""What the images and the demo's install install: the example trainers' imports, the operator image's dependency list."""
 
 from __future__ import annotations
 
 import ast
 import re
+import subprocess
 import sys
 import tomllib
 from importlib.metadata import packages_distributions
+from pathlib import Path
 
 from support.paths import REPO
 
@@ -57,3 +59,29 @@ def test_every_package_an_example_trainer_imports_is_installed_by_the_demo():
     # what scripts/demo.sh (bootstrap --no-test) installs
     demo_extras = re.search(r'^extras="([^"]*)"', bootstrap, re.M).group(1).split(",")
     assert {"torch", "examples"} <= set(demo_extras)
+
+
+IMAGE_REQUIREMENTS = REPO / "operator" / "image_requirements.py"
+
+
+def _image_requirements(pyproject: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(IMAGE_REQUIREMENTS), str(pyproject)],
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_the_operator_image_installs_pyprojects_dependencies_and_build_requirements():
+    project = _pyproject()
+    printed = _image_requirements(REPO / "pyproject.toml")
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout.splitlines() == project["project"]["dependencies"] + project["build-system"]["requires"]
+    # The Dockerfile's dependency stage and the wheel download read the list from this one script.
+    assert "image_requirements.py" in (REPO / "operator" / "Dockerfile").read_text()
+    assert "image_requirements.py" in (REPO / "scripts" / "build-images.sh").read_text()
+
+
+def test_image_requirements_names_the_missing_table(tmp_path):
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text('[project]\nname = "x"\ndependencies = ["numpy"]\n')
+    printed = _image_requirements(pyproject)
+    assert printed.returncode != 0
+    assert "'build-system'" in printed.stderr and "[build-system] requires" in printed.stderr
