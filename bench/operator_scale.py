@@ -46,6 +46,8 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from kubernetes import client, config  # noqa: E402
 
+from hpo_operator.resources import GROUP, VERSION  # noqa: E402
+
 from support.control_plane import ControlPlane, ensure_binaries  # noqa: E402
 from support.instant_node import InstantNode, decision_latencies, pod_latencies  # noqa: E402
 from support.kube_tools import kubectl  # noqa: E402
@@ -55,7 +57,6 @@ OPERATOR_USER, NODE_USER = "hpo-bench-operator", "hpo-bench-node"
 TOKENS = {"bench-operator-token": (OPERATOR_USER, ["system:masters"]),
           "bench-node-token": (NODE_USER, ["system:masters"])}
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
-GROUP, VERSION = "hpo.dev", "v1alpha1"
 
 
 @dataclass(frozen=True)

@@ -54,13 +54,13 @@ from pathlib import Path
 
 import yaml
 
+from hpo_operator.resources import GROUP, VERSION
 from resume_timeline import parse_trace_line, report
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "digits-asha.yaml"
 CLUSTER_SH = REPO / "tests" / "e2e" / "cluster.sh"
 CHART = REPO / "helm" / "hpo-operator"
-GROUP, VERSION = "hpo.dev", "v1alpha1"
 BARE_PREFIX = "bare-"
 TRAINER = "trainer"
 

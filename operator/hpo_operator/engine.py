@@ -19,13 +19,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Collection, Literal, Optional
 
+from hpo_operator.resources import ACTIVE_TRIAL_PHASES, FINAL_TRIAL_PHASES, ExperimentPhase, TrialPhase
 from hpo_operator.scheduling import Decision, Scheduler, TrialRecord, fidelity_levels, make_scheduler, rank_key
 from hpo_operator.search import Searcher, make_searcher
 from hpo_operator.search.background import BackgroundFits
 from hpo_operator.search.model_based import ModelSearcher
 
-TrialPhase = Literal["Pending", "Running", "Paused", "Stopped", "Completed", "Failed"]
-FINAL_PHASES = ("Stopped", "Completed", "Failed")
+FINAL_PHASES = FINAL_TRIAL_PHASES
 
 
 @dataclass
@@ -34,7 +34,7 @@ class TrialState:
     name: str
     config: dict[str, Any]
     bracket: int = 0
-    phase: TrialPhase = "Pending"
+    phase: TrialPhase = TrialPhase.PENDING  # a plain string read from a record compares equal
     until: int = 0  # epoch the current or next run trains to
     observations: list[tuple[int, float]] = field(default_factory=list)  # (epoch, objective)
     attempts: int = 0  # runs started
@@ -63,7 +63,7 @@ class Launch:
 
 @dataclass(frozen=True)
 class Outcome:
-    phase: Literal["Succeeded", "Failed"]
+    phase: ExperimentPhase  # SUCCEEDED or FAILED
     reason: str
     message: str
 
@@ -112,18 +112,18 @@ class ExperimentEngine:
             return None
         while self._retry_queue:
             trial = self.trials[self._retry_queue.pop(0)]
-            if trial.phase != "Pending":
+            if trial.phase != TrialPhase.PENDING:
                 continue
             if trial.last_epoch >= trial.until:
                 # Its run had reported (and checkpointed) every epoch before it was lost:
                 # nothing to redo, the run counts as finished.
-                trial.phase = "Running"
+                trial.phase = TrialPhase.RUNNING
                 self.on_run_exit(trial.trial_id, succeeded=True)
                 continue
             return self._launch(trial, "retry" if trial.attempts else "new")
         for tid, until in list(self._deferred.items()):
             trial = self.trials[tid]
-            if trial.phase == "Paused":
+            if trial.phase == TrialPhase.PAUSED:
                 del self._deferred[tid]
                 trial.until = until
                 return self._launch(trial, "resume")
@@ -136,22 +136,22 @@ class ExperimentEngine:
             if job.kind != "resume":
                 break
             trial = self.trials[job.trial_id]
-            if trial.phase == "Running":
+            if trial.phase == TrialPhase.RUNNING:
                 # Its run has not ended yet: resume it in the slot it frees (see on_run_exit).
                 self._deferred[job.trial_id] = job.until
                 continue
             trial.until = job.until
             return self._launch(trial, "resume")
         config = self.searcher.suggest(job.trial_id, pending=self._running_ids())
-        trial = TrialState(job.trial_id, self.trial_name(job.trial_id), config, job.bracket, "Pending", job.until)
+        trial = TrialState(job.trial_id, self.trial_name(job.trial_id), config, job.bracket, TrialPhase.PENDING, job.until)
         self.trials[job.trial_id] = trial
         return self._launch(trial, "new")
 
     def _running_ids(self) -> list[int]:
-        return [t.trial_id for t in self.trials.values() if t.phase in ("Running", "Pending")]
+        return [t.trial_id for t in self.trials.values() if t.phase in ACTIVE_TRIAL_PHASES]
 
     def _launch(self, trial: TrialState, reason) -> Launch:
-        trial.phase = "Running"
+        trial.phase = TrialPhase.RUNNING
         trial.attempts += 1
         trial.message = ""
         return Launch(trial, trial.last_epoch, trial.until, reason, trial.attempts)
@@ -159,15 +159,15 @@ class ExperimentEngine:
     def on_observation(self, trial_id: int, epoch: int, value: Optional[float]) -> Decision:
         """An epoch result; repeated or older epochs (a retried run re-reporting) are ignored."""
         trial = self.trials[trial_id]
-        if trial.phase != "Running" or epoch <= trial.last_epoch:
-            return Decision.STOP if trial.phase == "Stopped" else Decision.CONTINUE
+        if trial.phase != TrialPhase.RUNNING or epoch <= trial.last_epoch:
+            return Decision.STOP if trial.phase == TrialPhase.STOPPED else Decision.CONTINUE
         value = float("nan") if value is None else float(value)
         trial.observations.append((epoch, value))
         self.searcher.on_result(trial_id, epoch, value)
         decision = self.scheduler.on_result(trial_id, epoch, value)
         trial.until = self.scheduler.until_of(trial_id)
         if decision is Decision.STOP:
-            trial.phase = "Stopped"
+            trial.phase = TrialPhase.STOPPED
             trial.message = f"stopped at epoch {epoch} by the {self.spec.scheduler.algorithm} scheduler"
         return decision
 
@@ -176,8 +176,8 @@ class ExperimentEngine:
         give it (Paused or Completed, however its pod ends: see ``on_run_exit``). The operator records
         this one, so the pod's exit usually changes nothing on record."""
         trial = self.trials[trial_id]
-        if trial.phase == "Running" and trial.observations and trial.last_epoch >= trial.until:
-            return "Completed" if trial.last_epoch >= self.max_resource else "Paused"
+        if trial.phase == TrialPhase.RUNNING and trial.observations and trial.last_epoch >= trial.until:
+            return TrialPhase.COMPLETED if trial.last_epoch >= self.max_resource else TrialPhase.PAUSED
         return trial.phase
 
     def on_run_exit(self, trial_id: int, succeeded: bool, message: str = "") -> None:
@@ -187,31 +187,31 @@ class ExperimentEngine:
         resumed by the next ``next_launch``, in the slot this exit frees.
         """
         trial = self.trials[trial_id]
-        if trial.phase != "Running":
+        if trial.phase != TrialPhase.RUNNING:
             return  # stopped by a decision, or already handled
         if trial.last_epoch >= trial.until:
             succeeded = True  # every epoch was reported after its checkpoint: a late crash loses nothing
         if succeeded and trial.last_epoch >= trial.until:
             if trial.last_epoch >= self.max_resource:
-                trial.phase = "Completed"
+                trial.phase = TrialPhase.COMPLETED
                 self.scheduler.on_trial_end(trial_id, "completed")
             else:
-                trial.phase = "Paused"
+                trial.phase = TrialPhase.PAUSED
             return
         if succeeded:
             message = message or f"trainer exited 0 after epoch {trial.last_epoch}, before epoch {trial.until}"
         trial.failures += 1
         if trial.failures <= self.budget.max_retries:
-            trial.phase = "Pending"
+            trial.phase = TrialPhase.PENDING
             trial.message = f"retry {trial.failures}/{self.budget.max_retries} from epoch {trial.last_epoch}: {message}"
             self._retry_queue.append(trial_id)
             return
-        trial.phase = "Failed"
+        trial.phase = TrialPhase.FAILED
         trial.message = message or "run failed"
         self.scheduler.on_trial_end(trial_id, "failed")
         if self.failed_count > self.budget.max_failed_trials:
             self.outcome = Outcome(
-                "Failed", "MaxFailedTrialsReached",
+                ExperimentPhase.FAILED, "MaxFailedTrialsReached",
                 f"{self.failed_count} trials failed (maxFailedTrials is {self.budget.max_failed_trials}); "
                 f"last: {trial.name}: {trial.message}",
             )
@@ -220,9 +220,9 @@ class ExperimentEngine:
         """A run that never started (its pod was never created): launched again as the same attempt by the
         next ``next_launch``, with no failure counted."""
         trial = self.trials[trial_id]
-        if trial.phase != "Running":
+        if trial.phase != TrialPhase.RUNNING:
             return
-        trial.phase = "Pending"
+        trial.phase = TrialPhase.PENDING
         trial.attempts -= 1
         self._retry_queue.insert(0, trial_id)
 
@@ -233,25 +233,25 @@ class ExperimentEngine:
 
     def stop_all(self, message: str) -> list[TrialState]:
         """Stop every running or pending trial (the experiment ended); returns those the backend must stop."""
-        running = [t for t in self.trials.values() if t.phase in ("Running", "Pending")]
+        running = [t for t in self.trials.values() if t.phase in ACTIVE_TRIAL_PHASES]
         for t in running:
-            t.phase = "Stopped"
+            t.phase = TrialPhase.STOPPED
             t.message = message
         return running
 
     # ---- state ---------------------------------------------------------------
     @property
     def failed_count(self) -> int:
-        return sum(1 for t in self.trials.values() if t.phase == "Failed")
+        return sum(1 for t in self.trials.values() if t.phase == TrialPhase.FAILED)
 
     def counts(self) -> dict[str, int]:
-        out = {p: 0 for p in ("Pending", "Running", "Paused", "Stopped", "Completed", "Failed")}
+        out = {p.value: 0 for p in TrialPhase}
         for t in self.trials.values():
             out[t.phase] += 1
         return out
 
     def is_active(self) -> bool:
-        return any(t.phase in ("Running", "Pending") for t in self.trials.values())
+        return any(t.phase in ACTIVE_TRIAL_PHASES for t in self.trials.values())
 
     def finish_if_done(self) -> Optional[Outcome]:
         """Close the experiment once nothing runs (call after giving every free slot its launch).
@@ -266,16 +266,16 @@ class ExperimentEngine:
                 self.outcome = self._succeeded_or_failed("BudgetExhausted", "no more trials to run or promote")
         if self.outcome is not None and not self.is_active():
             for t in self.trials.values():
-                if t.phase == "Paused":
-                    t.phase = "Stopped"
+                if t.phase == TrialPhase.PAUSED:
+                    t.phase = TrialPhase.STOPPED
                     t.message = f"not promoted past epoch {t.last_epoch}"
         return self.outcome
 
     def _succeeded_or_failed(self, reason: str, message: str) -> Outcome:
         best = self.best()
         if best is None:
-            return Outcome("Failed", "NoResults", f"{message}; no trial reported the objective metric")
-        return Outcome("Succeeded", reason, f"{message}; best {best.trial.name} "
+            return Outcome(ExperimentPhase.FAILED, "NoResults", f"{message}; no trial reported the objective metric")
+        return Outcome(ExperimentPhase.SUCCEEDED, reason, f"{message}; best {best.trial.name} "
                        f"{self.spec.objective.metric}={best.value:.6g} at epoch {best.epoch}")
 
     def best(self) -> Optional[Best]:
@@ -295,17 +295,17 @@ class ExperimentEngine:
         """
         for t in trials:
             self.trials[t.trial_id] = t
-            if t.phase == "Pending":
+            if t.phase == TrialPhase.PENDING:
                 self._retry_queue.append(t.trial_id)
         self.scheduler.restore(_scheduler_record(t) for t in trials)
         self.searcher.restore((t.trial_id, t.config, t.observations) for t in trials)
         for trial_id in exiting:
-            if self.trials[trial_id].phase in ("Paused", "Completed"):
-                self.trials[trial_id].phase = "Running"
+            if self.trials[trial_id].phase in (TrialPhase.PAUSED, TrialPhase.COMPLETED):
+                self.trials[trial_id].phase = TrialPhase.RUNNING
 
 
-_STATUS = {"Pending": "running", "Running": "running", "Paused": "paused", "Stopped": "stopped",
-           "Completed": "completed", "Failed": "failed"}
+_STATUS = {TrialPhase.PENDING: "running", TrialPhase.RUNNING: "running", TrialPhase.PAUSED: "paused",
+           TrialPhase.STOPPED: "stopped", TrialPhase.COMPLETED: "completed", TrialPhase.FAILED: "failed"}
 
 
 def _scheduler_record(t: TrialState) -> TrialRecord:

@@ -23,6 +23,7 @@ from typing import Optional
 import yaml
 from kubernetes import client
 
+from hpo_operator import resources
 from hpo_operator.controller.builders import LABEL_EXPERIMENT
 from support.kube_tools import kubectl
 from support.paths import REPO
@@ -34,7 +35,7 @@ NOT_REFUSED = "not-refused"
 FAILED_WITHOUT_NOTICE = "failed-without-notice"
 STORED = "stored"  # applied; the operator has not been asked yet (see classify)
 OPERATOR_REASONS = ("InvalidSpec", "InvalidTrialTemplate")
-GROUP, VERSION = "hpo.dev", "v1alpha1"
+GROUP, VERSION = resources.GROUP, resources.VERSION
 
 
 @dataclass

@@ -21,6 +21,7 @@ from pathlib import Path
 from kubernetes import client
 
 from hpo_operator.controller.builders import SIDECAR_ACCOUNT, sidecar_rbac
+from hpo_operator.resources import API_VERSION, GROUP, TRIAL_KIND, TRIAL_PLURAL, VERSION
 from support.kube_tools import kubectl, wait_for
 
 TRIAL = "garbage-0000"
@@ -75,18 +76,18 @@ def sidecar_kubeconfig(cp, core: client.CoreV1Api, namespace: str) -> Path:
 
 
 def trial_status(custom: client.CustomObjectsApi, namespace: str) -> dict:
-    return custom.get_namespaced_custom_object("hpo.dev", "v1alpha1", namespace, "hpotrials", TRIAL).get("status") or {}
+    return custom.get_namespaced_custom_object(GROUP, VERSION, namespace, TRIAL_PLURAL, TRIAL).get("status") or {}
 
 
 def run_garbage(cp, api: client.ApiClient, namespace: str, workdir: Path) -> GarbageOutcome:
     core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
     kubectl(cp, "apply", "-n", namespace, "-f", "-",
             input=json.dumps({"apiVersion": "v1", "kind": "List", "items": sidecar_rbac(namespace)}))
-    custom.create_namespaced_custom_object("hpo.dev", "v1alpha1", namespace, "hpotrials", {
-        "apiVersion": "hpo.dev/v1alpha1", "kind": "HPOTrial", "metadata": {"name": TRIAL},
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, TRIAL_PLURAL, {
+        "apiVersion": API_VERSION, "kind": TRIAL_KIND, "metadata": {"name": TRIAL},
         "spec": {"experiment": "garbage", "trialId": 0, "config": {}}})
     # What the operator writes when it creates a trial.
-    custom.patch_namespaced_custom_object_status("hpo.dev", "v1alpha1", namespace, "hpotrials", TRIAL, {
+    custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, TRIAL_PLURAL, TRIAL, {
         "status": {"phase": "Running", "observations": [], "processed": 0, "problems": [], "problemsPosted": 0}})
 
     metrics = workdir / "metrics.jsonl"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hpo_operator.resources import API_VERSION, EXPERIMENT_KIND
 from support.paths import CURVE_TRAINER, TABLES
 
 
@@ -16,7 +17,7 @@ def curve_manifest(name="curves", *, trials=6, parallelism=2, max_resource=9, al
     if crash_at_epoch is not None:
         space["crash_at_epoch"] = {"type": "choice", "values": [crash_at_epoch]}
     return {
-        "apiVersion": "hpo.dev/v1alpha1", "kind": "HPOExperiment", "metadata": {"name": name},
+        "apiVersion": API_VERSION, "kind": EXPERIMENT_KIND, "metadata": {"name": name},
         "spec": {
             "objective": {"metric": "val_error", "mode": "min"},
             "searchSpace": space,
@@ -54,4 +55,4 @@ def node_manifest(name: str, *, trials: int, parallelism: int, scheduler: dict, 
     }
     if searcher is not None:
         spec["searcher"] = searcher
-    return {"apiVersion": "hpo.dev/v1alpha1", "kind": "HPOExperiment", "metadata": {"name": name}, "spec": spec}
+    return {"apiVersion": API_VERSION, "kind": EXPERIMENT_KIND, "metadata": {"name": name}, "spec": spec}

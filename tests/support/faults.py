@@ -36,6 +36,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from hpo_operator import resources
 from hpo_operator.sim import LearningCurveTable, simulate
 from hpo_operator.spec.experiment import SchedulerSpec
 from support.curve_manifests import curve_manifest
@@ -45,7 +46,7 @@ from support.node_double import NodeDouble, _transient
 from support.operator_process import Operator
 from support.paths import TABLES
 
-GROUP, VERSION = "hpo.dev", "v1alpha1"
+GROUP, VERSION = resources.GROUP, resources.VERSION
 TABLE = TABLES / "digits_s44.json"
 CRASH_EXIT_CODE = 3  # tests/trainers/curve_trainer.py exits with it at its crash_at_epoch
 

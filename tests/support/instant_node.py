@@ -31,12 +31,13 @@ from typing import Callable, Optional
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from hpo_operator import resources
 from hpo_operator.controller.builders import LABEL_EXPERIMENT
 from hpo_operator.sidecar.reporter import observation_patch
 from hpo_trainer import contract
 from hpo_trainer.metrics import MetricRecord
 
-GROUP, VERSION = "hpo.dev", "v1alpha1"
+GROUP, VERSION = resources.GROUP, resources.VERSION
 JSON_PATCH = "application/json-patch+json"
 
 PodKey = tuple[str, str]  # (namespace, pod name)

@@ -8,6 +8,8 @@ import time
 
 from kubernetes import client
 
+from hpo_operator.resources import EXPERIMENT_PLURAL, GROUP, TRIAL_PLURAL, VERSION
+
 
 def kubectl(control_plane, *args, check=True, input=None) -> subprocess.CompletedProcess:
     """Run the real kubectl against ``control_plane`` (anything with a ``kubeconfig_path``)."""
@@ -33,14 +35,14 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.2, what: str 
 
 def experiment(api, namespace: str, name: str) -> dict:
     """One HPOExperiment as the API server has it."""
-    return client.CustomObjectsApi(api).get_namespaced_custom_object("hpo.dev", "v1alpha1", namespace,
-                                                                     "hpoexperiments", name)
+    return client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, namespace,
+                                                                     EXPERIMENT_PLURAL, name)
 
 
 def trials(api, namespace: str) -> list[dict]:
     """The namespace's HPOTrials, in trial id order."""
-    items = client.CustomObjectsApi(api).list_namespaced_custom_object("hpo.dev", "v1alpha1", namespace,
-                                                                       "hpotrials")["items"]
+    items = client.CustomObjectsApi(api).list_namespaced_custom_object(GROUP, VERSION, namespace,
+                                                                       TRIAL_PLURAL)["items"]
     return sorted(items, key=lambda t: t["spec"]["trialId"])
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from hpo_operator.local import LocalRunner
 from hpo_operator.local.progress import RunProgress, bar_line, plain_line
+from hpo_operator.resources import ExperimentPhase
 from hpo_operator.spec import load_experiment
 
 
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     doc = runner.run()
     console.done()
     print_summary(doc, runner.run_dir)
-    return {"Succeeded": 0, "Interrupted": 130}.get(doc["phase"], 1)
+    return {ExperimentPhase.SUCCEEDED: 0, ExperimentPhase.INTERRUPTED: 130}.get(doc["phase"], 1)
 
 
 class Console:

@@ -7,6 +7,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import NamedTuple, Optional
 
+from hpo_operator.resources import PodPhase
+
 # The last output a failed trainer leaves in its terminated state (FallbackToLogsOnError keeps 2 KiB).
 OUTPUT_CHARS = 2048
 # A waiting or scheduling message is Kubernetes' own sentence; a long one is cut.
@@ -78,7 +80,7 @@ def _time(text: Optional[str]) -> Optional[datetime]:
 def started(pod: dict, trainer: str) -> bool:
     """The trainer's container has run (a pod reported Running without container states counts)."""
     phase = (pod.get("status") or {}).get("phase")
-    if phase in (None, "Pending"):
+    if phase in (None, PodPhase.PENDING):
         return False
     return "waiting" not in _state(pod, trainer)
 
@@ -105,9 +107,9 @@ def run_outcome(pod: Optional[dict], trainer: str, now: datetime, start_timeout:
     status = pod.get("status") or {}
     term = _state(pod, trainer).get("terminated")
     output = (term or {}).get("message") or ""
-    if status.get("phase") == "Succeeded":
+    if status.get("phase") == PodPhase.SUCCEEDED:
         return RunOutcome(True, "")
-    if status.get("phase") == "Failed":
+    if status.get("phase") == PodPhase.FAILED:
         reasons = []
         for cs in status.get("containerStatuses") or []:
             ended = (cs.get("state") or {}).get("terminated") or {}
@@ -123,7 +125,7 @@ def run_outcome(pod: Optional[dict], trainer: str, now: datetime, start_timeout:
     if start_timeout is not None and created and not started(pod, trainer) \
             and (now - created).total_seconds() >= start_timeout:
         problem = pod_problem(pod, trainer)
-        why = f"{problem.reason}: {problem.message}" if problem else f"pod {status.get('phase') or 'Pending'}"
+        why = f"{problem.reason}: {problem.message}" if problem else f"pod {status.get('phase') or PodPhase.PENDING}"
         return RunOutcome(False, f"the trainer did not start within {start_timeout:g} s ({why})", live=True)
     return None
 
@@ -131,7 +133,7 @@ def run_outcome(pod: Optional[dict], trainer: str, now: datetime, start_timeout:
 def failed_pod_kept(pod: Optional[dict]) -> bool:
     """A pod whose run failed and whose containers have all ended: kept for ``kubectl logs`` until its trial
     runs again (it holds no node resources)."""
-    return pod is not None and not pod.get("deleting") and (pod.get("status") or {}).get("phase") == "Failed"
+    return pod is not None and not pod.get("deleting") and (pod.get("status") or {}).get("phase") == PodPhase.FAILED
 
 
 def output_tail(output: str, chars: int) -> str:

@@ -6,6 +6,8 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
+from hpo_operator.resources import TrialPhase
+
 
 @dataclass(frozen=True)
 class RunProgress:
@@ -60,7 +62,7 @@ def plain_line(p: RunProgress) -> str:
 
 def _nonzero_phases(p: RunProgress) -> str:
     c = dict(p.counts)
-    c["Running"] = c.get("Running", 0) + c.pop("Pending", 0)
+    c[TrialPhase.RUNNING] = c.get(TrialPhase.RUNNING, 0) + c.pop(TrialPhase.PENDING, 0)
     return " ".join(f"{phase.lower()} {n}" for phase, n in c.items() if n) or "starting"
 
 

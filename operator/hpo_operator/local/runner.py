@@ -25,6 +25,7 @@ from hpo_operator.local.processes import TrainerProcess, TrialPaths, run_env, tr
 from hpo_operator.local.progress import RunProgress
 from hpo_operator.local.results import read_results, snapshot, times_from_dict, trial_from_dict, write_results
 from hpo_operator.scheduling import Decision
+from hpo_operator.resources import ExperimentPhase, TrialPhase
 
 POLL_SECONDS = 0.05
 SAVE_EVERY_SECONDS = 1.0
@@ -81,8 +82,8 @@ class LocalRunner:
             doc = read_results(self.run_dir)
             trials = [trial_from_dict(d) for d in doc["trials"]]
             for t in trials:
-                if t.phase == "Running":  # interrupted, not failed: run again from its last epoch
-                    t.phase = "Pending"
+                if t.phase == TrialPhase.RUNNING:  # interrupted, not failed: run again from its last epoch
+                    t.phase = TrialPhase.PENDING
             self.engine.restore(trials)
             self.times = {int(d["id"]): times_from_dict(d) for d in doc["trials"]}
             self.started_at = float(doc.get("started_at") or self.started_at)
@@ -93,7 +94,7 @@ class LocalRunner:
     def run(self) -> dict:
         started = time.monotonic()
         last_save = 0.0
-        phase = "Running"
+        phase = ExperimentPhase.RUNNING
         max_duration = self.spec.budget.max_duration_seconds
         try:
             while True:
@@ -102,25 +103,25 @@ class LocalRunner:
                     for trial in self.engine.time_up():
                         self._kill(trial.trial_id)
                 self._collect()
-                if self.engine.outcome is not None and self.engine.outcome.phase == "Failed":
+                if self.engine.outcome is not None and self.engine.outcome.phase == ExperimentPhase.FAILED:
                     for trial in self.engine.stop_all(f"stopped: experiment {self.engine.outcome.reason}"):
                         self._kill(trial.trial_id)
                 self._fill()
                 if not self.running and self.engine.finish_if_done() is not None:
                     break
                 if time.monotonic() - last_save >= SAVE_EVERY_SECONDS:
-                    self._save("Running", elapsed)
+                    self._save(ExperimentPhase.RUNNING, elapsed)
                     self.status(self.snapshot_progress(elapsed))
                     last_save = time.monotonic()
                 time.sleep(self.poll_seconds)
             phase = self.engine.outcome.phase
         except KeyboardInterrupt:
-            phase = "Interrupted"
+            phase = ExperimentPhase.INTERRUPTED
             self.progress("interrupted: stopping trainers (continue later with --resume)")
             for tid in list(self.running):
                 self._kill(tid, interrupted=True)
         elapsed = self.elapsed_before + time.monotonic() - started
-        if phase != "Interrupted":
+        if phase != ExperimentPhase.INTERRUPTED:
             self._clean_checkpoints()
         doc = self._save(phase, elapsed)
         return doc
@@ -160,11 +161,11 @@ class LocalRunner:
                 message = "" if code == 0 else run.process.failure_message(code)
                 self.engine.on_run_exit(tid, succeeded=code == 0, message=message)
                 trial = self.engine.trials[tid]
-                if trial.phase == "Paused":
+                if trial.phase == TrialPhase.PAUSED:
                     self.progress(f"paused {trial.name} at epoch {trial.last_epoch}")
-                elif trial.phase == "Completed":
+                elif trial.phase == TrialPhase.COMPLETED:
                     self.progress(f"completed {trial.name}: {self._fmt(trial.last_value)}")
-                elif trial.phase in ("Pending", "Failed"):
+                elif trial.phase in (TrialPhase.PENDING, TrialPhase.FAILED):
                     self.progress(f"{trial.name}: {trial.message}")
 
     def _read_metrics(self, tid: int, run: Running) -> None:
@@ -219,7 +220,7 @@ class LocalRunner:
             return
         best = self.engine.best()
         for t in self.engine.trials.values():
-            if t.phase == "Stopped" and (best is None or t.trial_id != best.trial.trial_id):
+            if t.phase == TrialPhase.STOPPED and (best is None or t.trial_id != best.trial.trial_id):
                 shutil.rmtree(self.run_dir / t.name / "checkpoints", ignore_errors=True)
 
     def _fmt(self, value: Optional[float]) -> str:

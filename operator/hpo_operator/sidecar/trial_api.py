@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import urlsplit
 
-GROUP, VERSION = "hpo.dev", "v1alpha1"
+from hpo_operator.resources import GROUP, TRIAL_PLURAL, VERSION
+
 TIMEOUT_SECONDS = 30.0
 
 
@@ -101,7 +102,7 @@ class TrialApi:
 
     def __init__(self, endpoint: Endpoint, namespace: str, trial: str, timeout: float = TIMEOUT_SECONDS):
         self.endpoint = endpoint
-        self.path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/hpotrials/{trial}"
+        self.path = f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{TRIAL_PLURAL}/{trial}"
         self.timeout = timeout
         self._conn: Optional[http.client.HTTPSConnection] = None
 
@@ -155,7 +156,7 @@ class KubernetesTrialApi:
         from kubernetes import client, config
 
         self._custom = client.CustomObjectsApi(config.new_client_from_config(kubeconfig))
-        self._args = (GROUP, VERSION, namespace, "hpotrials", trial)
+        self._args = (GROUP, VERSION, namespace, TRIAL_PLURAL, trial)
 
     def read_status(self) -> dict:
         return self._custom.get_namespaced_custom_object(*self._args).get("status") or {}

@@ -13,7 +13,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from hpo_operator.spec.experiment import API_GROUP, API_VERSION, MAX_EXPERIMENT_NAME, NAME_RE, HPOExperimentSpec
+from hpo_operator import resources
+from hpo_operator.spec.experiment import MAX_EXPERIMENT_NAME, NAME_RE, HPOExperimentSpec
 from hpo_operator.spec.status import HPOExperimentStatus, HPOTrialSpec, HPOTrialStatus
 
 _DROP = {"title", "discriminator", "$defs"}
@@ -140,14 +141,14 @@ def _crd(kind: str, plural: str, short: str, spec_schema: dict, status_schema: d
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.{API_GROUP}"},
+        "metadata": {"name": f"{plural}.{resources.GROUP}"},
         "spec": {
-            "group": API_GROUP,
+            "group": resources.GROUP,
             "scope": "Namespaced",
             "names": {"kind": kind, "plural": plural, "singular": kind.lower(), "shortNames": [short],
-                      "categories": ["hpo"], "listKind": f"{kind}List"},
+                      "categories": [resources.CATEGORY], "listKind": f"{kind}List"},
             "versions": [{
-                "name": API_VERSION,
+                "name": resources.VERSION,
                 "served": True,
                 "storage": True,
                 "subresources": {"status": {}},
@@ -198,7 +199,7 @@ def experiment_crd() -> dict:
     # Trial and pod names derive from the experiment's: keep it short enough for them.
     metadata = {"type": "object", "properties": {"name": {
         "type": "string", "maxLength": MAX_EXPERIMENT_NAME, "pattern": NAME_RE.pattern}}}
-    return _crd("HPOExperiment", "hpoexperiments", "hpx", spec, structural(HPOExperimentStatus), columns, metadata)
+    return _crd(resources.EXPERIMENT_KIND, resources.EXPERIMENT_PLURAL, resources.EXPERIMENT_SHORT, spec, structural(HPOExperimentStatus), columns, metadata)
 
 
 def trial_crd() -> dict:
@@ -212,9 +213,10 @@ def trial_crd() -> dict:
         _col("Pod", ".status.pod", priority=1),
         _col("Age", ".metadata.creationTimestamp", "date"),
     ]
-    return _crd("HPOTrial", "hpotrials", "hpt", structural(HPOTrialSpec), structural(HPOTrialStatus), columns)
+    return _crd(resources.TRIAL_KIND, resources.TRIAL_PLURAL, resources.TRIAL_SHORT, structural(HPOTrialSpec), structural(HPOTrialStatus), columns)
 
 
 def all_crds() -> dict[str, dict]:
     """File name -> CRD."""
-    return {"hpo.dev_hpoexperiments.yaml": experiment_crd(), "hpo.dev_hpotrials.yaml": trial_crd()}
+    return {f"{resources.GROUP}_{resources.EXPERIMENT_PLURAL}.yaml": experiment_crd(),
+            f"{resources.GROUP}_{resources.TRIAL_PLURAL}.yaml": trial_crd()}

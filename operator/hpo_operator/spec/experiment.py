@@ -13,14 +13,13 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import Field, field_validator, model_validator
 
+from hpo_operator import resources
 from hpo_operator.spec.base import SpecModel
 from hpo_operator.spec.durations import parse_duration
 from hpo_operator.spec.pod_security import security_problem
 from hpo_operator.spec.search_space import Domain
 
-API_GROUP = "hpo.dev"
-API_VERSION = "v1alpha1"
-GROUP_VERSION = f"{API_GROUP}/{API_VERSION}"
+GROUP_VERSION = resources.API_VERSION  # kept for the modules that import it from here
 
 # Trial names are "<experiment>-<index:04d>" and pod names add "-<attempt>";
 # both must stay valid label values (63 characters).
@@ -258,7 +257,7 @@ class ObjectMeta(SpecModel):
 
 
 class HPOExperiment(SpecModel):
-    api_version: Literal["hpo.dev/v1alpha1"] = Field(default=GROUP_VERSION, alias="apiVersion")
-    kind: Literal["HPOExperiment"] = "HPOExperiment"
+    api_version: Literal[resources.API_VERSION] = Field(default=resources.API_VERSION, alias="apiVersion")
+    kind: Literal[resources.EXPERIMENT_KIND] = resources.EXPERIMENT_KIND
     metadata: ObjectMeta
     spec: HPOExperimentSpec

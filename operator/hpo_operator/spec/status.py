@@ -6,10 +6,12 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field
 
+from hpo_operator.resources import ExperimentPhase, TrialPhase
 from hpo_operator.spec.base import SpecModel
 
-ExperimentPhase = Literal["Pending", "Running", "Succeeded", "Failed"]
-TrialPhase = Literal["Pending", "Running", "Paused", "Stopped", "Completed", "Failed"]
+# What a cluster experiment can be in (ExperimentPhase.INTERRUPTED is `hpo run`'s alone).
+ClusterExperimentPhase = Literal[ExperimentPhase.PENDING, ExperimentPhase.RUNNING, ExperimentPhase.SUCCEEDED,
+                                 ExperimentPhase.FAILED]
 
 
 class Condition(SpecModel):
@@ -42,7 +44,7 @@ class BestTrial(SpecModel):
 
 
 class HPOExperimentStatus(SpecModel):
-    phase: ExperimentPhase = "Pending"
+    phase: ClusterExperimentPhase = ExperimentPhase.PENDING
     reason: Optional[str] = None
     message: Optional[str] = None
     conditions: list[Condition] = Field(default_factory=list, description="Succeeded; PodProblem: True with "
@@ -87,7 +89,7 @@ class HPOTrialSpec(SpecModel):
 
 
 class HPOTrialStatus(SpecModel):
-    phase: TrialPhase = "Pending"
+    phase: TrialPhase = TrialPhase.PENDING
     until: int = Field(default=0, description="Epoch the current or next run trains to.")
     last_epoch: int = 0
     last_value: Optional[str] = Field(default=None, description="Latest objective as text, for kubectl columns.")

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Optional
 
+from hpo_operator.resources import FINISHED_EXPERIMENT_PHASES, ExperimentPhase, TrialPhase
 from hpo_operator.scheduling import rank_key
 from hpo_operator.scheduling.base import rung_levels
 
-FINISHED_PHASES = ("Succeeded", "Failed", "Interrupted")
+FINISHED_PHASES = FINISHED_EXPERIMENT_PHASES | {ExperimentPhase.INTERRUPTED}
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ class ExperimentSnapshot:
         return (self.spec.get("budget") or {}).get("maxTrials")
 
     def counts(self) -> dict[str, int]:
-        out = {p: 0 for p in ("Pending", "Running", "Paused", "Stopped", "Completed", "Failed")}
+        out = {p.value: 0 for p in TrialPhase}
         for t in self.trials:
             out[t.phase] = out.get(t.phase, 0) + 1
         return out

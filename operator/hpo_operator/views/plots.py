@@ -16,17 +16,18 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from hpo_operator.resources import TrialPhase
 from hpo_operator.views.model import ExperimentSnapshot, fmt_value, progress
 from hpo_operator.views.text import fmt_config
 
 # Okabe-Ito colours: told apart with every common colour-vision deficiency.
 PHASE_STYLE = {  # phase: (colour, end marker, drawing order)
-    "Stopped": ("#999999", "x", 0),
-    "Paused": ("#56B4E9", "o", 1),
-    "Failed": ("#D55E00", "X", 2),
-    "Pending": ("#E69F00", ">", 3),
-    "Running": ("#E69F00", ">", 3),
-    "Completed": ("#0072B2", "o", 4),
+    TrialPhase.STOPPED: ("#999999", "x", 0),
+    TrialPhase.PAUSED: ("#56B4E9", "o", 1),
+    TrialPhase.FAILED: ("#D55E00", "X", 2),
+    TrialPhase.PENDING: ("#E69F00", ">", 3),
+    TrialPhase.RUNNING: ("#E69F00", ">", 3),
+    TrialPhase.COMPLETED: ("#0072B2", "o", 4),
 }
 BEST_COLOUR = "#000000"
 RUNG_COLOUR = "#009E73"
@@ -68,7 +69,7 @@ def learning_curves(s: ExperimentSnapshot, *, width: float = 9.0, height: float 
     best_name = s.best.trial if s.best else None
     all_values = [p.value for t in s.trials for p in t.points]
     counts: dict[str, int] = {}
-    order = sorted(s.trials, key=lambda t: PHASE_STYLE.get(t.phase, PHASE_STYLE["Running"])[2])
+    order = sorted(s.trials, key=lambda t: PHASE_STYLE.get(t.phase, PHASE_STYLE[TrialPhase.RUNNING])[2])
     segments: dict[str, list] = {}
     ends: dict[str, list] = {}
     for t in order:
@@ -79,17 +80,17 @@ def learning_curves(s: ExperimentSnapshot, *, width: float = 9.0, height: float 
         if len(pts) > 1:
             segments.setdefault(t.phase, []).append(pts)
         ends.setdefault(t.phase, []).append(pts[-1])
-    for phase, segs in sorted(segments.items(), key=lambda kv: PHASE_STYLE.get(kv[0], PHASE_STYLE["Running"])[2]):
-        colour = PHASE_STYLE.get(phase, PHASE_STYLE["Running"])[0]
-        a = min(1.0, alpha * (1.6 if phase == "Completed" else 1.0))
+    for phase, segs in sorted(segments.items(), key=lambda kv: PHASE_STYLE.get(kv[0], PHASE_STYLE[TrialPhase.RUNNING])[2]):
+        colour = PHASE_STYLE.get(phase, PHASE_STYLE[TrialPhase.RUNNING])[0]
+        a = min(1.0, alpha * (1.6 if phase == TrialPhase.COMPLETED else 1.0))
         ax.add_collection(LineCollection(segs, colors=colour, linewidths=width_line, alpha=a,
                                          rasterized=n > 300, zorder=2))
     for phase, pts in ends.items():
-        colour, marker, _ = PHASE_STYLE.get(phase, PHASE_STYLE["Running"])
+        colour, marker, _ = PHASE_STYLE.get(phase, PHASE_STYLE[TrialPhase.RUNNING])
         xs, ys = zip(*pts)
         ax.scatter(xs, ys, s=14 if n <= 100 else 7, marker=marker, color=colour, alpha=min(1.0, alpha + 0.2),
                    linewidths=1.0, zorder=3, rasterized=n > 300,
-                   facecolors="none" if phase == "Paused" else colour)
+                   facecolors="none" if phase == TrialPhase.PAUSED else colour)
     best = next((t for t in s.trials if t.name == best_name), None)
     if best is not None:
         pts = [(p.epoch, p.value) for p in best.points if p.value is not None and math.isfinite(p.value)]
@@ -119,12 +120,12 @@ def learning_curves(s: ExperimentSnapshot, *, width: float = 9.0, height: float 
     ax.set_ylabel(f"{s.metric} ({'lower' if s.mode == 'min' else 'higher'} is better)")
     ax.set_title(f"{s.name}: learning curves of {n} trials ({s.phase})", loc="left", fontsize=12)
     handles = []
-    for phase in ("Completed", "Running", "Paused", "Stopped", "Failed"):
-        c = counts.get(phase, 0) + (counts.get("Pending", 0) if phase == "Running" else 0)
+    for phase in (TrialPhase.COMPLETED, TrialPhase.RUNNING, TrialPhase.PAUSED, TrialPhase.STOPPED, TrialPhase.FAILED):
+        c = counts.get(phase, 0) + (counts.get(TrialPhase.PENDING, 0) if phase == TrialPhase.RUNNING else 0)
         if c:
             colour, marker, _ = PHASE_STYLE[phase]
             handles.append(Line2D([], [], color=colour, marker=marker, markersize=5, linewidth=1.5,
-                                  markerfacecolor="none" if phase == "Paused" else colour,
+                                  markerfacecolor="none" if phase == TrialPhase.PAUSED else colour,
                                   label=f"{phase.lower()} ({c})"))
     if best is not None and best.points:
         handles.append(Line2D([], [], color=BEST_COLOUR, linewidth=2.4, marker="o", markersize=5,

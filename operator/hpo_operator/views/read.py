@@ -15,13 +15,13 @@ from typing import Optional
 
 from hpo_operator.controller.builders import LABEL_EXPERIMENT
 from hpo_operator.local.results import RESULTS_FILE, read_results
-from hpo_operator.spec.experiment import GROUP_VERSION
+from hpo_operator.resources import EXPERIMENT_PLURAL, EXPERIMENT_SHORT, EXPERIMENT_SINGULAR, GROUP, TRIAL_PLURAL, VERSION
 from hpo_operator.views.model import ExperimentSnapshot
 from hpo_operator.views.snapshots import from_cluster, from_results
 
-GROUP, VERSION = GROUP_VERSION.split("/")
 # What a user may type for the kind, as kubectl accepts it.
-KIND_NAMES = ("hpx", "hpoexperiment", "hpoexperiments", "hpoexperiments.hpo.dev", "hpoexperiment.hpo.dev")
+KIND_NAMES = (EXPERIMENT_SHORT, EXPERIMENT_SINGULAR, EXPERIMENT_PLURAL, f"{EXPERIMENT_PLURAL}.{GROUP}",
+              f"{EXPERIMENT_SINGULAR}.{GROUP}")
 
 
 @dataclass(frozen=True)
@@ -103,10 +103,10 @@ class ClusterReader:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            experiment = self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, "hpoexperiments",
+            experiment = self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, EXPERIMENT_PLURAL,
                                                                   self.name)
             trials = self.custom.list_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, "hpotrials", label_selector=f"{LABEL_EXPERIMENT}={self.name}")["items"]
+                GROUP, VERSION, self.namespace, TRIAL_PLURAL, label_selector=f"{LABEL_EXPERIMENT}={self.name}")["items"]
             events = None
             if with_events:
                 answer = self.core.list_namespaced_event(self.namespace, field_selector="type=Warning",
@@ -123,7 +123,7 @@ class ClusterReader:
                     f"(or pick another namespace with -n)")
         if err.status in (401, 403):
             return (f"{at}: the API server refused to show it ({err.status} {err.reason}); your user needs get and "
-                    f"list on hpoexperiments and hpotrials (hpo.dev), and list on events for hpo status")
+                    f"list on {EXPERIMENT_PLURAL} and {TRIAL_PLURAL} ({GROUP}), and list on events for hpo status")
         return f"{at}: the API server answered {err.status} {err.reason}"
 
     def close(self) -> None:

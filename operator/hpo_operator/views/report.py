@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 import yaml
 
+from hpo_operator.resources import TrialPhase
 from hpo_operator.views.model import ExperimentSnapshot, fmt_value, ranked, rung_counts
 from hpo_operator.views.text import fmt_config, fmt_duration
 
@@ -119,8 +120,8 @@ def trials_table(s: ExperimentSnapshot) -> str:
 def _cards(s: ExperimentSnapshot) -> str:
     c = s.counts()
     items = [(f"{len(s.trials)}" + (f" / {s.max_trials}" if s.max_trials else ""), "trials"),
-             (c["Completed"], "completed"), (c["Paused"], "paused"), (c["Stopped"], "stopped"),
-             (c["Running"] + c["Pending"], "running or pending"), (c["Failed"], "failed"),
+             (c[TrialPhase.COMPLETED], "completed"), (c[TrialPhase.PAUSED], "paused"), (c[TrialPhase.STOPPED], "stopped"),
+             (c[TrialPhase.RUNNING] + c[TrialPhase.PENDING], "running or pending"), (c[TrialPhase.FAILED], "failed"),
              (sum(t.last_epoch for t in s.trials), "epochs trained")]
     if s.elapsed_s is not None:
         items.append((fmt_duration(s.elapsed_s), "wall time"))

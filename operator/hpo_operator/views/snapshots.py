@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Optional
 
+from hpo_operator.resources import ExperimentPhase, TrialPhase
 from hpo_operator.views.model import Best, ExperimentSnapshot, Point, TrialSnapshot, WarningEvent, unix_time
 
 
@@ -34,7 +35,7 @@ def trial_from_object(obj: dict[str, Any]) -> TrialSnapshot:
     points = tuple(Point(int(o["epoch"]), None if o.get("value") is None else float(o["value"]), o.get("time"))
                    for o in status.get("observations") or [])
     return TrialSnapshot(obj["metadata"]["name"], int(spec.get("trialId", 0)), dict(spec.get("config") or {}),
-                         status.get("phase") or "Pending", points, int(spec.get("bracket", 0)),
+                         status.get("phase") or TrialPhase.PENDING, points, int(spec.get("bracket", 0)),
                          int(status.get("until", 0)), int(status.get("attempts", 0)), int(status.get("failures", 0)),
                          status.get("message") or "")
 
@@ -65,7 +66,7 @@ def from_cluster(experiment: dict[str, Any], trials: list[dict[str, Any]],
     names = {meta["name"]} | {t.name for t in snaps}
     return ExperimentSnapshot(
         name=meta["name"], where=f"cluster {meta.get('namespace', '')}/{meta['name']}",
-        phase=status.get("phase") or "Pending", metric=objective.get("metric", "objective"),
+        phase=status.get("phase") or ExperimentPhase.PENDING, metric=objective.get("metric", "objective"),
         mode=objective.get("mode", "min"), spec=spec, trials=snaps,
         best=None if not best else Best(best["trial"], best.get("value"), int(best.get("epoch", 0)),
                                         bool(best.get("complete")), best.get("config") or {}, best.get("checkpoint")),

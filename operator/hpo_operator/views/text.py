@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from hpo_operator.resources import TrialPhase
 from hpo_operator.views.model import ExperimentSnapshot, fmt_value, ranked, rung_counts
 
 DEFAULT_TRIAL_ROWS = 10
@@ -63,7 +64,7 @@ def trial_lines(s: ExperimentSnapshot, limit: Optional[int] = DEFAULT_TRIAL_ROWS
     for t in shown:
         lines.append(f"{t.name:24s} {t.phase:9s} {t.last_epoch:5d} {fmt_value(t.last_value):>10s} "
                      f"{fmt_value(t.best_value(s.mode)):>10s} {t.attempts:4d} {t.failures:4d}  {fmt_config(t.config)}"
-                     + (f"  ({t.message})" if t.message and t.phase == "Failed" else ""))
+                     + (f"  ({t.message})" if t.message and t.phase == TrialPhase.FAILED else ""))
     return lines
 
 
