@@ -9,15 +9,16 @@ from typing import Any, Optional
 from hpo_trainer import contract
 
 from hpo_operator.engine import Launch, TrialState
-from hpo_operator.spec.experiment import GROUP_VERSION
+from hpo_operator.resources import API_VERSION, GROUP, TRIAL_KIND, TRIAL_PLURAL
+from hpo_operator.sidecar.contract import DEFAULT_TOKEN_DIR, SidecarEnv
 
-LABEL_EXPERIMENT = "hpo.dev/experiment"
-LABEL_TRIAL = "hpo.dev/trial"
-LABEL_ATTEMPT = "hpo.dev/attempt"
+LABEL_EXPERIMENT = f"{GROUP}/experiment"
+LABEL_TRIAL = f"{GROUP}/trial"
+LABEL_ATTEMPT = f"{GROUP}/attempt"
 SIDECAR_NAME = "hpo-metrics"
 SIDECAR_ACCOUNT = "hpo-trial-sidecar"
 METRICS_DIR = "/hpo/metrics"
-TOKEN_DIR = "/var/run/secrets/hpo.dev/serviceaccount"
+TOKEN_DIR = DEFAULT_TOKEN_DIR
 DEFAULT_UID = 1000
 # The sidecar's own uid, unless a user container runs as it (then the next free one). A process may open
 # another's /proc/<pid>/root only as the same uid (or with CAP_SYS_PTRACE, which every container drops):
@@ -63,8 +64,8 @@ def claim_name(trial_name: str) -> str:
 def build_trial(experiment: dict, trial: TrialState) -> dict:
     name = experiment["metadata"]["name"]
     return {
-        "apiVersion": GROUP_VERSION,
-        "kind": "HPOTrial",
+        "apiVersion": API_VERSION,
+        "kind": TRIAL_KIND,
         "metadata": {
             "name": trial.name,
             "namespace": experiment["metadata"]["namespace"],
@@ -240,17 +241,10 @@ def build_sidecar(spec, launch: Launch, image: str, fence: int = 0, uid: int = S
         "name": SIDECAR_NAME,
         "image": image,
         "command": ["python", "-m", "hpo_operator.sidecar"],
-        "env": [
-            {"name": "HPO_TRIAL", "value": launch.trial.name},
-            {"name": "HPO_ATTEMPT", "value": str(launch.attempt)},
-            # From the launch, not read at start: a sidecar that starts after its run was judged over
-            # would otherwise take the raised fence for its own and append to the next run's records.
-            {"name": "HPO_RUN_FENCE", "value": str(fence)},
-            {"name": "HPO_OBJECTIVE", "value": spec.objective.metric},
-            {"name": contract.ENV_METRICS_FILE, "value": f"{METRICS_DIR}/metrics.jsonl"},
-            {"name": contract.ENV_CONTROL_FILE, "value": f"{METRICS_DIR}/control.json"},
-            {"name": "HPO_TOKEN_DIR", "value": TOKEN_DIR},
-        ],
+        "env": SidecarEnv(trial=launch.trial.name, objective=spec.objective.metric,
+                          metrics_file=f"{METRICS_DIR}/metrics.jsonl", control_file=f"{METRICS_DIR}/control.json",
+                          # The fence the run is launched under (see ENV_RUN_FENCE).
+                          attempt=launch.attempt, run_fence=fence, token_dir=TOKEN_DIR).to_env(),
         "volumeMounts": [
             {"name": "hpo-metrics", "mountPath": METRICS_DIR},
             {"name": "hpo-token", "mountPath": TOKEN_DIR, "readOnly": True},
@@ -278,9 +272,9 @@ def sidecar_rbac(namespace: str, owner: Optional[dict] = None) -> list[dict]:
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": dict(meta), "automountServiceAccountToken": False},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": dict(meta), "rules": [
             # Read its trial: the operator's decisions (until, decidedEpoch), observations and problems on record.
-            {"apiGroups": ["hpo.dev"], "resources": ["hpotrials"], "verbs": ["get"]},
+            {"apiGroups": [GROUP], "resources": [TRIAL_PLURAL], "verbs": ["get"]},
             # Append observations and problems to the trial's status (JSON patch); the operator posts the Events.
-            {"apiGroups": ["hpo.dev"], "resources": ["hpotrials/status"], "verbs": ["patch"]},
+            {"apiGroups": [GROUP], "resources": [f"{TRIAL_PLURAL}/status"], "verbs": ["patch"]},
         ]},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": dict(meta),
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": SIDECAR_ACCOUNT},

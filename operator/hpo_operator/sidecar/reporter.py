@@ -33,7 +33,6 @@ from hpo_operator.sidecar.problems import (
     EPOCHS_REPEATED, FILE_TRUNCATED, FILE_UNREADABLE, problem_entry, problem_patch, recorded,
 )
 
-GROUP, VERSION = "hpo.dev", "v1alpha1"
 log = logging.getLogger("hpo.sidecar")
 
 
@@ -239,7 +238,8 @@ def _transient(err: Exception) -> bool:
     return status is None or status in (0, 401, 403, 404, 409, 429, 500, 502, 503, 504)
 
 
-def trainer_exited(exit_marker: Path, proc_root: Path = Path("/proc")) -> Callable[[], bool]:
+def trainer_exited(exit_marker: Path, proc_root: Path = Path("/proc"), watch_processes: bool = True
+                   ) -> Callable[[], bool]:
     """True once the trainer has ended.
 
     Either the runner (or test double) wrote ``exit_marker``, or, in a pod with
@@ -267,7 +267,7 @@ def trainer_exited(exit_marker: Path, proc_root: Path = Path("/proc")) -> Callab
     def done() -> bool:
         if exit_marker.exists():
             return True
-        if os.environ.get("HPO_SIDECAR_WATCH_PROCESSES", "1") != "1":
+        if not watch_processes:
             return False
         current = others()
         if current:
