@@ -3,6 +3,8 @@
 The trial's status is the record of truth. ``observations`` is appended by the
 sidecar; ``processed`` counts how many of them the operator has already fed
 to the scheduler, so after a restart each observation is acted on exactly once.
+Both directions go through ``HPOTrialStatus``, the model the CRD's status schema
+is generated from, so the operator cannot write a field the API server would prune.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 from hpo_operator.engine import TrialState
+from hpo_operator.resources import TrialPhase
+from hpo_operator.spec.status import HPOTrialStatus
 
 
 @dataclass
@@ -20,6 +24,7 @@ class TrialView:
     bookkeeping."""
 
     obj: dict
+    status: HPOTrialStatus
     state: TrialState
     processed: int
     pod: Optional[str]
@@ -40,23 +45,24 @@ def observations_of(trial_obj: dict) -> list[tuple[int, Optional[float]]]:
 
 
 def read_trial(obj: dict) -> TrialView:
-    spec, status = obj.get("spec") or {}, obj.get("status") or {}
-    observations = observations_of(obj)
-    processed = min(int(status.get("processed", 0)), len(observations))
+    spec = obj.get("spec") or {}
+    status = HPOTrialStatus.model_validate(obj.get("status") or {})
+    observations = status.observations or []
+    processed = min(status.processed, len(observations))
     state = TrialState(
         trial_id=int(spec["trialId"]),
         name=obj["metadata"]["name"],
         config=dict(spec.get("config") or {}),
         bracket=int(spec.get("bracket", 0)),
-        phase=status.get("phase") or "Pending",
+        phase=status.phase,
         # No status yet: created, but its launch was never recorded; it runs to what it was granted.
-        until=int(status["until"]) if "until" in status else int(spec.get("granted", 0)),
-        observations=[(e, _value(v)) for e, v in observations[:processed]],
-        attempts=int(status.get("attempts", 0)),
-        failures=int(status.get("failures", 0)),
-        message=status.get("message") or "",
+        until=status.until if status.until is not None else int(spec.get("granted", 0)),
+        observations=[(o["epoch"], _value(o.get("value"))) for o in observations[:processed]],
+        attempts=status.attempts,
+        failures=status.failures,
+        message=status.message or "",
     )
-    return TrialView(obj, state, processed, status.get("pod"), int(status.get("decidedEpoch", 0)))
+    return TrialView(obj, status, state, processed, status.pod, status.decided_epoch)
 
 
 def text_value(value: Optional[float]) -> Optional[str]:
@@ -68,24 +74,30 @@ def text_value(value: Optional[float]) -> Optional[str]:
 def status_of(state: TrialState, processed: int, pod: Optional[str], decided_epoch: int,
               checkpoint: Optional[str], phase: Optional[str] = None) -> dict:
     """The operator's part of a trial's status (never ``observations``: the sidecar appends those).
-    ``phase``: the one to record, if not the state's (``ExperimentEngine.settled_phase``)."""
-    return {
-        "phase": phase or state.phase,
-        "until": state.until,
-        "processed": processed,
-        "decidedEpoch": decided_epoch,
-        "attempts": state.attempts,
-        "failures": state.failures,
-        "pod": pod,
-        "message": state.message or None,
-        "checkpoint": checkpoint,
-        "lastEpoch": state.last_epoch or None,
-        "lastValue": text_value(state.last_value),
-    }
+    ``phase``: the one to record, if not the state's (``ExperimentEngine.settled_phase``).
+    A None is written as null, which a merge patch takes for "remove the field"."""
+    status = HPOTrialStatus.model_construct(
+        phase=TrialPhase(phase or state.phase),
+        until=state.until,
+        processed=processed,
+        decided_epoch=decided_epoch,
+        attempts=state.attempts,
+        failures=state.failures,
+        pod=pod,
+        message=state.message or None,
+        checkpoint=checkpoint,
+        last_epoch=state.last_epoch or None,
+        last_value=text_value(state.last_value),
+    )
+    return status.model_dump(by_alias=True, include=_STATUS_OF_FIELDS)
 
 
-OPERATOR_FIELDS = ("phase", "until", "processed", "decidedEpoch", "attempts", "failures", "pod", "message",
-                   "checkpoint", "lastEpoch", "lastValue", "problemsPosted", "runFence", "lastOutput", "conditions")
+# status_of's fields (by name), and every field of a trial's status the operator writes (by alias).
+_STATUS_OF_FIELDS = frozenset({"phase", "until", "processed", "decided_epoch", "attempts", "failures", "pod",
+                               "message", "checkpoint", "last_epoch", "last_value"})
+OPERATOR_FIELDS = tuple(HPOTrialStatus.model_fields[f].alias for f in (
+    "phase", "until", "processed", "decided_epoch", "attempts", "failures", "pod", "message", "checkpoint",
+    "last_epoch", "last_value", "problems_posted", "run_fence", "last_output", "conditions"))
 
 
 def has_records(trial_obj: dict) -> bool:

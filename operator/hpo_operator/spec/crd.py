@@ -136,8 +136,9 @@ def _strip_defaults(node):
 def _crd(kind: str, plural: str, short: str, spec_schema: dict, status_schema: dict, columns: list[dict],
          metadata: dict | None = None) -> dict:
     metadata = metadata or {"type": "object"}
-    status_schema = _strip_defaults(status_schema)  # status is written whole by the operator: no defaulting
-    status_schema["x-kubernetes-preserve-unknown-fields"] = True  # keep what newer operators write
+    # Status is written by the operator and the sidecar: no defaulting. Its schema names every field they write
+    # (spec/status.py) and nothing else is kept: the API server prunes a field the models lack.
+    status_schema = _strip_defaults(status_schema)
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

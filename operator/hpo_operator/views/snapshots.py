@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Optional
 
-from hpo_operator.resources import ExperimentPhase, TrialPhase
+from hpo_operator.spec.status import HPOExperimentStatus, HPOTrialStatus
 from hpo_operator.views.model import Best, ExperimentSnapshot, Point, TrialSnapshot, WarningEvent, unix_time
 
 
@@ -31,13 +31,12 @@ def from_results(doc: dict[str, Any], where: str) -> ExperimentSnapshot:
 
 
 def trial_from_object(obj: dict[str, Any]) -> TrialSnapshot:
-    spec, status = obj.get("spec") or {}, obj.get("status") or {}
-    points = tuple(Point(int(o["epoch"]), None if o.get("value") is None else float(o["value"]), o.get("time"))
-                   for o in status.get("observations") or [])
+    spec = obj.get("spec") or {}
+    status = HPOTrialStatus.model_validate(obj.get("status") or {})
+    points = tuple(Point(o["epoch"], o.get("value"), o.get("time")) for o in status.observations or [])
     return TrialSnapshot(obj["metadata"]["name"], int(spec.get("trialId", 0)), dict(spec.get("config") or {}),
-                         status.get("phase") or TrialPhase.PENDING, points, int(spec.get("bracket", 0)),
-                         int(status.get("until", 0)), int(status.get("attempts", 0)), int(status.get("failures", 0)),
-                         status.get("message") or "")
+                         status.phase, points, int(spec.get("bracket", 0)), status.until or 0, status.attempts,
+                         status.failures, status.message or "")
 
 
 def warnings_of(events: Iterable[dict[str, Any]], names: set[str], limit: int = 10) -> tuple[WarningEvent, ...]:
@@ -57,20 +56,20 @@ def warnings_of(events: Iterable[dict[str, Any]], names: set[str], limit: int = 
 def from_cluster(experiment: dict[str, Any], trials: list[dict[str, Any]],
                  events: Optional[list[dict[str, Any]]] = None) -> ExperimentSnapshot:
     """``experiment`` and ``trials`` as the API server returns them (``kubectl get -o json``)."""
-    meta, spec, status = experiment["metadata"], experiment.get("spec") or {}, experiment.get("status") or {}
+    meta, spec = experiment["metadata"], experiment.get("spec") or {}
+    status = HPOExperimentStatus.model_validate(experiment.get("status") or {})
     objective = spec.get("objective") or {}
     snaps = tuple(sorted((trial_from_object(t) for t in trials), key=lambda t: t.trial_id))
-    best = status.get("best")
-    started = unix_time(status.get("startTime")) or unix_time(meta.get("creationTimestamp"))
-    ended = unix_time(status.get("completionTime"))
+    best = status.best
+    started = unix_time(status.start_time) or unix_time(meta.get("creationTimestamp"))
+    ended = unix_time(status.completion_time)
     names = {meta["name"]} | {t.name for t in snaps}
     return ExperimentSnapshot(
         name=meta["name"], where=f"cluster {meta.get('namespace', '')}/{meta['name']}",
-        phase=status.get("phase") or ExperimentPhase.PENDING, metric=objective.get("metric", "objective"),
+        phase=status.phase, metric=objective.get("metric", "objective"),
         mode=objective.get("mode", "min"), spec=spec, trials=snaps,
-        best=None if not best else Best(best["trial"], best.get("value"), int(best.get("epoch", 0)),
-                                        bool(best.get("complete")), best.get("config") or {}, best.get("checkpoint")),
-        reason=status.get("reason"), message=status.get("message"), started_at=started,
+        best=None if not best else Best(best.trial, best.value, best.epoch, best.complete, best.config, best.checkpoint),
+        reason=status.reason, message=status.message, started_at=started,
         elapsed_s=None if started is None or ended is None else ended - started,
         warnings=warnings_of(events or [], names),
     )
