@@ -22,6 +22,7 @@ from kubernetes import client
 
 from hpo_operator.controller.builders import SIDECAR_ACCOUNT, sidecar_rbac
 from hpo_operator.resources import API_VERSION, GROUP, TRIAL_KIND, TRIAL_PLURAL, VERSION
+from hpo_operator.sidecar.contract import SidecarEnv
 from support.kube_tools import kubectl, wait_for
 
 TRIAL = "garbage-0000"
@@ -95,10 +96,10 @@ def run_garbage(cp, api: client.ApiClient, namespace: str, workdir: Path) -> Gar
     for epoch, raw, _ in VALID:
         lines += ([] if epoch <= 2 else GARBAGE) + [b'{"epoch": %d, "val_error": %s}' % (epoch, raw)]
     metrics.write_bytes(b"".join(raw + b"\n" for raw in lines))
-    env = {**os.environ, "HPO_TRIAL": TRIAL, "HPO_ATTEMPT": "1", "HPO_OBJECTIVE": "val_error",
-           "HPO_METRICS_FILE": str(metrics), "HPO_CONTROL_FILE": str(workdir / "control.json"),
-           "HPO_NAMESPACE": namespace, "KUBECONFIG": str(sidecar_kubeconfig(cp, core, namespace)),
-           "HPO_TOKEN_DIR": str(workdir / "no-token"), "HPO_SIDECAR_WATCH_PROCESSES": "0", "HPO_SIDECAR_POLL": "0.1"}
+    sidecar = SidecarEnv(trial=TRIAL, objective="val_error", metrics_file=str(metrics),
+                         control_file=str(workdir / "control.json"), attempt=1, token_dir=str(workdir / "no-token"),
+                         namespace=namespace, poll_seconds=0.1, watch_processes=False)
+    env = {**os.environ, **sidecar.to_environ(), "KUBECONFIG": str(sidecar_kubeconfig(cp, core, namespace))}
     log = workdir / "sidecar.log"
     with log.open("wb") as out:
         sidecar = subprocess.Popen([sys.executable, "-m", "hpo_operator.sidecar"], env=env, stdout=out,

@@ -42,7 +42,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -50,6 +50,8 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from urllib3.exceptions import HTTPError as TransportError
 
+from hpo_operator.sidecar import contract
+from hpo_operator.sidecar.contract import SidecarEnv
 from support.paths import CURVE_TRAINER
 
 POD_INIT = Path(__file__).with_name("pod_init.py")
@@ -234,27 +236,34 @@ class NodeDouble:
             log = open(poddir / "trainer.log", "ab")
             trainer_proc = subprocess.Popen([sys.executable, str(CURVE_TRAINER)], env={**os.environ, **env},
                                             stdout=log, stderr=subprocess.STDOUT)
-            side_env.update(HPO_METRICS_FILE=str(metrics), HPO_CONTROL_FILE=str(control), HPO_NAMESPACE=self.ns,
-                            KUBECONFIG=str(self._sidecar_config()), HPO_TOKEN_DIR=str(poddir / "no-token"),
-                            HPO_SIDECAR_WATCH_PROCESSES="0", HPO_SIDECAR_POLL="0.1")
+            # A plain process beside others: its namespace and credentials from a kubeconfig, its trainer's
+            # end from the exit marker.
+            local = replace(SidecarEnv.from_env(side_env), metrics_file=str(metrics), control_file=str(control),
+                            namespace=self.ns, token_dir=str(poddir / "no-token"), watch_processes=False,
+                            poll_seconds=0.1)
+            side_env = {**local.to_environ(), "KUBECONFIG": str(self._sidecar_config())}
             side_log = open(poddir / "sidecar.log", "ab")
             sidecar_proc = subprocess.Popen([sys.executable, "-m", "hpo_operator.sidecar"],
                                             env={**os.environ, **side_env}, stdout=side_log,
                                             stderr=subprocess.STDOUT)
-        run = Run(name, trainer_proc, sidecar_proc, metrics, trial=side_env.get("HPO_TRIAL", ""),
-                  attempt=int(side_env.get("HPO_ATTEMPT") or 0), start_epoch=start, until=until, crash_at=crash_at)
+        launched = SidecarEnv.from_env(side_env)
+        run = Run(name, trainer_proc, sidecar_proc, metrics, trial=launched.trial, attempt=launched.attempt or 0,
+                  start_epoch=start, until=until, crash_at=crash_at)
         self.runs[name] = run
         self.history.append(run)
         self._set_phase(name, "Running")
 
     def _start_pod(self, pod, poddir: Path, env: dict, side_env: dict) -> tuple[PodContainer, PodContainer]:
         """Trainer and sidecar in one private PID namespace; the sidecar with in-cluster credentials only."""
-        token_dir = self._write_projected_volume(pod, poddir, side_env["HPO_TOKEN_DIR"])
+        launched = SidecarEnv.from_env(side_env)
+        token_dir = self._write_projected_volume(pod, poddir, launched.token_dir)
         host_env = {k: v for k, v in os.environ.items()
-                    if k not in ("KUBECONFIG", "HPO_NAMESPACE", "HPO_SIDECAR_WATCH_PROCESSES")}
-        side_env.update(HPO_METRICS_FILE=env["HPO_METRICS_FILE"], HPO_CONTROL_FILE=env["HPO_CONTROL_FILE"],
-                        HPO_TOKEN_DIR=str(token_dir), HPO_SIDECAR_POLL="0.1",
-                        KUBERNETES_SERVICE_HOST="127.0.0.1", KUBERNETES_SERVICE_PORT=str(self.cp.port))
+                    if k not in ("KUBECONFIG", contract.ENV_NAMESPACE, contract.ENV_WATCH_PROCESSES)}
+        in_pod = replace(launched, metrics_file=env[contract.ENV_METRICS_FILE],
+                         control_file=env[contract.ENV_CONTROL_FILE], token_dir=str(token_dir), poll_seconds=0.1)
+        side_env.clear()
+        side_env.update(in_pod.to_environ(), KUBERNETES_SERVICE_HOST="127.0.0.1",
+                        KUBERNETES_SERVICE_PORT=str(self.cp.port))
         spec = {"exit_dir": str(poddir), "containers": [
             {"name": "trainer", "argv": [sys.executable, str(CURVE_TRAINER)], "env": {**os.environ, **env},
              "log": str(poddir / "trainer.log")},

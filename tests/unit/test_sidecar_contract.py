@@ -22,12 +22,14 @@ MINIMAL = SidecarEnv(trial="exp-0003", objective="val_loss", metrics_file="/m/me
 
 
 def as_environ(entries: list[dict]) -> dict[str, str]:
+    """A container's env entries as the process inside sees them."""
     return {e["name"]: e["value"] for e in entries}
 
 
 @pytest.mark.parametrize("env", [FULL, MINIMAL], ids=["every-field", "defaults"])
 def test_round_trip(env):
     assert SidecarEnv.from_env(as_environ(env.to_env())) == env
+    assert as_environ(env.to_env()) == env.to_environ()
 
 
 def test_the_pod_builders_sidecar_env_reads_back(manifest):

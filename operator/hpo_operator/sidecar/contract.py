@@ -54,7 +54,11 @@ class SidecarEnv:
     watch_processes: bool = True
 
     def to_env(self) -> list[dict]:
-        """The container's ``env`` entries; the optional variables only where they differ from the default."""
+        """The container's ``env`` entries."""
+        return [{"name": name, "value": value} for name, value in self.to_environ().items()]
+
+    def to_environ(self) -> dict[str, str]:
+        """The variables as a process environment; the optional ones only where they differ from the default."""
         pairs = [(ENV_TRIAL, self.trial)]
         if self.attempt is not None:
             pairs.append((ENV_ATTEMPT, str(self.attempt)))
@@ -68,7 +72,7 @@ class SidecarEnv:
             pairs.append((ENV_POLL, repr(self.poll_seconds)))
         if not self.watch_processes:
             pairs.append((ENV_WATCH_PROCESSES, "0"))
-        return [{"name": name, "value": value} for name, value in pairs]
+        return dict(pairs)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> SidecarEnv:
