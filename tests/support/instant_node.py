@@ -32,7 +32,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from hpo_operator import resources
-from hpo_operator.controller.builders import LABEL_EXPERIMENT
+from hpo_operator.controller.builders import LABEL_ATTEMPT, LABEL_EXPERIMENT, LABEL_TRIAL
 from hpo_operator.sidecar.reporter import observation_patch
 from hpo_trainer import contract
 from hpo_trainer.metrics import MetricRecord
@@ -155,7 +155,7 @@ class InstantNode:
             return
         trainer = next(c for c in pod["spec"]["containers"] if c["name"] != "hpo-metrics")
         env = {e["name"]: e.get("value") for e in trainer.get("env") or []}
-        run = PodRun(key, meta["labels"]["hpo.dev/trial"], int(meta["labels"]["hpo.dev/attempt"]),
+        run = PodRun(key, meta["labels"][LABEL_TRIAL], int(meta["labels"][LABEL_ATTEMPT]),
                      int(json.loads(env[contract.ENV_CONFIG])["row"]), int(env[contract.ENV_START_EPOCH]),
                      int(env[contract.ENV_UNTIL_EPOCH]))
         with self._lock:
