@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import sys
 
+import kopf
 import pytest
 import yaml
 
@@ -50,3 +51,14 @@ def write_manifest(tmp_path):
 @pytest.fixture
 def python() -> str:
     return sys.executable
+
+
+@pytest.fixture
+def quiet_kopf(monkeypatch):
+    """kopf posts events only inside a running operator: the events posted, as (target name, reason, message)."""
+    posted = []
+    for name in ("event", "info", "warn"):
+        monkeypatch.setattr(kopf, name, lambda target, *args, reason="", message="", **kwargs:
+                            posted.append((target["name"] if "name" in target else target["metadata"]["name"],
+                                           reason, message)))
+    return posted

@@ -226,6 +226,12 @@ class ExperimentEngine:
         trial.attempts -= 1
         self._retry_queue.insert(0, trial_id)
 
+    def fail(self, reason: str, message: str) -> None:
+        """End the experiment Failed for a problem only its user can fix (a trial template the API server
+        refuses): what runs is stopped by the next step, and nothing more is launched."""
+        if self.outcome is None:
+            self.outcome = Outcome("Failed", reason, message)
+
     def time_up(self) -> list[TrialState]:
         """maxDuration passed: no new runs; returns the running trials the backend must stop."""
         self._timed_out = True

@@ -1,5 +1,5 @@
 """The operator's own API calls against the real API server: batched deletions take exactly the runs
-named; a run's fence stops its sidecar's late appends."""
+named; a run's fence stops its sidecar's late appends; the sidecar's Role follows an upgrade."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import pytest
 from kubernetes import client
 
 from hpo_operator.controller.builders import LABEL_ATTEMPT, LABEL_EXPERIMENT, LABEL_TRIAL
-from hpo_operator.controller.kube import DELETE_CHUNK, Api
+from hpo_operator.controller.actions import DELETE_CHUNK, deletion_batches
+from hpo_operator.controller.builders import sidecar_rbac
+from hpo_operator.controller.kube import KubeApi
 from hpo_operator.sidecar.reporter import observation_patch
 from hpo_trainer.metrics import MetricRecord
 
@@ -18,6 +20,14 @@ def make_pod(core, ns: str, experiment: str, trial: str, attempt: int, name: str
         "metadata": {"name": name or f"{trial}-{attempt}", "labels": {
             LABEL_EXPERIMENT: experiment, LABEL_TRIAL: trial, LABEL_ATTEMPT: str(attempt)}},
         "spec": {"automountServiceAccountToken": False, "containers": [{"name": "trainer", "image": "trainer"}]}})
+
+
+def delete_runs(api: KubeApi, ns: str, experiment: str, runs) -> int:
+    """Delete these runs' pods as the owner does; how many requests that took."""
+    batches = deletion_batches(runs)
+    for attempt, trials in batches:
+        api.delete_pods(ns, experiment, attempt, trials)
+    return len(batches)
 
 
 def pod_names(core, ns: str) -> set[str]:
@@ -32,7 +42,7 @@ def test_deleting_runs_leaves_a_trials_next_pod_and_other_experiments_alone(name
     make_pod(core, namespace, "exp", "exp-0001", 1)
     make_pod(core, namespace, "exp", "exp-0002", 3)
     make_pod(core, namespace, "other", "exp-0001", 1, name="other-0001-1")  # another experiment's, same labels
-    Api(kube_api).delete_trial_pods(namespace, "exp", [("exp-0000", 1), ("exp-0001", 1), ("exp-0002", 3)])
+    delete_runs(KubeApi(kube_api), namespace, "exp", [("exp-0000", 1), ("exp-0001", 1), ("exp-0002", 3)])
     assert pod_names(core, namespace) == {"exp-0000-2", "other-0001-1"}
 
 
@@ -41,10 +51,8 @@ def test_more_runs_than_one_request_names_are_all_deleted(namespace, kube_api):
     trials = [f"exp-{i:04d}" for i in range(DELETE_CHUNK + 5)]
     for trial in trials:
         make_pod(core, namespace, "exp", trial, 1)
-    api = Api(kube_api)
     runs = [(t, 1) for t in trials[1:]]
-    assert len(api.pod_deletions(namespace, "exp", runs)) == 2  # DELETE_CHUNK trials a request
-    api.delete_trial_pods(namespace, "exp", runs)
+    assert delete_runs(KubeApi(kube_api), namespace, "exp", runs) == 2  # DELETE_CHUNK trials a request
     assert pod_names(core, namespace) == {"exp-0000-1"}
 
 
@@ -54,7 +62,7 @@ def test_an_append_of_a_run_judged_over_is_refused_and_the_fence_returns_what_la
     custom.create_namespaced_custom_object("hpo.dev", "v1alpha1", namespace, "hpotrials", {
         "apiVersion": "hpo.dev/v1alpha1", "kind": "HPOTrial", "metadata": {"name": "exp-0000"},
         "spec": {"experiment": "exp", "trialId": 0, "config": {}}})
-    api = Api(kube_api)
+    api = KubeApi(kube_api)
     api.patch_trial_status(namespace, "exp-0000", {"observations": [], "problems": [], "runFence": 0})
 
     def append(epoch: int) -> None:
@@ -64,10 +72,23 @@ def test_an_append_of_a_run_judged_over_is_refused_and_the_fence_returns_what_la
                                                      _content_type="application/json-patch+json")
 
     append(1)  # the run's sidecar, started with runFence 0
-    (fenced,) = api.fence_trials(namespace, {"exp-0000": 1})
+    fenced = api.fence_trial(namespace, "exp-0000", 1)
     assert [o["epoch"] for o in fenced["status"]["observations"]] == [1]
     with pytest.raises(client.ApiException) as refused:
         append(2)  # in flight when its pod went: lands after the fence, and is refused
     assert refused.value.status == 422
     trial = custom.get_namespaced_custom_object("hpo.dev", "v1alpha1", namespace, "hpotrials", "exp-0000")
     assert [o["epoch"] for o in trial["status"]["observations"]] == [1] and trial["status"]["runFence"] == 1
+
+
+def test_an_outdated_sidecar_role_gets_this_versions_rules(namespace, kube_api):
+    rbac = client.RbacAuthorizationV1Api(kube_api)
+    role = next(o for o in sidecar_rbac(namespace) if o["kind"] == "Role")
+    old = {**role, "rules": [{"apiGroups": ["hpo.dev"], "resources": ["hpotrials"], "verbs": ["get"]}]}
+    rbac.create_namespaced_role(namespace, old)  # as an earlier version left it
+    experiment = {"apiVersion": "hpo.dev/v1alpha1", "kind": "HPOExperiment",
+                  "metadata": {"name": "exp", "namespace": namespace, "uid": "5b0b8c1e-0000-4000-8000-000000000001"}}
+    KubeApi(kube_api).ensure_sidecar_identity(experiment)
+    current = rbac.read_namespaced_role(role["metadata"]["name"], namespace)
+    assert kube_api.sanitize_for_serialization(current.rules) == role["rules"]
+    assert [o.uid for o in current.metadata.owner_references] == [experiment["metadata"]["uid"]]

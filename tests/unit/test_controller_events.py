@@ -3,7 +3,7 @@ trials share it, and warnings always on their trial."""
 
 from __future__ import annotations
 
-from hpo_operator.controller.reconcile import EVENT_MESSAGE_CHARS, Event, coalesce_events
+from hpo_operator.controller.events import EVENT_MESSAGE_CHARS, Event, coalesce_events
 
 
 def test_a_reason_only_one_trial_had_stays_on_that_trial():

@@ -56,3 +56,15 @@ def test_a_running_experiment_gets_one_loop_which_its_deletion_cancels(monkeypat
         assert started == [("ns", "x")] and ("ns", "x") not in handlers._runs  # a finished one gets none
 
     asyncio.run(scenario())
+
+
+def test_the_event_handlers_success_line_is_not_logged_and_its_failures_are():
+    import logging
+
+    registry = kopf.get_default_registry()
+    handler = next(h for h in registry._watching.get_all_handlers() if h.id == "experiment_event")
+    quiet = handlers.QuietEventHandler()
+    line = logging.LogRecord("kopf.objects", logging.INFO, __file__, 1, f"{handler} succeeded.", (), None)
+    failure = logging.LogRecord("kopf.objects", logging.ERROR, __file__, 1, f"{handler} failed with an exception.",
+                                (), None)
+    assert not quiet.filter(line) and quiet.filter(failure)

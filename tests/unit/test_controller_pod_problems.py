@@ -7,7 +7,7 @@ from datetime import timedelta
 from test_controller_reconcile import T0, World
 
 from hpo_operator.controller.pods import compact_pod, pod_problem, run_outcome
-from hpo_operator.controller.reconcile import Event, coalesce_events
+from hpo_operator.controller.events import Event, coalesce_events
 
 STAMP = T0.strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -138,7 +138,7 @@ def test_a_trial_named_twice_in_held_events_is_listed_once_with_its_latest_messa
 
 def test_a_cleared_pod_problem_condition_keeps_a_message():
     # The 1.20 API server takes "" in a custom resource's status for null and refuses the whole write.
-    from hpo_operator.controller.reconcile import pod_problem_conditions
+    from hpo_operator.controller.status import pod_problem_conditions
 
     (cleared,) = pod_problem_conditions([], None, T0)
     (raised,) = pod_problem_conditions([], ("CreateContainerError", ""), T0)

@@ -1,8 +1,9 @@
 """One reconcile step as a pure function: trials and pods in, a plan out.
 
 ``World`` holds the objects as plain dicts and applies each plan the way
-``kube.execute`` does, so several steps can be chained without an API server
-(the integration tier runs the same code against a real one).
+``controller.actions`` does, each step from scratch (as after a restart), so
+several steps can be chained without an API server (the integration tier runs
+the same code against a real one).
 """
 
 from __future__ import annotations
@@ -10,12 +11,22 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from hpo_operator.controller.builders import build_trial
-from hpo_operator.controller.reconcile import reconcile
+from hpo_operator.controller.reconcile import Plan, step
+from hpo_operator.controller.state import ExperimentState, problems_of
+from hpo_operator.controller.trials import observations_of
 from hpo_operator.spec import experiment_spec_from_dict
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 EXPERIMENT = {"apiVersion": "hpo.dev/v1alpha1", "kind": "HPOExperiment",
               "metadata": {"name": "exp", "namespace": "ns", "uid": "u"}}
+
+
+def reconcile(name: str, spec, status: dict, trial_objs: list[dict], pods: dict[str, dict], now: datetime) -> Plan:
+    """One step from scratch: rebuild from the objects, act, and bring every trial's status up to date."""
+    state = ExperimentState.from_trials(name, spec, trial_objs, pods=pods)
+    observations = {o["metadata"]["name"]: observations_of(o) for o in trial_objs}
+    problems = {o["metadata"]["name"]: problems_of(o) for o in trial_objs}
+    return step(state, spec, status, observations, pods, now, fresh=True, problems=problems)
 
 
 class World:

@@ -11,22 +11,19 @@ from __future__ import annotations
 from datetime import timedelta
 
 from hpo_operator.controller.builders import build_trial, claim_name
+import asyncio
+import logging
+
+from hpo_operator.controller.owner import ExperimentOwner, Seen
 from hpo_operator.controller.reconcile import (
-    LAUNCHES_PER_STEP, LAZY_ACK, POD_APPEAR_GRACE, ExperimentState, ToConfirm, reconcile, runs_ended, runs_to_confirm,
-    runs_to_read, step, unstarted_runs,
+    LAUNCHES_PER_STEP, LAZY_ACK, POD_APPEAR_GRACE, ToConfirm, runs_ended, runs_to_confirm, runs_to_read, step,
+    unstarted_runs,
 )
+from hpo_operator.controller.state import ExperimentState
 from hpo_operator.spec import experiment_spec_from_dict
+from support.api_double import RecordingApi, running_pod, succeeded_pod
 
-from test_controller_reconcile import EXPERIMENT, T0
-
-
-def running_pod():
-    return {"status": {"phase": "Running"}, "deleting": False}
-
-
-def succeeded_pod():
-    return {"status": {"phase": "Succeeded", "containerStatuses": [
-        {"name": "trainer", "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]}, "deleting": False}
+from test_controller_reconcile import EXPERIMENT, T0, reconcile
 
 
 class Operator:
@@ -35,6 +32,7 @@ class Operator:
     def __init__(self, manifest: dict, **budget):
         manifest["spec"]["budget"] = {"parallelism": 1, "maxTrials": 2, **budget}
         manifest["spec"]["scheduler"] = {"algorithm": "fifo", "maxResource": 3}
+        self.manifest_spec = manifest["spec"]
         self.spec = experiment_spec_from_dict(manifest["spec"])
         self.state = ExperimentState.from_trials("exp", self.spec, [])
         self.status: dict = {}
@@ -175,93 +173,63 @@ def test_a_restart_rebuilds_the_same_decisions_from_what_was_written(manifest):
     assert plan.experiment_status["trials"] == op.status["trials"]
 
 
-class RecordingApi:
-    """Stands in for kube.Api in ``kube.execute``: records each call in order; creates succeed."""
+def owner_steps(api: RecordingApi, manifest_spec: dict, *steps: Seen, at=T0) -> ExperimentOwner:
+    """An owner, as the operator runs it, taking these steps (each waits for its launch batch)."""
+    owner = ExperimentOwner(api, "ns", "exp", logging.getLogger("test"), clock=lambda: at)
 
-    def __init__(self, binds_at_once: bool = False):
-        self.calls: list[tuple] = []
-        self.created: dict[str, dict] = {}
-        self.binding = binds_at_once
+    async def run():
+        for seen in steps:
+            await owner.step(seen)
+            await owner.finish_launch()
+    asyncio.run(run())
+    return owner
 
-    def binds_at_once(self, storage_class):
-        return self.binding
 
-    def wait_bound(self, namespace, claims, timeout):
-        self.calls.append(("wait bound", tuple(claims)))
-
-    def create_trial(self, obj):
-        self.calls.append(("create trial", obj["metadata"]["name"]))
-        obj = {**obj, "metadata": {**obj["metadata"], "uid": "trial-uid"}}
-        self.created[obj["metadata"]["name"]] = obj
-        return obj, True
-
-    def patch_trial_status(self, namespace, name, patch):
-        self.calls.append(("status", name, "observations" in patch))
-        self.created[name].setdefault("status", {}).update(patch)
-
-    def create(self, obj, dry_run=False):
-        if not dry_run:
-            self.calls.append(("create", obj["kind"], obj["metadata"]["name"]))
-
-    def pod_deletions(self, namespace, experiment, runs):
-        return [lambda: self.calls.append(("delete pods", tuple(runs)))] if runs else []
-
-    def delete_trial_claims(self, namespace, experiment, trials):
-        self.calls.append(("delete claims", tuple(trials)))
+def experiment_body(spec: dict) -> dict:
+    return {**EXPERIMENT, "metadata": {**EXPERIMENT["metadata"], "generation": 1}, "spec": spec, "status": {}}
 
 
 def launch_then_crash_before_the_pod(manifest, **budget):
-    """One trial launched; the API as an operator killed between its status write and its pod left it."""
-    import logging
-
-    from hpo_operator.controller import kube
-
+    """One trial launched by an owner; the API as an operator killed between its status write and its pod
+    left it."""
     op = Operator(manifest, **budget)
     api = RecordingApi()
-    plan = step(op.state, op.spec, {}, {}, {}, T0)
-    plan.events.clear()  # kopf posts them only inside a running operator
-    kube.execute(api, plan, op.spec, EXPERIMENT, op.state.books, logging.getLogger("test"))
+    api.pod_error = RuntimeError("the operator was killed here")
+    owner_steps(api, op.manifest_spec, Seen(experiment_body(op.manifest_spec), {}, {}, {}))
     # The sidecar's records, and the run they are for, exist before its pod: one write.
     assert [c for c in api.calls if c[0] == "status"] == [("status", "exp-0000", True)]
-    assert api.calls.index(("status", "exp-0000", True)) < api.calls.index(("create", "Pod", "exp-0000-1"))
+    assert not api.pods
     assert api.created["exp-0000"]["status"]["phase"] == "Running"
     api.calls.clear()
+    api.pod_error = None
     return op, api, api.created["exp-0000"]
 
 
 def rebuild_and_step(op, api, trial):
-    """A rebuilt operator's step, as the runner does it: fence the ended runs, then judge them."""
-    import logging
-
-    from hpo_operator.controller import kube
-
+    """A rebuilt operator's step: fence the ended runs, then judge them."""
     state = ExperimentState.from_trials("exp", op.spec, [trial], pods={})
-    now = T0 + timedelta(seconds=1)
-    assert runs_to_confirm(state, {}, {}, now, fresh=True).fence == ["exp-0000"]  # its pod is not there
-    observations = {"exp-0000": [(o["epoch"], o["value"]) for o in trial["status"]["observations"]]}
-    plan = step(state, op.spec, {}, observations, {}, now, fresh=True, unstarted=unstarted_runs(state, [trial], {}))
-    plan.events.clear()
-    kube.execute(api, plan, op.spec, EXPERIMENT, state.books, logging.getLogger("test"))
-    return state, plan
+    assert runs_to_confirm(state, {}, {}, T0 + timedelta(seconds=1), fresh=True).fence == ["exp-0000"]  # no pod
+    owner = owner_steps(api, op.manifest_spec, Seen(experiment_body(op.manifest_spec), {}, {}, {}),
+                        at=T0 + timedelta(seconds=1))
+    return owner.state, [c for c in api.calls if c[:2] == ("create", "Pod")]
 
 
-def test_a_trial_whose_first_launch_a_crash_cut_short_is_launched_again_as_the_same_attempt(manifest):
+def test_a_trial_whose_first_launch_a_crash_cut_short_is_launched_again_as_the_same_attempt(manifest, quiet_kopf):
     op, api, trial = launch_then_crash_before_the_pod(manifest, maxRetries=0)
-    state, plan = rebuild_and_step(op, api, trial)
+    state, pods = rebuild_and_step(op, api, trial)
     # Its pod never existed: launched again as attempt 1, with its claim, and no failure counted (with
     # maxRetries 0 a failure would have failed the trial).
-    assert [(l.trial.name, l.attempt) for l in plan.launches] == [("exp-0000", 1)]
+    assert pods == [("create", "Pod", "exp-0000-1")]
     assert ("create", "PersistentVolumeClaim", claim_name("exp-0000")) in api.calls
-    assert ("create", "Pod", "exp-0000-1") in api.calls
     assert (state.engine.trials[0].failures, state.engine.trials[0].phase) == (0, "Running")
 
 
-def test_a_run_that_recorded_an_epoch_and_vanished_while_the_operator_was_down_is_a_failure(manifest):
+def test_a_run_that_recorded_an_epoch_and_vanished_while_the_operator_was_down_is_a_failure(manifest, quiet_kopf):
     op, api, trial = launch_then_crash_before_the_pod(manifest, maxRetries=1)
     trial["status"]["observations"] = [{"epoch": 1, "value": 0.5, "attempt": 1}]  # its pod ran, then went
-    state, plan = rebuild_and_step(op, api, trial)
-    assert [(l.trial.name, l.attempt, l.start_epoch) for l in plan.launches] == [("exp-0000", 2, 1)]
-    assert state.engine.trials[0].failures == 1
+    state, pods = rebuild_and_step(op, api, trial)
+    assert pods == [("create", "Pod", "exp-0000-2")]
+    assert (state.engine.trials[0].failures, state.engine.trials[0].last_epoch) == (1, 1)
 
 
 def test_a_step_launches_a_bounded_number_of_trials_and_says_when_slots_are_left(manifest):
@@ -306,19 +274,13 @@ def test_a_rebuild_while_a_settled_runs_pod_exits_keeps_its_slot_and_handles_its
     assert state.engine.trials[0].phase == "Completed"
 
 
-def test_new_pods_wait_for_their_claims_where_the_storage_class_binds_at_once(manifest):
+def test_new_pods_wait_for_their_claims_where_the_storage_class_binds_at_once(manifest, quiet_kopf):
     """A pod created before its claim is bound is reported unschedulable (a FailedScheduling Warning per new
     trial); a class that binds at the first consumer, or none, is not waited for."""
-    import logging
-
-    from hpo_operator.controller import kube
-
     for binds in (True, False):
         op = Operator(manifest, parallelism=2)
         api = RecordingApi(binds_at_once=binds)
-        plan = step(op.state, op.spec, {}, {}, {}, T0)
-        plan.events.clear()
-        kube.execute(api, plan, op.spec, EXPERIMENT, op.state.books, logging.getLogger("test"))
+        owner_steps(api, op.manifest_spec, Seen(experiment_body(op.manifest_spec), {}, {}, {}))
         waits = [c for c in api.calls if c[0] == "wait bound"]
         if not binds:
             assert waits == []

@@ -1,11 +1,12 @@
-"""kopf handlers: a table of contents. The work is in ``runner`` (one step), ``reconcile`` (pure decisions)
-and ``kube`` (API calls).
+"""kopf handlers: a table of contents. The work is in ``owner`` (one task per experiment, which alone
+keeps its state), ``reconcile`` (pure decisions), ``actions`` (a plan's API calls, in order) and ``kube``
+(the API client).
 
     kopf run --standalone --all-namespaces -m hpo_operator.controller.handlers
 
-Each running experiment has a loop (a task started from its watch events) that
-runs a step when the watch caches (kopf indexes of the experiment's trials and
-pods) see something of it change, and at least every HPO_RECONCILE_INTERVAL
+Each running experiment has an owner (a task started from its watch events)
+that runs a step when the watch caches (kopf indexes of the experiment's trials
+and pods) see something of it change, and at least every HPO_RECONCILE_INTERVAL
 seconds. Reads come from the caches, so a step costs what changed, not how many
 trials exist. No finalizer: a deleted experiment's loop is cancelled, and the
 garbage collector removes its trials, claims and pods, operator or not.
@@ -14,16 +15,17 @@ garbage collector removes its trials, claims and pods, operator or not.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import copy
+import logging
 import os
 
 import kopf
 
-from hpo_operator.controller import kube
 from hpo_operator.controller.builders import LABEL_EXPERIMENT
+from hpo_operator.controller.kube import KubeApi
+from hpo_operator.controller.owner import ExperimentOwner, Seen
 from hpo_operator.controller.pods import compact_pod
-from hpo_operator.controller.runner import FINISHED, ExperimentRunner
+from hpo_operator.controller.status import FINISHED
 
 GROUP, VERSION, PLURAL = "hpo.dev", "v1alpha1", "hpoexperiments"
 INTERVAL = float(os.environ.get("HPO_RECONCILE_INTERVAL", "5"))
@@ -45,8 +47,17 @@ class NoDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
         return {}
 
 
+class QuietEventHandler(logging.Filter):
+    """kopf logs "Handler 'experiment_event' succeeded." at INFO for every watch event of every experiment:
+    the log's most frequent line, saying nothing. Its failures are still logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.INFO and record.getMessage() == "Handler 'experiment_event' succeeded.")
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_):
+    logging.getLogger("kopf.objects").addFilter(QuietEventHandler())
     # Status has a schema: keep kopf's own bookkeeping in annotations under our prefix.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="hpo.dev")
     settings.persistence.diffbase_storage = NoDiffBaseStorage(prefix="hpo.dev")
@@ -63,7 +74,7 @@ async def wait_until_resources_served(logger, **_):
     """kopf looks up the resources it watches once, right after the startup handlers; one not served then
     (the CRDs not installed yet, or an API server still starting) would never be watched. Wait for them."""
     loop = asyncio.get_running_loop()
-    api = kube.Api.from_environment()
+    api = KubeApi.from_environment()
     waited = 0.0
     while missing := await loop.run_in_executor(None, api.unserved_resources):
         if waited % 30 == 0:
@@ -137,40 +148,21 @@ async def stop_experiment_loops(**_):
 
 
 async def run_experiment(key: tuple[str, str], logger, trial_reports: kopf.Index, trial_pods: kopf.Index):
-    """Validate, then one step after another until the experiment has finished."""
+    """The experiment's owner, fed snapshots of the caches, until the experiment has finished."""
     namespace, name = key
-    loop = asyncio.get_running_loop()
     wakeup = asyncio.Event()
-    _wakeups[key] = (loop, wakeup)
-    runner = ExperimentRunner(kube.Api.from_environment(), namespace, name, wake=lambda: wake(namespace, name))
+    _wakeups[key] = (asyncio.get_running_loop(), wakeup)
+
+    def seen() -> Seen:
+        # Taken in the event loop, where kopf updates the indexes: consistent.
+        reports = list(trial_reports.get(key, ()))
+        return Seen(copy.deepcopy(_latest[key]), {trial: obs for trial, obs, _ in reports},
+                    {trial: list(found) for trial, _, found in reports if found}, dict(trial_pods.get(key, ())))
+
     try:
-        while True:
-            wakeup.clear()
-            # Snapshots taken in the event loop, where kopf updates the indexes: consistent.
-            snapshot = copy.deepcopy(_latest[key])
-            reports = list(trial_reports.get(key, ()))
-            observations = {trial: obs for trial, obs, _ in reports}
-            problems = {trial: found for trial, _, found in reports if found}
-            pods = dict(trial_pods.get(key, ()))
-            try:
-                finished = await loop.run_in_executor(None, contextvars.copy_context().run, runner.step,
-                                                      snapshot, observations, problems, pods, logger)
-            except Exception as err:  # API outages, conflicts: the next step starts from a fresh read
-                logger.warning(f"Reconcile step failed, retrying: {err!r}")
-                finished = False
-                await asyncio.sleep(1)
-            if finished:
-                _finished.add(key)
-                return
-            if runner.more_launches and not runner.follow_up_in_flight:
-                await asyncio.sleep(BATCH_SECONDS)  # free slots are left: the next step at once
-                continue
-            # (a follow-up in flight wakes the loop when it ends: free slots are filled then)
-            try:
-                await asyncio.wait_for(wakeup.wait(), timeout=INTERVAL)
-                await asyncio.sleep(BATCH_SECONDS)
-            except asyncio.TimeoutError:
-                pass
+        await ExperimentOwner(KubeApi.from_environment(), namespace, name, logger).run(seen, wakeup, INTERVAL,
+                                                                                       BATCH_SECONDS)
+        _finished.add(key)
     finally:
         _wakeups.pop(key, None)
         if _runs.get(key) is asyncio.current_task():

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from hpo_operator.controller.conditions import set_condition
+from hpo_operator.controller.status import set_condition
 from hpo_operator.spec import HPOExperimentSpec, experiment_spec_from_dict
 
 IMMUTABLE = ("objective", "searchSpace", "searcher", "scheduler", "checkpoints")

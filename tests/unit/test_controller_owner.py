@@ -1,0 +1,182 @@
+"""The experiment's owner, one step after another: a step's pod deletions go out at once and its launches
+as one batch in flight; the next step's decisions wait for neither, and only the owner applies what a batch
+learned. These are the steps the operator runs (``handlers.run_experiment`` feeds the same owner the watch
+caches).
+
+The API here is the TEST DOUBLE ``support.api_double.RecordingApi``: the order of calls across the owner's
+lanes is what is tested, and a real API server gives no way to hold a pod creation half-way. The calls
+themselves are exercised against a real API server in the integration tier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from kubernetes.client.rest import ApiException
+
+from hpo_operator.controller.owner import ExperimentOwner, Seen
+from support.api_double import RecordingApi, running_pod, succeeded_pod
+
+LOG = logging.getLogger("test")
+
+
+def experiment(manifest, **budget) -> dict:
+    manifest["spec"]["budget"] = {"parallelism": 2, "maxTrials": 3, **budget}
+    manifest["spec"]["scheduler"] = {"algorithm": "fifo", "maxResource": 3}
+    return {"apiVersion": "hpo.dev/v1alpha1", "kind": "HPOExperiment",
+            "metadata": {"name": "exp", "namespace": "ns", "uid": "u", "generation": 1},
+            "spec": manifest["spec"], "status": {}}
+
+
+def completed(*trials: str) -> tuple[dict, dict]:
+    """(observations, pods) as the caches show them once these trials' first runs trained all 3 epochs."""
+    return ({t: [(1, 0.5), (2, 0.4), (3, 0.3)] for t in trials},
+            {f"{t}-1": succeeded_pod() for t in trials})
+
+
+def in_flight(owner: ExperimentOwner) -> bool:
+    return owner.launching is not None and not owner.launching.done()
+
+
+async def until(condition, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+def test_a_decision_goes_out_while_the_last_steps_launches_are_in_flight(manifest, quiet_kopf):
+    async def scenario():
+        api = RecordingApi()
+        owner = ExperimentOwner(api, "ns", "exp", LOG)
+        body = experiment(manifest)
+        await owner.step(Seen(body, {}, {}, {}))
+        await until(lambda: not in_flight(owner))
+        assert set(api.pods) == {"exp-0000-1", "exp-0001-1"}
+
+        api.gate.clear()  # exp-0002's pod will hang in creation
+        observations, pods = completed("exp-0000")
+        await owner.step(Seen(body, observations, {}, {**pods, "exp-0001-1": running_pod()}))
+        await until(lambda: ("create trial", "exp-0002") in api.calls)
+        assert in_flight(owner)
+
+        observations, pods = completed("exp-0000", "exp-0001")
+        await owner.step(Seen(body, observations, {}, pods))
+        # exp-0001's outcome is on record although exp-0002's pod is not created yet.
+        assert ("status", "exp-0001", False) in api.calls
+        assert "exp-0002-1" not in api.pods and in_flight(owner)
+        assert owner.more_launches  # its free slot waits for the batch in flight
+
+        # Its pod's deletion does not wait for the launches either.
+        await until(lambda: ("delete pods", (("exp-0001", 1),)) in api.calls)
+
+        # The batch's end is news: it wakes the owner (for the free slot) before any timeout.
+        woken = asyncio.ensure_future(owner.news(asyncio.Event(), timeout=5))
+        api.gate.set()
+        assert await woken
+        assert api.calls.index(("status", "exp-0001", False)) < api.calls.index(("create", "Pod", "exp-0002-1"))
+        assert api.calls.index(("status", "exp-0001", False)) < api.calls.index(("delete pods", (("exp-0001", 1),)))
+        # What the batch learned (the new trial's object) is the owner's once it steps again, not before.
+        assert owner.state.books["exp-0002"].ref is None
+        await owner.step(Seen(body, observations, {}, pods))
+        assert owner.state.books["exp-0002"].ref["metadata"]["uid"] == "uid-exp-0002"
+
+    asyncio.run(scenario())
+
+
+def test_a_stop_of_a_trial_still_being_launched_waits_for_its_pod(manifest, quiet_kopf):
+    async def scenario():
+        api = RecordingApi()
+        owner = ExperimentOwner(api, "ns", "exp", LOG)
+        body = experiment(manifest, parallelism=1, maxDuration=1)
+        api.gate.clear()
+        await owner.step(Seen(body, {}, {}, {}))
+        await until(lambda: ("create trial", "exp-0000") in api.calls)
+        await asyncio.sleep(1.1)  # maxDuration is up: the next step stops exp-0000, whose pod is still being created
+        asyncio.get_running_loop().call_later(0.3, api.gate.set)
+        assert await owner.step(Seen(body, {}, {}, {}))  # finished: time is up
+        # Deleted after it was created: a pod created after its deletion would have kept running.
+        assert api.calls.index(("create", "Pod", "exp-0000-1")) < api.calls.index(("delete pods", (("exp-0000", 1),)))
+        assert api.created["exp-0000"]["status"]["phase"] == "Stopped"
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_launch_batch_makes_the_next_step_rebuild_and_launch_the_same_attempt(manifest, quiet_kopf):
+    async def scenario():
+        api = RecordingApi()
+        owner = ExperimentOwner(api, "ns", "exp", LOG)
+        body = experiment(manifest, parallelism=1, maxRetries=0)
+        api.pod_error = ApiException(status=500, reason="etcd timed out")
+        await owner.step(Seen(body, {}, {}, {}))
+        await until(lambda: not in_flight(owner))
+
+        api.pod_error = None
+        api.calls.clear()
+        await owner.step(Seen(body, {}, {}, {}))
+        await until(lambda: not in_flight(owner))
+        # Rebuilt from the API: the trial recorded Running without a pod is fenced and launched again as the
+        # same attempt, with no failure counted (maxRetries 0 would have failed it).
+        assert api.calls[:3] == [("list pods",), ("list trials",), ("fence", "exp-0000")]
+        assert ("create", "Pod", "exp-0000-1") in api.calls
+        assert api.created["exp-0000"]["status"]["phase"] == "Running"
+        assert api.created["exp-0000"]["status"].get("failures", 0) == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_template_the_api_server_refuses_fails_the_experiment_and_stops_what_runs(manifest, quiet_kopf):
+    async def scenario():
+        api = RecordingApi()
+        owner = ExperimentOwner(api, "ns", "exp", LOG)
+        body = experiment(manifest, parallelism=2, maxTrials=3)
+        await owner.step(Seen(body, {}, {}, {}))
+        await until(lambda: not in_flight(owner))
+        # exp-0000 ends; the template was edited since into one the API server refuses: exp-0002's pod fails.
+        api.pod_error = ApiException(status=422, reason="Unprocessable Entity")
+        observations, pods = completed("exp-0000")
+        await owner.step(Seen(body, observations, {}, {**pods, "exp-0001-1": running_pod()}))
+        await until(lambda: not in_flight(owner))
+        finished = await owner.step(Seen(body, observations, {}, dict(api.pods)))
+        assert finished
+        assert (api.experiment_status["phase"], api.experiment_status["reason"]) == ("Failed", "InvalidTrialTemplate")
+        # exp-0001 was running: it is stopped, and its pod deleted; what exp-0000 recorded stays.
+        assert api.created["exp-0001"]["status"]["phase"] == "Stopped"
+        assert any(c[0] == "delete pods" and ("exp-0001", 1) in c[1] for c in api.calls)
+        assert "exp-0001-1" not in api.pods
+        assert api.created["exp-0000"]["status"]["phase"] == "Completed"
+        assert ("exp", "InvalidTrialTemplate") in [(target, reason) for target, reason, _ in quiet_kopf]
+
+    asyncio.run(scenario())
+
+
+def test_normal_events_of_several_steps_go_out_together_and_warnings_at_once(manifest, quiet_kopf):
+    async def scenario():
+        api = RecordingApi()
+        owner = ExperimentOwner(api, "ns", "exp", LOG)
+        body = experiment(manifest, maxRetries=0, maxFailedTrials=2)
+        await owner.step(Seen(body, {}, {}, {}))
+        await until(lambda: not in_flight(owner))
+        running = {"exp-0000-1": running_pod(), "exp-0001-1": running_pod()}
+        await owner.step(Seen(body, {}, {}, running))
+        # Both launches in one Event on the experiment, not one per trial.
+        assert [(target, reason) for target, reason, _ in quiet_kopf] == [("exp", "Started")]
+        assert "exp-0000" in quiet_kopf[0][2] and "exp-0001" in quiet_kopf[0][2]
+
+        observations, pods = completed("exp-0000")
+        await owner.step(Seen(body, observations, {}, {**running, **pods}))
+        assert [reason for _, reason, _ in quiet_kopf] == ["Started"]  # Completed is held (EVENT_PERIOD_SECONDS)
+        failed = {"status": {"phase": "Failed", "containerStatuses": [
+            {"name": "trainer", "state": {"terminated": {"exitCode": 3, "reason": "Error"}}}]}, "deleting": False}
+        # The slot exp-0000 freed went to exp-0002 in a launch batch; once it is done its Started is held too.
+        await until(lambda: not in_flight(owner))
+        assert [reason for _, reason, _ in quiet_kopf] == ["Started"]
+        await owner.step(Seen(body, observations, {}, {**pods, "exp-0001-1": failed}))
+        # A Warning is not held, and takes what was held with it.
+        assert {(target, reason) for target, reason, _ in quiet_kopf[1:]} == {("exp-0000", "Completed"),
+                                                                             ("exp-0002", "Started"),
+                                                                             ("exp-0001", "Failed")}
+
+    asyncio.run(scenario())
