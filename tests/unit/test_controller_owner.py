@@ -73,7 +73,11 @@ def test_a_decision_goes_out_while_the_last_steps_launches_are_in_flight(manifes
         await until(lambda: ("delete pods", (("exp-0001", 1),)) in api.calls)
 
         # The batch's end is news: it wakes the owner (for the free slot) before any timeout.
+        await until(lambda: all(t.done() for t in owner.deleting))
+        owner.collect_deletions()
         woken = asyncio.ensure_future(owner.news(asyncio.Event(), timeout=5))
+        await asyncio.sleep(0.2)
+        assert not woken.done()
         api.gate.set()
         assert await woken
         assert api.calls.index(("status", "exp-0001", False)) < api.calls.index(("create", "Pod", "exp-0002-1"))

@@ -101,7 +101,7 @@ def trial_pods(namespace, name, labels, body, **_):
 
 
 def wake(namespace: str, experiment: str) -> None:
-    """Tell the experiment's loop something changed (it waits BATCH_SECONDS, by then the index holds it).
+    """Tell the experiment's owner something changed (it waits BATCH_SECONDS, by then the index holds it).
     Called from the index functions: kopf calls them on every change, and logs nothing per call."""
     waiting = _wakeups.get((namespace, experiment))
     if waiting is not None:
@@ -109,7 +109,7 @@ def wake(namespace: str, experiment: str) -> None:
         loop.call_soon_threadsafe(wakeup.set)
 
 
-# Each running experiment's loop: a task of the operator's own, started and ended from the experiments'
+# Each running experiment's owner: a task of the operator's own, started and ended from the experiments'
 # watch events. Not a kopf daemon: kopf puts a finalizer on every object that has one, and an experiment
 # deleted after the operator was uninstalled would then hang on it with nothing left to remove it.
 _runs: dict[tuple[str, str], asyncio.Task] = {}
@@ -121,8 +121,8 @@ OLD_FINALIZER = "hpo.dev/finalizer"  # what earlier versions (kopf daemons) put 
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def experiment_event(type, body, meta, name, namespace, patch, logger, trial_reports: kopf.Index,
                      trial_pods: kopf.Index, **_):
-    """Start an experiment's loop when a running one is seen, end it when the experiment is deleted.
-    (async: kopf runs a sync handler in a thread, where the loop's tasks cannot be started.)"""
+    """Start an experiment's owner when a running one is seen, end it when the experiment is deleted.
+    (async: kopf runs a sync handler in a thread, where no task can be started.)"""
     key = (namespace, name)
     if type == "DELETED":
         _latest.pop(key, None)

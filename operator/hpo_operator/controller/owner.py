@@ -110,8 +110,11 @@ class ExperimentOwner:
 
     async def news(self, wakeup: asyncio.Event, timeout: float) -> bool:
         """Wait for a wake-up or the end of a batch of calls in flight; False on timeout."""
+        background = [t for t in [self.launching, *self.deleting] if t is not None]
+        if any(t.done() for t in background):
+            return True  # ended since the step: its results are the next step's news
         waiting = asyncio.ensure_future(wakeup.wait())
-        in_flight = {t for t in [self.launching, *self.deleting] if t is not None and not t.done()}
+        in_flight = set(background)
         try:
             done, _ = await asyncio.wait({waiting, *in_flight}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
