@@ -3,7 +3,7 @@
 Each step reads (the watch caches, and the API server where they may lag),
 decides (``reconcile.step``, pure) and acts (``actions``). What it learns of
 the world arrives as messages: a wake-up when the watch caches see something
-of the experiment change, and the end of each batch of API calls it started.
+of the experiment change, and the end of the launch batch it started.
 Nothing else touches its state: the calls run on the shared API threads and
 return what they learned, and the owner applies that at the start of its
 next step. The state is thrown away (and rebuilt from a fresh list of trials
@@ -109,12 +109,12 @@ class ExperimentOwner:
                     task.cancel()
 
     async def news(self, wakeup: asyncio.Event, timeout: float) -> bool:
-        """Wait for a wake-up or the end of a batch of calls in flight; False on timeout."""
-        background = [t for t in [self.launching, *self.deleting] if t is not None]
-        if any(t.done() for t in background):
-            return True  # ended since the step: its results are the next step's news
+        """Wait for a wake-up or the end of the launch batch in flight; False on timeout."""
+        if self.launching is not None and self.launching.done():
+            return True  # ended since the step: its free slots are the next step's
         waiting = asyncio.ensure_future(wakeup.wait())
-        in_flight = set(background)
+        # (a deletion's end is no news: its pods leaving reach the watch, and the next step collects it)
+        in_flight = {self.launching} if self.launching is not None else set()
         try:
             done, _ = await asyncio.wait({waiting, *in_flight}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
