@@ -13,9 +13,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from hpo_operator.controller import kube
-from hpo_operator.controller.conditions import set_condition
-from hpo_operator.controller.reconcile import experiment_status, pod_problem_conditions
+from hpo_operator.controller import actions
+from hpo_operator.controller.status import experiment_status, experiment_status_patch, pod_problem_conditions, set_condition
 from hpo_operator.controller.spec_changes import review
 from hpo_operator.controller.trials import OPERATOR_FIELDS, read_trial, status_of
 from hpo_operator.engine import ExperimentEngine, TrialState
@@ -78,7 +77,7 @@ def test_every_trial_status_field_the_operator_writes_is_in_the_schema():
     assert set(OPERATOR_FIELDS) >= set(written)
     assert pruned(written, TRIAL) == []
     assert pruned({key: None for key in OPERATOR_FIELDS}, TRIAL) == []
-    assert pruned(kube.EMPTY_RECORDS, TRIAL) == []  # a new trial's records, before its first pod
+    assert pruned(actions.EMPTY_RECORDS, TRIAL) == []  # a new trial's records, before its first pod
 
 
 def test_a_trial_status_the_operator_wrote_reads_back_the_same():
@@ -101,6 +100,13 @@ def test_every_experiment_status_field_the_operator_writes_is_in_the_schema(spec
     review(spec, {"objective": {"metric": "other"}}, 2).record(written, {}, 2)
     assert {"acceptedSpec", "conditions"} <= set(written)
     assert pruned(json.loads(json.dumps(written)), EXPERIMENT) == []
+    # What the owner sends is that, through the model, unchanged.
+    assert experiment_status_patch(written) == json.loads(json.dumps(written))
+
+
+def test_an_experiment_status_field_the_schema_lacks_is_refused_before_it_is_written():
+    with pytest.raises(ValueError, match="runningTrials"):
+        experiment_status_patch({"phase": "Running", "runningTrials": 3})
 
 
 class RecordedStatus(dict):

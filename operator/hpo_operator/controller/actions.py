@@ -26,6 +26,7 @@ from hpo_operator.controller.builders import build_claim, build_pod, build_trial
 from hpo_operator.controller.lanes import Lane
 from hpo_operator.controller.reconcile import Plan
 from hpo_operator.controller.trials import has_records
+from hpo_operator.spec.status import HPOTrialStatus
 
 SIDECAR_IMAGE = os.environ.get("HPO_SIDECAR_IMAGE", "hpo-operator:0.1.0")
 # How long a launch waits for its new claims to be bound before it creates their pods anyway.
@@ -33,7 +34,8 @@ CLAIM_BIND_SECONDS = 30.0
 # Trials per deletecollection request: the label selector names them all in the URL (~40 bytes each).
 DELETE_CHUNK = 100
 # What the sidecar appends to; runFence 0 is the value its appends test (see Api.fence_trial).
-EMPTY_RECORDS = {"observations": [], "problems": [], "problemsPosted": 0, "runFence": 0}
+EMPTY_RECORDS = HPOTrialStatus(observations=[], problems=[], problems_posted=0, run_fence=0).model_dump(
+    by_alias=True, include={"observations", "problems", "problems_posted", "run_fence"})
 
 
 async def read_ended_runs(api: Api, lane: Lane, namespace: str, to_read: list[str], fences: dict[str, int]

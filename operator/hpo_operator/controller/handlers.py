@@ -25,9 +25,8 @@ from hpo_operator.controller.builders import LABEL_EXPERIMENT
 from hpo_operator.controller.kube import KubeApi
 from hpo_operator.controller.owner import ExperimentOwner, Seen
 from hpo_operator.controller.pods import compact_pod
-from hpo_operator.controller.status import FINISHED
+from hpo_operator.resources import EXPERIMENT_PLURAL, FINISHED_EXPERIMENT_PHASES, GROUP, TRIAL_PLURAL, VERSION
 
-GROUP, VERSION, PLURAL = "hpo.dev", "v1alpha1", "hpoexperiments"
 INTERVAL = float(os.environ.get("HPO_RECONCILE_INTERVAL", "5"))
 # After a wake-up, wait this long for related changes (a run's last observation and its pod ending arrive
 # on two watches) so one step handles them together.
@@ -59,8 +58,8 @@ class QuietEventHandler(logging.Filter):
 def configure(settings: kopf.OperatorSettings, **_):
     logging.getLogger("kopf.objects").addFilter(QuietEventHandler())
     # Status has a schema: keep kopf's own bookkeeping in annotations under our prefix.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="hpo.dev")
-    settings.persistence.diffbase_storage = NoDiffBaseStorage(prefix="hpo.dev")
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = NoDiffBaseStorage(prefix=GROUP)
     settings.posting.level = int(os.environ.get("HPO_EVENT_LEVEL", "30"))  # info lines: the log only
     settings.watching.server_timeout = int(os.environ.get("HPO_WATCH_TIMEOUT", "300"))
     # One namespace (the chart's watchNamespace sets HPO_NAMESPACE): its Role grants no cluster-wide reads of
@@ -84,7 +83,7 @@ async def wait_until_resources_served(logger, **_):
         waited += 1
 
 
-@kopf.index(GROUP, VERSION, "hpotrials", labels=OURS)
+@kopf.index(GROUP, VERSION, TRIAL_PLURAL, labels=OURS)
 def trial_reports(namespace, name, labels, status, **_):
     """(namespace, experiment) -> (trial, ((epoch, value), ...), (problem, ...)): what the sidecars reported."""
     status = status or {}
@@ -115,10 +114,10 @@ def wake(namespace: str, experiment: str) -> None:
 _runs: dict[tuple[str, str], asyncio.Task] = {}
 _latest: dict[tuple[str, str], dict] = {}  # each experiment's body as last seen
 _finished: set[tuple[str, str]] = set()  # ended here: a watch event still showing it Running starts nothing
-OLD_FINALIZER = "hpo.dev/finalizer"  # what earlier versions (kopf daemons) put on experiments: removed on sight
+OLD_FINALIZER = f"{GROUP}/finalizer"  # what earlier versions (kopf daemons) put on experiments: removed on sight
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL)
+@kopf.on.event(GROUP, VERSION, EXPERIMENT_PLURAL)
 async def experiment_event(type, body, meta, name, namespace, patch, logger, trial_reports: kopf.Index,
                      trial_pods: kopf.Index, **_):
     """Start an experiment's owner when a running one is seen, end it when the experiment is deleted.
@@ -133,7 +132,7 @@ async def experiment_event(type, body, meta, name, namespace, patch, logger, tri
     if OLD_FINALIZER in (meta.get("finalizers") or []):
         patch.metadata["finalizers"] = [f for f in meta["finalizers"] if f != OLD_FINALIZER]
     _latest[key] = copy.deepcopy(dict(body))
-    if key in _runs or key in _finished or (body.get("status") or {}).get("phase") in FINISHED:
+    if key in _runs or key in _finished or (body.get("status") or {}).get("phase") in FINISHED_EXPERIMENT_PHASES:
         wake(namespace, name)
         return
     _runs[key] = asyncio.get_running_loop().create_task(

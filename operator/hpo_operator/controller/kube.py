@@ -14,8 +14,8 @@ from kubernetes.client.rest import ApiException
 from hpo_operator.controller.builders import LABEL_ATTEMPT, LABEL_EXPERIMENT, LABEL_TRIAL, sidecar_owner, sidecar_rbac
 from hpo_operator.controller.lanes import API_CONCURRENCY
 from hpo_operator.controller.pods import compact_pod
+from hpo_operator.resources import EXPERIMENT_PLURAL, GROUP, TRIAL_PLURAL, VERSION
 
-GROUP, VERSION = "hpo.dev", "v1alpha1"
 
 
 def _body(response) -> bytes:
@@ -69,21 +69,21 @@ class KubeApi:
                 served |= {r["name"] for r in json.loads(ask(_preload_content=False).data)["resources"]}
             except Exception:  # not answering, or the group is not listed yet: its resources are missing
                 pass
-        return [name for name in ("pods", "hpoexperiments", "hpotrials") if name not in served]
+        return [name for name in ("pods", EXPERIMENT_PLURAL, TRIAL_PLURAL) if name not in served]
 
     def list_trials(self, namespace: str, experiment: str) -> list[dict]:
-        out = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "hpotrials",
+        out = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, TRIAL_PLURAL,
                                                         label_selector=f"{LABEL_EXPERIMENT}={experiment}",
                                                         _preload_content=False)
         return json.loads(out.data)["items"]
 
     def get_trial(self, namespace: str, name: str) -> dict:
-        return json.loads(self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "hpotrials", name,
+        return json.loads(self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, TRIAL_PLURAL, name,
                                                                    _preload_content=False).data)
 
     def fence_trial(self, namespace: str, name: str, fence: int) -> dict:
         return json.loads(self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, "hpotrials", name, {"status": {"runFence": fence}},
+            GROUP, VERSION, namespace, TRIAL_PLURAL, name, {"status": {"runFence": fence}},
             _preload_content=False).data)
 
     def list_pods(self, namespace: str, experiment: str) -> dict[str, dict]:
@@ -167,19 +167,19 @@ class KubeApi:
         """(the trial, whether this call created it)."""
         ns = obj["metadata"]["namespace"]
         try:
-            return self.custom.create_namespaced_custom_object(GROUP, VERSION, ns, "hpotrials", obj), True
+            return self.custom.create_namespaced_custom_object(GROUP, VERSION, ns, TRIAL_PLURAL, obj), True
         except ApiException as err:
             if err.status != 409:
                 raise
-            return self.custom.get_namespaced_custom_object(GROUP, VERSION, ns, "hpotrials",
+            return self.custom.get_namespaced_custom_object(GROUP, VERSION, ns, TRIAL_PLURAL,
                                                             obj["metadata"]["name"]), False
 
     def patch_trial_status(self, namespace: str, name: str, patch: dict) -> None:
-        _body(self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "hpotrials", name,
+        _body(self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, TRIAL_PLURAL, name,
                                                                 {"status": patch}, _preload_content=False))
 
     def patch_experiment_status(self, namespace: str, name: str, status: dict) -> None:
-        _body(self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "hpoexperiments", name,
+        _body(self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, EXPERIMENT_PLURAL, name,
                                                                 {"status": status}, _preload_content=False))
 
     def create_pod(self, pod: dict, dry_run: bool = False) -> None:

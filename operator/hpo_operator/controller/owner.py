@@ -39,8 +39,9 @@ from hpo_operator.controller.events import Event, post_events
 from hpo_operator.controller.lanes import Lanes
 from hpo_operator.controller.reconcile import LAUNCHES_PER_STEP, Observations, Plan, runs_to_confirm, step, unstarted_runs
 from hpo_operator.controller.state import ExperimentState, problems_of
-from hpo_operator.controller.status import FINISHED, set_condition, with_conditions
+from hpo_operator.controller.status import experiment_status_patch, set_condition, with_conditions
 from hpo_operator.controller.trials import observations_of
+from hpo_operator.resources import FINISHED_EXPERIMENT_PHASES, ExperimentPhase
 from hpo_operator.spec import ManifestError, experiment_spec_from_dict
 
 # Trial counts and the best trial so far are display only: written at most this often. Phase
@@ -270,7 +271,7 @@ class ExperimentOwner:
         if review.announce(status):
             kopf.warn(body, reason=spec_changes.EVENT_REASON, message=review.message)
         await self.write_status(st)
-        if st["phase"] not in FINISHED:
+        if st["phase"] not in FINISHED_EXPERIMENT_PHASES:
             self.post_held_events(body)
             return False
         await self.finish_launch()
@@ -282,7 +283,7 @@ class ExperimentOwner:
         if self.refused:
             kopf.warn(body, reason=self.refused[0], message=self.refused[1])
         # kopf.info would be dropped: its events follow the log level (HPO_EVENT_LEVEL, warnings by default).
-        kopf.event(body, type="Normal" if st["phase"] == "Succeeded" else "Warning", reason=st["phase"],
+        kopf.event(body, type="Normal" if st["phase"] == ExperimentPhase.SUCCEEDED else "Warning", reason=st["phase"],
                    message=st.get("message") or "")
         self.logger.info(f"Finished experiment name={self.name} phase={st['phase']} reason={st.get('reason')}")
         return True
@@ -311,7 +312,8 @@ class ExperimentOwner:
                               for k in ("phase", "conditions", "startTime", "acceptedSpec"))
         if not urgent and time.monotonic() - self.written_at < STATUS_PERIOD_SECONDS:
             return  # the next step (at the latest the slow tick) writes it
-        await self.lanes.decisions.call(self.api.patch_experiment_status, self.namespace, self.name, st)
+        await self.lanes.decisions.call(self.api.patch_experiment_status, self.namespace, self.name,
+                                        experiment_status_patch(st))
         self.written, self.written_at = {**self.written, **st}, time.monotonic()
 
     async def refuse(self, body: dict, status: dict, reason: str, message: str) -> None:
@@ -319,7 +321,7 @@ class ExperimentOwner:
         self.post_held_events(body, force=True)
         kopf.warn(body, reason=reason, message=message)
         generation = body["metadata"].get("generation")
-        await self.write_status({"phase": "Failed", "reason": reason, "message": message,
+        await self.write_status({"phase": ExperimentPhase.FAILED, "reason": reason, "message": message,
                                  "conditions": set_condition(status, "Succeeded", "False", reason, message,
                                                              generation)}, force=True)
         self.logger.error(f"Refused experiment name={self.name}: {message}")

@@ -21,6 +21,7 @@ from hpo_operator.controller.state import ExperimentState, TrialBook
 from hpo_operator.controller.status import experiment_status, pod_problem_conditions
 from hpo_operator.controller.trials import changed, status_of, text_value
 from hpo_operator.engine import Launch
+from hpo_operator.resources import ExperimentPhase, TrialPhase
 from hpo_operator.scheduling import Decision
 
 # A pod the operator created may reach its watch cache a moment later: absent that long, it is not "vanished".
@@ -63,7 +64,7 @@ def runs_ended(state: ExperimentState, pods: dict[str, dict], now: datetime, fre
     """Trials whose current run's pod has finished, or vanished (and is not merely too new for the cache)."""
     ended = []
     for name, book in state.books.items():
-        if state.engine.trials[book.trial_id].phase != "Running" or not book.pod:
+        if state.engine.trials[book.trial_id].phase != TrialPhase.RUNNING or not book.pod:
             continue
         pod = pods.get(book.pod)
         if pod is None and not fresh and now - state.awaiting.get(book.pod, now - POD_APPEAR_GRACE) < POD_APPEAR_GRACE:
@@ -179,7 +180,7 @@ def step(state: ExperimentState, spec, status: dict, observations: dict[str, Obs
     touched |= note_pod_problems(state, given, plan)
     touched |= apply_budget(state, given, plan)
     touched |= fill_free_slots(state, given, plan)
-    paused = [t for t in state.engine.trials.values() if t.phase == "Paused"]
+    paused = [t for t in state.engine.trials.values() if t.phase == TrialPhase.PAUSED]
     outcome = state.engine.finish_if_done()
     if outcome is not None:
         touched |= close_experiment(state, given, plan, paused)
@@ -188,7 +189,7 @@ def step(state: ExperimentState, spec, status: dict, observations: dict[str, Obs
     plan.experiment_status = experiment_status(state.engine, spec, state.name, status, start, now, outcome,
                                                state.engine.best())
     plan.pod_problems = {name: book.pod_problem for name, book in state.books.items()
-                         if book.pod_problem and state.engine.trials[book.trial_id].phase == "Running"}
+                         if book.pod_problem and state.engine.trials[book.trial_id].phase == TrialPhase.RUNNING}
     return plan
 
 
@@ -244,7 +245,7 @@ def end_runs(state: ExperimentState, given: StepInput, plan: Plan) -> set[str]:
             continue
         outcome = outcome_of(state, pod, given.now)
         engine.on_run_exit(trial.trial_id, outcome.ok, outcome.message)
-        failed = trial.phase in ("Pending", "Failed")
+        failed = trial.phase in (TrialPhase.PENDING, TrialPhase.FAILED)
         if failed:
             book.output = output_tail(outcome.output, OUTPUT_CHARS) or None
         # A failed run's pod stays for `kubectl logs` until its trial runs again (its containers have ended).
@@ -253,8 +254,8 @@ def end_runs(state: ExperimentState, given: StepInput, plan: Plan) -> set[str]:
         if failed:
             output = output_tail(outcome.output, EVENT_OUTPUT_CHARS)
             message = trial.message + (f"; last output:\n{output}" if output else "")
-            plan.events.append(Event(name, "Warning", "Retrying" if trial.phase == "Pending" else "Failed", message))
-        elif trial.phase == "Completed":
+            plan.events.append(Event(name, "Warning", "Retrying" if trial.phase == TrialPhase.PENDING else "Failed", message))
+        elif trial.phase == TrialPhase.COMPLETED:
             plan.events.append(Event(name, "Normal", "Completed", f"{given.spec.objective.metric}="
                                      f"{text_value(trial.last_value)} at epoch {trial.last_epoch}"))
     return touched
@@ -266,8 +267,8 @@ def delete_pods_no_run_uses(state: ExperimentState, given: StepInput, plan: Plan
     for pod, trial in trials_of_pods(state, given.pods).items():
         book = state.books[trial]
         phase = state.engine.trials[book.trial_id].phase
-        kept = book.pod == pod and phase in ("Pending", "Failed") and failed_pod_kept(given.pods[pod])
-        if not given.pods[pod].get("deleting") and (book.pod != pod or phase != "Running") and not kept:
+        kept = book.pod == pod and phase in (TrialPhase.PENDING, TrialPhase.FAILED) and failed_pod_kept(given.pods[pod])
+        if not given.pods[pod].get("deleting") and (book.pod != pod or phase != TrialPhase.RUNNING) and not kept:
             plan.delete_run(trial, pod)
 
 
@@ -276,7 +277,7 @@ def note_pod_problems(state: ExperimentState, given: StepInput, plan: Plan) -> s
     trainer = given.spec.trainer()["name"]
     touched = set()
     for name, book in state.books.items():
-        if state.engine.trials[book.trial_id].phase != "Running" or not book.pod or book.pod not in given.pods:
+        if state.engine.trials[book.trial_id].phase != TrialPhase.RUNNING or not book.pod or book.pod not in given.pods:
             continue
         problem = pod_problem(given.pods[book.pod], trainer)
         current = (problem.reason, problem.message) if problem else None
@@ -298,7 +299,7 @@ def apply_budget(state: ExperimentState, given: StepInput, plan: Plan) -> set[st
     ended = []
     if limit is not None and (given.now - started_at).total_seconds() >= limit and engine.outcome is None:
         ended += engine.time_up()
-    if engine.outcome is not None and engine.outcome.phase == "Failed":
+    if engine.outcome is not None and engine.outcome.phase == ExperimentPhase.FAILED:
         ended += engine.stop_all(f"stopped: experiment failed ({engine.outcome.reason})")
     for t in ended:
         plan.events.append(Event(t.name, "Normal", "Stopped", t.message))
@@ -311,7 +312,7 @@ def apply_budget(state: ExperimentState, given: StepInput, plan: Plan) -> set[st
 def fill_free_slots(state: ExperimentState, given: StepInput, plan: Plan) -> set[str]:
     """Free slots, at most ``max_launches`` of them."""
     engine, pods = state.engine, given.pods
-    running = sum(1 for t in engine.trials.values() if t.phase == "Running")
+    running = sum(1 for t in engine.trials.values() if t.phase == TrialPhase.RUNNING)
     while running < given.spec.budget.parallelism:
         if len(plan.launches) >= given.max_launches:
             plan.more_launches = True
@@ -341,10 +342,10 @@ def close_experiment(state: ExperimentState, given: StepInput, plan: Plan, pause
     """The experiment ended: paused trials became Stopped; stopped and failed trials' claims go unless kept
     (the best trial's stays)."""
     spec, best = given.spec, state.engine.best()
-    plan.events += [Event(t.name, "Normal", "Stopped", t.message) for t in paused if t.phase == "Stopped"]
+    plan.events += [Event(t.name, "Normal", "Stopped", t.message) for t in paused if t.phase == TrialPhase.STOPPED]
     if not spec.checkpoints.keep_checkpoints and spec.checkpoints.storage == "perTrial":
         for t in state.engine.trials.values():
-            if t.phase in ("Stopped", "Failed") and (best is None or t.trial_id != best.trial.trial_id):
+            if t.phase in (TrialPhase.STOPPED, TrialPhase.FAILED) and (best is None or t.trial_id != best.trial.trial_id):
                 plan.delete_claims[checkpoint_location(spec, state.name, t.name)[0]] = t.name
     return set(state.books)
 

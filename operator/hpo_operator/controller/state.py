@@ -16,7 +16,7 @@ from typing import Optional
 
 from hpo_operator.controller.builders import object_ref
 from hpo_operator.controller.status import POD_PROBLEM
-from hpo_operator.controller.trials import has_records, operator_fields, read_trial
+from hpo_operator.controller.trials import TrialView, operator_fields, read_trial
 from hpo_operator.engine import ExperimentEngine
 
 @dataclass
@@ -56,28 +56,20 @@ class ExperimentState:
         exiting = [v.state.trial_id for v in views
                    if v.pod and v.pod in (pods or {}) and not (pods or {})[v.pod].get("deleting")]
         engine.restore([v.state for v in views], exiting=exiting)
-        books = {v.name: TrialBook(v.state.trial_id, object_ref(v.obj), v.processed, v.decided_epoch, v.pod,
-                                   operator_fields(v.obj), problems_posted_of(v.obj),
-                                   has_records=has_records(v.obj), pod_problem=recorded_pod_problem(v.obj),
-                                   pod_problems_posted={p[0] for p in [recorded_pod_problem(v.obj)] if p},
-                                   output=(v.obj.get("status") or {}).get("lastOutput"))
-                 for v in views}
+        books = {v.name: book_of(v) for v in views}
         return cls(name, engine, books, generation)
 
 
-def recorded_pod_problem(trial_obj: dict) -> Optional[tuple[str, str]]:
-    """The problem a trial's ``PodProblem`` condition records, if it is True."""
-    for cond in (trial_obj.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == POD_PROBLEM and cond.get("status") == "True":
-            return cond.get("reason") or "", cond.get("message") or ""
-    return None
-
+def book_of(view: TrialView) -> TrialBook:
+    """A trial's book as its status (read through ``HPOTrialStatus``) records it."""
+    status = view.status
+    problem = next(((c.reason, c.message) for c in status.conditions
+                    if c.type == POD_PROBLEM and c.status == "True"), None)
+    return TrialBook(view.state.trial_id, object_ref(view.obj), view.processed, view.decided_epoch, view.pod,
+                     operator_fields(view.obj), min(status.problems_posted, len(status.problems or [])),
+                     has_records=status.observations is not None, pod_problem=problem,
+                     pod_problems_posted={problem[0]} if problem else set(), output=status.last_output)
 
 
 def problems_of(trial_obj: dict) -> list[dict]:
     return list((trial_obj.get("status") or {}).get("problems") or [])
-
-
-def problems_posted_of(trial_obj: dict) -> int:
-    status = trial_obj.get("status") or {}
-    return min(int(status.get("problemsPosted") or 0), len(status.get("problems") or []))

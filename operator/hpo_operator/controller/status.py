@@ -12,11 +12,12 @@ from typing import Optional
 from hpo_operator.controller.builders import checkpoint_location
 from hpo_operator.controller.trials import text_value
 from hpo_operator.engine import ExperimentEngine
+from hpo_operator.resources import ExperimentPhase
+from hpo_operator.spec.status import HPOExperimentStatus
 
 # The condition, on a trial and on its experiment, saying what keeps a trial's pod from starting (True, with
 # Kubernetes' reason and message); written only once a problem was seen.
 POD_PROBLEM = "PodProblem"
-FINISHED = ("Succeeded", "Failed")
 
 
 def set_condition(status: Optional[dict], type_: str, status_value: str, reason: str, message: str,
@@ -58,7 +59,7 @@ def experiment_status(engine: ExperimentEngine, spec, name: str, status: dict, s
                       outcome, best) -> dict:
     counts = {k.lower(): v for k, v in engine.counts().items()}
     counts["created"] = len(engine.trials)
-    phase = outcome.phase if outcome else "Running"
+    phase = outcome.phase if outcome else ExperimentPhase.RUNNING
     ended = counts["stopped"] + counts["completed"] + counts["failed"]
     out = {"phase": phase, "trials": counts, "startTime": start, "observedGeneration": status.get("observedGeneration"),
            "progress": f"{ended}/{spec.budget.max_trials}"}
@@ -80,7 +81,7 @@ def with_conditions(st: dict, status: dict, generation: Optional[int], pod_probl
     could not start (pods that cannot start, a bad image or no node with a free GPU, show on the experiment
     too); ``status``: the experiment's status as on record."""
     st = {**st, "observedGeneration": generation}
-    st["conditions"] = set_condition(status, "Succeeded", {"Succeeded": "True", "Failed": "False"}.get(st["phase"], "Unknown"),
+    st["conditions"] = set_condition(status, "Succeeded", {ExperimentPhase.SUCCEEDED: "True", ExperimentPhase.FAILED: "False"}.get(st["phase"], "Unknown"),
                                      st.get("reason") or "Running", st.get("message") or "trials are running",
                                      generation)
     problem = pod_problem_summary(pod_problems)
@@ -89,3 +90,15 @@ def with_conditions(st: dict, status: dict, generation: Optional[int], pod_probl
         st["conditions"] = set_condition({"conditions": st["conditions"]}, POD_PROBLEM, "True" if problem else "False",
                                          reason, message, generation)
     return st
+
+
+_EXPERIMENT_STATUS_FIELDS = frozenset(f.alias or name for name, f in HPOExperimentStatus.model_fields.items())
+
+
+def experiment_status_patch(st: dict) -> dict:
+    """``st`` as written: through the model the CRD's status schema is generated from, so a field the schema
+    lacks fails here instead of being pruned by the API server without a word."""
+    unknown = set(st) - _EXPERIMENT_STATUS_FIELDS
+    if unknown:
+        raise ValueError(f"experiment status fields the HPOExperiment schema lacks: {sorted(unknown)}")
+    return HPOExperimentStatus.model_validate(st).model_dump(mode="json", by_alias=True, exclude_unset=True)
