@@ -40,6 +40,16 @@ def in_flight(owner: ExperimentOwner) -> bool:
     return owner.launching is not None and not owner.launching.done()
 
 
+async def started(manifest, **budget) -> tuple[RecordingApi, ExperimentOwner, dict]:
+    """An owner whose first step's launches have gone out: (the API, the owner, the experiment)."""
+    api = RecordingApi()
+    owner = ExperimentOwner(api, "ns", "exp", LOG)
+    body = experiment(manifest, **budget)
+    await owner.step(Seen(body, {}, {}, {}))
+    await until(lambda: not in_flight(owner))
+    return api, owner, body
+
+
 async def until(condition, seconds: float = 10) -> None:
     deadline = time.monotonic() + seconds
     while not condition():
@@ -49,11 +59,7 @@ async def until(condition, seconds: float = 10) -> None:
 
 def test_a_decision_goes_out_while_the_last_steps_launches_are_in_flight(manifest, quiet_kopf):
     async def scenario():
-        api = RecordingApi()
-        owner = ExperimentOwner(api, "ns", "exp", LOG)
-        body = experiment(manifest)
-        await owner.step(Seen(body, {}, {}, {}))
-        await until(lambda: not in_flight(owner))
+        api, owner, body = await started(manifest)
         assert set(api.pods) == {"exp-0000-1", "exp-0001-1"}
 
         api.gate.clear()  # exp-0002's pod will hang in creation
@@ -133,11 +139,7 @@ def test_a_failed_launch_batch_makes_the_next_step_rebuild_and_launch_the_same_a
 
 def test_a_template_the_api_server_refuses_fails_the_experiment_and_stops_what_runs(manifest, quiet_kopf):
     async def scenario():
-        api = RecordingApi()
-        owner = ExperimentOwner(api, "ns", "exp", LOG)
-        body = experiment(manifest, parallelism=2, maxTrials=3)
-        await owner.step(Seen(body, {}, {}, {}))
-        await until(lambda: not in_flight(owner))
+        api, owner, body = await started(manifest, parallelism=2, maxTrials=3)
         # exp-0000 ends; the template was edited since into one the API server refuses: exp-0002's pod fails.
         api.pod_error = ApiException(status=422, reason="Unprocessable Entity")
         observations, pods = completed("exp-0000")
@@ -158,11 +160,7 @@ def test_a_template_the_api_server_refuses_fails_the_experiment_and_stops_what_r
 
 def test_normal_events_of_several_steps_go_out_together_and_warnings_at_once(manifest, quiet_kopf):
     async def scenario():
-        api = RecordingApi()
-        owner = ExperimentOwner(api, "ns", "exp", LOG)
-        body = experiment(manifest, maxRetries=0, maxFailedTrials=2)
-        await owner.step(Seen(body, {}, {}, {}))
-        await until(lambda: not in_flight(owner))
+        api, owner, body = await started(manifest, maxRetries=0, maxFailedTrials=2)
         running = {"exp-0000-1": running_pod(), "exp-0001-1": running_pod()}
         await owner.step(Seen(body, {}, {}, running))
         # Both launches in one Event on the experiment, not one per trial.
