@@ -48,7 +48,7 @@ from kubernetes import client, config  # noqa: E402
 
 from hpo_operator.resources import GROUP, VERSION  # noqa: E402
 
-from support.control_plane import ControlPlane, ensure_binaries  # noqa: E402
+from support.control_plane import ControlPlane, ensure_binaries, free_port  # noqa: E402
 from support.instant_node import InstantNode, decision_latencies, pod_latencies  # noqa: E402
 from support.kube_tools import kubectl  # noqa: E402
 
@@ -114,6 +114,7 @@ class OperatorProcess:
         kubeconfig = cp.kubeconfig_for_token("bench-operator-token", "bench-operator")
         env = {**os.environ, "KUBECONFIG": str(kubeconfig), "HPO_SIDECAR_IMAGE": "hpo-operator:bench",
                "MALLOC_ARENA_MAX": "2",  # as the operator image sets it
+               "HPO_METRICS_PORT": str(free_port()),  # served, as the chart has it (another run may hold any fixed port)
                "PYTHONPATH": os.pathsep.join([str(REPO / "operator"), str(REPO / "trainer_image"),
                                               os.environ.get("PYTHONPATH", "")])}
         self.log = open(logdir / f"operator-{namespace}.log", "wb")

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from support.control_plane import free_port
+
 
 class Operator:
     """The operator as a separate process (kopf run), restartable and killable."""
@@ -16,9 +18,13 @@ class Operator:
     def __init__(self, control_plane, namespace: str, logdir: Path, *, kubeconfig: Optional[Path] = None,
                  kopf_args: Optional[list[str]] = None, env: Optional[dict[str, str]] = None):
         """``kubeconfig``: whose credentials it runs with (default: the admin's); ``kopf_args``: the arguments
-        of ``kopf`` (default: ``run`` watching ``namespace``); ``env``: more environment."""
+        of ``kopf`` (default: ``run`` watching ``namespace``); ``env``: more environment. Its metrics are served
+        at ``metrics_url`` (a free port of this machine's, whatever ``env`` says: tests run side by side)."""
+        self.metrics_port = free_port()
         self.env = {**os.environ, "KUBECONFIG": str(kubeconfig or control_plane.kubeconfig_path),
-                    "HPO_RECONCILE_INTERVAL": "0.3", "HPO_SIDECAR_IMAGE": "hpo-operator:test", **(env or {})}
+                    "HPO_RECONCILE_INTERVAL": "0.3", "HPO_SIDECAR_IMAGE": "hpo-operator:test", **(env or {}),
+                    "HPO_METRICS_PORT": str(self.metrics_port)}
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         self.kopf_args = kopf_args or ["run", "--standalone", f"--namespace={namespace}",
                                        "-m", "hpo_operator.controller.handlers"]
         self.ns = namespace

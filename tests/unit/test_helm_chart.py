@@ -43,7 +43,8 @@ def test_chart_lints_without_warnings():
 def test_default_install_watches_all_namespaces_with_a_cluster_role(chart):
     docs = render(chart)
     assert set(docs) == {"ServiceAccount/hpo-hpo-operator", "ClusterRole/hpo-hpo-operator",
-                         "ClusterRoleBinding/hpo-hpo-operator", "Deployment/hpo-hpo-operator"}
+                         "ClusterRoleBinding/hpo-hpo-operator", "Deployment/hpo-hpo-operator",
+                         "Service/hpo-hpo-operator-metrics"}
     args = docs["Deployment/hpo-hpo-operator"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--all-namespaces" in args and "hpo_operator.controller.handlers" in args
 
@@ -87,12 +88,56 @@ def test_operator_pod_is_hardened_single_and_probed(chart):
     assert container["image"] == "hpo-operator:0.1.0"
 
 
+def test_metrics_are_served_on_their_own_port_behind_a_service_that_selects_the_operator_pod(chart):
+    docs = render(chart)
+    pod = docs["Deployment/hpo-hpo-operator"]["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    assert {"name": "HPO_METRICS_PORT", "value": "8000"} in container["env"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"health": 8080, "metrics": 8000}
+    service = docs["Service/hpo-hpo-operator-metrics"]
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": 8000, "targetPort": "metrics", "protocol": "TCP"}]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert not any(d["kind"] == "ServiceMonitor" for d in docs.values())  # off by default
+
+
+def test_metrics_can_be_turned_off_and_then_nothing_listens(chart):
+    docs = render(chart, metrics={"enabled": False})
+    container = docs["Deployment/hpo-hpo-operator"]["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "HPO_METRICS_PORT", "value": "0"} in container["env"]
+    assert [p["name"] for p in container["ports"]] == ["health"]
+    assert not any(d["kind"] == "Service" for d in docs.values())
+
+
+def test_the_service_monitor_scrapes_the_metrics_service_only(chart):
+    docs = render(chart, metrics={"port": 9300, "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}})
+    monitor, service = docs["ServiceMonitor/hpo-hpo-operator"], docs["Service/hpo-hpo-operator-metrics"]
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    # (the Deployment's pod has the release's labels too, but no component: only the Service matches)
+    assert "app.kubernetes.io/component" in monitor["spec"]["selector"]["matchLabels"]
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["hpo-system"]}
+    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "30s"}]
+    container = docs["Deployment/hpo-hpo-operator"]["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "HPO_METRICS_PORT", "value": "9300"} in container["env"]
+    with pytest.raises(Exception, match="metrics.serviceMonitor.enabled needs metrics.enabled"):
+        render(chart, metrics={"enabled": False, "serviceMonitor": {"enabled": True}})
+
+
 def test_values_schema_names_the_bad_value(chart):
     with pytest.raises(helm.HelmValuesError, match="pullPolicy"):
         chart.validate_schema({"image": {"repository": "x", "pullPolicy": "Sometimes"}})
     with pytest.raises(helm.HelmValuesError, match="watchNamespace"):
         chart.validate_schema({"watchNamespace": "Not_A_Namespace"})
+    with pytest.raises(helm.HelmValuesError, match="metrics.port"):
+        chart.validate_schema({"metrics": {"port": 8080}})  # the liveness endpoint's
+    with pytest.raises(helm.HelmValuesError, match="metrics.service.type"):
+        chart.validate_schema({"metrics": {"service": {"type": "Headless"}}})
+    with pytest.raises(helm.HelmValuesError, match="metrics"):
+        chart.validate_schema({"metrics": {"prot": 9000}})
     chart.validate_schema({"watchNamespace": "team-a", "logLevel": "debug"})
+    chart.validate_schema({"metrics": {"port": 9300, "serviceMonitor": {"enabled": True, "interval": "1m30s"}}})
 
 
 def test_every_value_is_documented_and_in_the_schema():

@@ -21,6 +21,7 @@ import os
 
 import kopf
 
+from hpo_operator.controller import metrics
 from hpo_operator.controller.builders import LABEL_EXPERIMENT
 from hpo_operator.controller.kube import KubeApi
 from hpo_operator.controller.owner import ExperimentOwner, Seen
@@ -69,6 +70,18 @@ def configure(settings: kopf.OperatorSettings, **_):
 
 
 @kopf.on.startup()
+def serve_metrics(logger, **_):
+    """Prometheus metrics on HPO_METRICS_PORT (``metrics.py``); a bad or taken port stops the operator."""
+    try:
+        port = metrics.port_from_environment()
+        if port:
+            metrics.serve(port)
+    except (ValueError, OSError) as err:
+        raise kopf.PermanentError(str(err)) from err
+    logger.info(f"Serving metrics at :{port}/metrics" if port else "Serving no metrics (HPO_METRICS_PORT=0)")
+
+
+@kopf.on.startup()
 async def wait_until_resources_served(logger, **_):
     """kopf looks up the resources it watches once, right after the startup handlers; one not served then
     (the CRDs not installed yet, or an API server still starting) would never be watched. Wait for them."""
@@ -88,6 +101,7 @@ def trial_reports(namespace, name, labels, status, **_):
     """(namespace, experiment) -> (trial, ((epoch, value), ...), (problem, ...)): what the sidecars reported."""
     status = status or {}
     observations = tuple((int(o["epoch"]), o.get("value")) for o in status.get("observations") or [])
+    metrics.ARRIVALS.note((namespace, labels[LABEL_EXPERIMENT]), name, len(observations))
     wake(namespace, labels[LABEL_EXPERIMENT])
     return {(namespace, labels[LABEL_EXPERIMENT]): (name, observations, tuple(status.get("problems") or ()))}
 
@@ -128,6 +142,7 @@ async def experiment_event(type, body, meta, name, namespace, patch, logger, tri
         _finished.discard(key)
         if key in _runs:
             _runs.pop(key).cancel()
+        metrics.forget(namespace, name)
         return
     if OLD_FINALIZER in (meta.get("finalizers") or []):
         patch.metadata["finalizers"] = [f for f in meta["finalizers"] if f != OLD_FINALIZER]
@@ -156,7 +171,8 @@ async def run_experiment(key: tuple[str, str], logger, trial_reports: kopf.Index
         # Taken in the event loop, where kopf updates the indexes: consistent.
         reports = list(trial_reports.get(key, ()))
         return Seen(copy.deepcopy(_latest[key]), {trial: obs for trial, obs, _ in reports},
-                    {trial: list(found) for trial, _, found in reports if found}, dict(trial_pods.get(key, ())))
+                    {trial: list(found) for trial, _, found in reports if found}, dict(trial_pods.get(key, ())),
+                    metrics.ARRIVALS.take(key))
 
     try:
         await ExperimentOwner(KubeApi.from_environment(), namespace, name, logger).run(seen, wakeup, INTERVAL,

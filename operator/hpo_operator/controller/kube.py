@@ -11,6 +11,7 @@ from typing import Collection, Optional
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from hpo_operator.controller import metrics
 from hpo_operator.controller.builders import LABEL_ATTEMPT, LABEL_EXPERIMENT, LABEL_TRIAL, sidecar_owner, sidecar_rbac
 from hpo_operator.controller.lanes import API_CONCURRENCY
 from hpo_operator.controller.pods import compact_pod
@@ -55,7 +56,9 @@ class KubeApi:
                 config.load_kube_config()
             configuration = client.Configuration.get_default_copy()
             configuration.connection_pool_maxsize = 3 * API_CONCURRENCY  # decisions and fences, launches, deletions
-            cls._instance = cls(client.ApiClient(configuration))
+            api_client = client.ApiClient(configuration)
+            api_client.rest_client.request = metrics.count_requests(api_client.rest_client.request)
+            cls._instance = cls(api_client)
         return cls._instance
 
     def unserved_resources(self) -> list[str]:

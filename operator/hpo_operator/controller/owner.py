@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Optional
 
 import kopf
 
-from hpo_operator.controller import actions, spec_changes
+from hpo_operator.controller import actions, metrics, spec_changes
 from hpo_operator.controller.api import Api, TemplateRejected
 from hpo_operator.controller.events import Event, post_events
 from hpo_operator.controller.lanes import Lanes
@@ -62,6 +62,7 @@ class Seen:
     observations: dict[str, Observations]  # trial -> what its sidecar recorded
     problems: dict[str, list]  # trial -> the problems its sidecar recorded
     pods: dict[str, dict]  # pod -> ``pods.compact_pod``
+    arrived: dict[str, float] = field(default_factory=dict)  # trial -> when its new observations were seen
 
 
 def now() -> datetime:
@@ -83,6 +84,7 @@ class ExperimentOwner:
         self.refused: Optional[tuple[str, str]] = None  # (reason, message): fail the experiment with it
         self.held_events: list[tuple[Event, Optional[dict]]] = []  # with their trial's object reference
         self.events_posted_at = 0.0
+        self.meter = metrics.ExperimentMeter(namespace, name)
 
     # ---- the loop ---------------------------------------------------------------------------------
     async def run(self, seen: Callable[[], Seen], wakeup: asyncio.Event, interval: float, batch: float) -> None:
@@ -96,6 +98,7 @@ class ExperimentOwner:
                         return
                 except Exception as err:  # API outages, conflicts: the next step starts from a fresh read
                     self.logger.warning(f"Reconcile step failed, retrying: {err!r}")
+                    metrics.STEP_RETRIES.inc()
                     self.state = None
                     await asyncio.sleep(1)
                     continue
@@ -142,6 +145,7 @@ class ExperimentOwner:
         fresh = self.state is None or self.state.generation != meta.get("generation")
         observations, problems, pods = seen.observations, seen.problems, seen.pods
         if fresh:
+            self.meter.rebuilt(self.state)
             pods = await self.lanes.decisions.call(self.api.list_pods, self.namespace, self.name)  # first
             trial_objs = await self.lanes.decisions.call(self.api.list_trials, self.namespace, self.name)
             observations = {o["metadata"]["name"]: observations_of(o) for o in trial_objs}
@@ -156,6 +160,7 @@ class ExperimentOwner:
                 self.state.engine.fail(*self.refused)
         observations, problems, unstarted, confirmed = await self.confirm_ended_runs(observations, problems, pods,
                                                                                      fresh)
+        processed = self.meter.processed(self.state, seen.arrived)
         plan = await asyncio.get_running_loop().run_in_executor(None, lambda: step(
             self.state, spec, status, observations, pods, self.clock(), fresh=fresh, problems=problems,
             unstarted=unstarted, max_launches=0 if self.launching else LAUNCHES_PER_STEP))
@@ -172,6 +177,7 @@ class ExperimentOwner:
         except Exception:
             self.state = None  # half-applied: rebuild from the API
             raise
+        self.meter.decided(plan, self.state, seen.arrived, processed, recount=fresh)
         self.hold_events([ev for ev in plan.events if ev.trial not in actions.launched_trials(plan)])
         if plan.delete_pods or plan.delete_claims:
             self.deleting.add(asyncio.ensure_future(
@@ -180,6 +186,7 @@ class ExperimentOwner:
             self.start_launch(plan, spec, body)
         self.more_launches = plan.more_launches
         acted = time.monotonic()
+        metrics.STEP_SECONDS.observe(acted - started)
         if acted - started > SLOW_STEP_SECONDS:
             self.logger.info(f"Slow step of {acted - started:.2f} s: read {confirmed - started:.2f} s "
                              f"{'(rebuilt) ' if fresh else ''}decide {planned - confirmed:.2f} s, act "

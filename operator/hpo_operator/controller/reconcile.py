@@ -10,6 +10,7 @@ and adding its part to the plan.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Collection, NamedTuple, Optional, Sequence
@@ -37,6 +38,9 @@ OUTPUT_CHARS = 2048
 EVENT_OUTPUT_CHARS = 600
 
 Observations = Sequence[tuple[int, Optional[float]]]  # (epoch, objective value) as on record
+# How a run ended (``Plan.run_ends``), by the phase its trial is in after ``on_run_exit``.
+RUN_END_OF_PHASE = {TrialPhase.COMPLETED: "completed", TrialPhase.PAUSED: "paused", TrialPhase.PENDING: "retried",
+                    TrialPhase.FAILED: "failed"}
 
 
 @dataclass
@@ -49,6 +53,10 @@ class Plan:
     experiment_status: dict = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
     pod_problems: dict[str, tuple[str, str]] = field(default_factory=dict)  # trial -> what keeps its pod from starting
+    # What the step did, counted (the operator's metrics): the scheduler's answer to each observation
+    # (continue, pause, stop, promote: in place), and the runs ended by outcome (metrics.RUN_OUTCOMES).
+    decisions: Counter = field(default_factory=Counter)
+    run_ends: Counter = field(default_factory=Counter)
 
     def delete_run(self, trial: str, pod: str) -> None:
         self.delete_pods[pod] = (trial, attempt_of(trial, pod))
@@ -205,9 +213,12 @@ def act_on_observations(state: ExperimentState, given: StepInput, plan: Plan) ->
             until_before = trial.until
             decision = state.engine.on_observation(trial.trial_id, epoch, value)
             book.processed += 1
+            plan.decisions["promote" if decision is Decision.CONTINUE and trial.until > until_before
+                           else decision.value] += 1
             if decision is Decision.STOP:
                 if book.pod:
                     plan.delete_run(name, book.pod)
+                    plan.run_ends["stopped"] += 1
                 plan.events.append(Event(name, "Normal", "Stopped", trial.message))
             elif epoch >= until_before:
                 book.decided = epoch  # tells the sidecar, which tells the waiting trainer
@@ -242,9 +253,11 @@ def end_runs(state: ExperimentState, given: StepInput, plan: Plan) -> set[str]:
         touched.add(name)
         if name in given.unstarted:  # a rebuild's run whose pod never existed (unstarted_runs)
             engine.relaunch(trial.trial_id)
+            plan.run_ends["unstarted"] += 1
             continue
         outcome = outcome_of(state, pod, given.now)
         engine.on_run_exit(trial.trial_id, outcome.ok, outcome.message)
+        plan.run_ends[RUN_END_OF_PHASE.get(trial.phase, "failed")] += 1
         failed = trial.phase in (TrialPhase.PENDING, TrialPhase.FAILED)
         if failed:
             book.output = output_tail(outcome.output, OUTPUT_CHARS) or None
@@ -297,10 +310,15 @@ def apply_budget(state: ExperimentState, given: StepInput, plan: Plan) -> set[st
     start = given.status.get("startTime")
     started_at = datetime.strptime(start, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc) if start else given.now
     ended = []
-    if limit is not None and (given.now - started_at).total_seconds() >= limit and engine.outcome is None:
+    time_up = limit is not None and (given.now - started_at).total_seconds() >= limit and engine.outcome is None
+    failed = engine.outcome is not None and engine.outcome.phase == ExperimentPhase.FAILED
+    running = {t.name for t in engine.trials.values() if t.phase == TrialPhase.RUNNING} if time_up or failed else set()
+    if time_up:
         ended += engine.time_up()
-    if engine.outcome is not None and engine.outcome.phase == ExperimentPhase.FAILED:
+    if failed:
         ended += engine.stop_all(f"stopped: experiment failed ({engine.outcome.reason})")
+    if running:
+        plan.run_ends["stopped"] += sum(t.name in running for t in ended)
     for t in ended:
         plan.events.append(Event(t.name, "Normal", "Stopped", t.message))
         pod = state.books[t.name].pod

@@ -1,0 +1,221 @@
+"""The operator's Prometheus metrics: what each experiment's owner decided and did, and what it cost.
+
+Definitions, and the few helpers that feed them, all here: the owner counts a
+step from what ``reconcile.step`` returned (its ``Plan``: decisions, launches,
+run ends) through its ``ExperimentMeter``; the API client counts each request
+(``count_requests``, wrapped around the client's REST layer in ``kube.py``);
+the kopf startup handler serves them (``serve``: ``HPO_METRICS_PORT``, default
+8000, 0 serves none) and a deleted experiment's series go with it (``forget``).
+docs/operator.md lists every metric.
+
+Per-experiment series carry ``namespace`` and ``experiment``; the histograms
+and the API counts are operator-wide, so their number does not grow with the
+experiments. The owner keeps its experiment's label children (a dict lookup
+under a lock each time otherwise): a step costs a handful of increments.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Callable, Optional
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+PORT_VARIABLE = "HPO_METRICS_PORT"
+DEFAULT_PORT = 8000  # (the chart's liveness endpoint has 8080)
+
+EXPERIMENT = ["namespace", "experiment"]
+PHASES = ("Pending", "Running", "Paused", "Stopped", "Completed", "Failed")
+DECISION_KINDS = ("continue", "pause", "stop", "promote")
+LAUNCH_REASONS = ("new", "resume", "retry")
+RUN_OUTCOMES = ("completed", "paused", "retried", "failed", "stopped", "unstarted")
+REBUILD_REASONS = ("start", "spec_changed", "recovery")
+
+TRIALS = Gauge("hpo_trials", "Trials of an experiment by phase, as the operator records them on its HPOTrials "
+               "(set after every step).", EXPERIMENT + ["phase"])
+OBSERVATIONS = Counter("hpo_observations_ingested", "Observations (epochs a trial's sidecar recorded) the "
+                       "operator fed to the scheduler.", EXPERIMENT)
+DECISIONS = Counter("hpo_decisions", "The scheduler's decision on each observation: continue, pause (at a rung), "
+                    "stop, or promote (in place: the run goes on past its rung).", EXPERIMENT + ["kind"])
+LAUNCHES = Counter("hpo_launches", "Runs launched (a pod each): new trials, resumed paused trials, retries.",
+                   EXPERIMENT + ["reason"])
+RUN_ENDS = Counter("hpo_run_ends", "Runs ended, by outcome: completed, paused (at its rung), retried, failed, "
+                   "stopped (by the scheduler or the budget), unstarted (its pod never came: launched again).",
+                   EXPERIMENT + ["outcome"])
+DECISION_LATENCY = Histogram(
+    "hpo_decision_latency_seconds", "From the watch event that brought a trial's new observation to the operator "
+    "to the end of the write of the decisions of the step that acted on it (one sample per trial and step).",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+STEP_SECONDS = Histogram("hpo_step_duration_seconds", "Steps of experiment owners, read to decisions written "
+                         "(the count is the number of steps).",
+                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+STEP_RETRIES = Counter("hpo_step_retries", "Steps that failed (an API error or outage) and were retried from a "
+                       "fresh read of the API a second later.")
+REBUILDS = Counter("hpo_state_rebuilds", "Experiment states built from a fresh list of trials and pods: at the "
+                   "owner's start, after a spec change, or in recovery after calls failed half-way.", ["reason"])
+API_REQUESTS = Counter("hpo_api_requests", "Requests of the operator's API client (the owners' reads and writes, "
+                       "not kopf's watches and events), by verb, resource and HTTP status code ('error': no answer).",
+                       ["verb", "resource", "code"])
+
+PER_EXPERIMENT = ((TRIALS, PHASES), (OBSERVATIONS, None), (DECISIONS, DECISION_KINDS), (LAUNCHES, LAUNCH_REASONS),
+                  (RUN_ENDS, RUN_OUTCOMES))
+
+
+def port_from_environment() -> int:
+    raw = os.environ.get(PORT_VARIABLE, str(DEFAULT_PORT))
+    try:
+        port = int(raw)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{PORT_VARIABLE}={raw!r} is not a port: give a number from 1 to 65535, or 0 to serve "
+                         f"no metrics")
+    return port
+
+
+def serve(port: int) -> None:
+    """Serve /metrics on every address, in a thread of its own; a port taken says which variable to change."""
+    try:
+        start_http_server(port)
+    except OSError as err:
+        raise OSError(f"cannot serve metrics on port {port} ({err.strerror}): set {PORT_VARIABLE} to a free port, "
+                      f"or to 0 to serve no metrics") from err
+
+
+def forget(namespace: str, experiment: str) -> None:
+    """Drop a deleted experiment's series (labels of a closed set: each possible one is removed)."""
+    for metric, values in PER_EXPERIMENT:
+        for value in values or [None]:
+            try:
+                metric.remove(namespace, experiment, *([value] if value else []))
+            except KeyError:
+                pass
+    ARRIVALS.forget((namespace, experiment))
+
+
+class Arrivals:
+    """When each trial's newest observations reached the operator: the watch event that showed its record
+    grow (``note``, from the trials' index), kept until the experiment's owner takes them (``take``) for the
+    decision latency. Watch events come from kopf's threads, the owner reads in the event loop: each
+    experiment's pending times are swapped out whole."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self._counts: dict[tuple[str, str], dict[str, int]] = {}
+        self._pending: dict[tuple[str, str], dict[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def note(self, key: tuple[str, str], trial: str, observations: int) -> None:
+        counts = self._counts.setdefault(key, {})
+        if observations > counts.get(trial, 0):
+            with self._lock:
+                self._pending.setdefault(key, {}).setdefault(trial, self.clock())
+        counts[trial] = observations
+
+    def take(self, key: tuple[str, str]) -> dict[str, float]:
+        with self._lock:
+            return self._pending.pop(key, {})
+
+    def forget(self, key: tuple[str, str]) -> None:
+        self._counts.pop(key, None)
+        self.take(key)
+
+
+ARRIVALS = Arrivals()
+
+
+class ExperimentMeter:
+    """One experiment's series, fed by its owner."""
+
+    def __init__(self, namespace: str, experiment: str):
+        labels = (namespace, experiment)
+        self.trials = {p: TRIALS.labels(*labels, p) for p in PHASES}
+        self.observations = OBSERVATIONS.labels(*labels)
+        self.decisions = {k: DECISIONS.labels(*labels, k) for k in DECISION_KINDS}
+        self.launches = {r: LAUNCHES.labels(*labels, r) for r in LAUNCH_REASONS}
+        self.run_ends = {o: RUN_ENDS.labels(*labels, o) for o in RUN_OUTCOMES}
+        self.built = False
+
+    def rebuilt(self, previous_state: Optional[object]) -> None:
+        reason = "spec_changed" if previous_state is not None else "recovery" if self.built else "start"
+        self.built = True
+        REBUILDS.labels(reason).inc()
+
+    @staticmethod
+    def processed(state, arrived: dict[str, float]) -> dict[str, int]:
+        """Before a step: the observations acted on so far of each trial with news."""
+        return {trial: state.books[trial].processed for trial in arrived if trial in state.books}
+
+    def decided(self, plan, state, arrived: dict[str, float], processed_before: dict[str, int],
+                recount: bool = False) -> None:
+        """A step's decisions are written: count them, and the latency of each trial whose news it acted on
+        (``arrived``: trial -> when its new observations were seen; ``processed_before``: ``processed`` before
+        the step). Trials are counted again when the step wrote any trial's status (every change of phase
+        is such a write) or ``recount`` (a rebuilt state)."""
+        if plan.trial_status or recount:
+            self.count_trials(state)
+        for kind, n in plan.decisions.items():
+            self.decisions[kind].inc(n)
+        if plan.decisions:
+            self.observations.inc(sum(plan.decisions.values()))
+        for outcome, n in plan.run_ends.items():
+            self.run_ends[outcome].inc(n)
+        for launch in plan.launches:
+            self.launches[launch.reason].inc()
+        now = time.monotonic()
+        for trial, seen_at in arrived.items():
+            book = state.books.get(trial)
+            if book is not None and book.processed > processed_before.get(trial, book.processed):
+                DECISION_LATENCY.observe(now - seen_at)
+
+    def count_trials(self, state) -> None:
+        """Trials by the phase the operator records (``settled_phase``: a run that reported its last epoch
+        is recorded Paused or Completed before its pod ends)."""
+        engine = state.engine
+        counts = dict.fromkeys(PHASES, 0)
+        for book in state.books.values():
+            counts[engine.settled_phase(book.trial_id)] += 1
+        for phase, n in counts.items():
+            self.trials[phase].set(n)
+
+
+# ---- API requests ---------------------------------------------------------------------------------------
+def verb_and_resource(method: str, url: str) -> tuple[str, str]:
+    """Kubernetes' verb and resource of a request: ('list', 'pods'), ('patch', 'hpotrials/status'), ...
+    from its method and URL path (/api/v1/namespaces/NS/pods, /apis/GROUP/VERSION/namespaces/NS/R/NAME/SUB)."""
+    path = url.split("://", 1)[-1].split("?", 1)[0]
+    parts = path.split("/")[1:]  # (the host goes)
+    # (after a proxy's prefix, if any) /api/VERSION/... or /apis/GROUP/VERSION/...
+    start = next((i + {"api": 2, "apis": 3}[p] for i, p in enumerate(parts) if p in ("api", "apis")), None)
+    if start is None:
+        return method.lower(), "other"
+    rest = parts[start:]
+    if len(rest) >= 2 and rest[0] == "namespaces" and len(rest) != 2:
+        rest = rest[2:]  # namespaced (a namespace itself is /namespaces/NAME)
+    if not rest or not rest[0]:
+        return "get", "discovery"
+    resource = rest[0] + (f"/{rest[2]}" if len(rest) > 2 else "")
+    named = len(rest) > 1
+    verb = {"GET": "get" if named else "list", "POST": "create", "PUT": "update", "PATCH": "patch",
+            "DELETE": "delete" if named else "deletecollection"}.get(method.upper(), method.lower())
+    return verb, resource
+
+
+def count_requests(request: Callable) -> Callable:
+    """``request`` (the Kubernetes client's ``RESTClientObject.request(method, url, ...)``), counting each call
+    in ``hpo_api_requests_total``. Newer clients return a non-2xx answer, older ones raise it."""
+    def counted(method, url, *args, **kwargs):
+        code = "error"
+        try:
+            response = request(method, url, *args, **kwargs)
+            code = str(getattr(response, "status", "") or "error")
+            return response
+        except Exception as err:
+            status = getattr(err, "status", None)
+            code = str(status) if status else "error"
+            raise
+        finally:
+            API_REQUESTS.labels(*verb_and_resource(method, url), code).inc()
+    return counted

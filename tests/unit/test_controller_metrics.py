@@ -1,0 +1,254 @@
+"""The operator's Prometheus metrics: what a step counts (its plan's tally), what an owner feeds the series, the
+API requests' verb and resource, and the endpoint's settings.
+
+The owner tests use the TEST DOUBLE ``support.api_double.RecordingApi`` (as test_controller_owner.py does); the
+integration tier scrapes the same series from a real ``kopf run`` operator against a real API server
+(tests/integration/test_operator_metrics.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+import time
+import uuid
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from prometheus_client import REGISTRY
+
+from hpo_operator.controller import metrics
+from hpo_operator.controller.owner import ExperimentOwner, Seen
+from support.api_double import RecordingApi, running_pod, succeeded_pod
+
+from test_controller_reconcile import World
+
+LOG = logging.getLogger("test")
+
+
+def sample(name: str, **labels) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+# ---- what a step counts -----------------------------------------------------------------------------
+def run_to_the_end(world: World, seed: int) -> dict[str, Counter]:
+    """Play the sidecars and pods until the experiment ends: each running pod reports one epoch a step, and
+    exits once it reached its run's ``until``. Returns the plans' tallies, launches and events, added up."""
+    rng = random.Random(seed)
+    seen = {k: Counter() for k in ("decisions", "run_ends", "launches", "events", "reported")}
+    for _ in range(500):
+        plan = world.step()
+        seen["decisions"].update(plan.decisions)
+        seen["run_ends"].update(plan.run_ends)
+        seen["launches"].update(launch.reason for launch in plan.launches)
+        seen["events"].update(event.reason for event in plan.events)
+        if world.status["phase"] != "Running":
+            return seen
+        for pod, obj in list(world.pods.items()):
+            trial = pod.rsplit("-", 1)[0]
+            status = world.trials[trial]["status"]
+            if obj["status"]["phase"] != "Running" or status.get("pod") != pod:
+                continue
+            if len(status["observations"]) < status["until"]:
+                world.report(trial, rng.random())
+                seen["reported"]["observations"] += 1
+            else:
+                world.pod_ends(trial)
+    raise AssertionError("the experiment did not end")
+
+
+@pytest.mark.parametrize("asha_type", ["promotion", "stopping"])
+def test_a_plan_counts_one_decision_per_observation_and_every_launch_and_run_end(manifest, asha_type):
+    manifest["spec"]["scheduler"] = {"algorithm": "asha", "type": asha_type, "maxResource": 9}
+    seen = run_to_the_end(World(manifest, maxTrials=12, parallelism=3), seed=3)
+    decisions, ends, launches, events = seen["decisions"], seen["run_ends"], seen["launches"], seen["events"]
+    assert sum(decisions.values()) == seen["reported"]["observations"]  # each observation: one scheduler call
+    assert decisions["pause"] == events["Paused"] and decisions["promote"] == events["PromotedInPlace"]
+    assert launches["new"] == events["Started"] == 12 and launches["resume"] == events["Resumed"]
+    assert ends["completed"] == events["Completed"] and ends["stopped"] == decisions["stop"]
+    # Every run launched ended, one way or another.
+    assert sum(ends.values()) == sum(launches.values()), (ends, launches)
+    if asha_type == "promotion":
+        assert decisions["pause"] and ends["paused"] == decisions["pause"] and launches["resume"]
+    else:
+        assert decisions["stop"] and not decisions["pause"]
+
+
+def test_a_plan_counts_retries_failures_and_the_runs_the_budget_stops(manifest):
+    manifest["spec"]["scheduler"] = {"algorithm": "fifo", "maxResource": 9}
+    world = World(manifest, maxRetries=1, maxFailedTrials=5, maxDuration="1h")
+    world.step()
+    world.pod_ends("exp-0000", "Failed", exit_code=137)
+    assert world.step().run_ends == {"retried": 1}
+    world.pod_ends("exp-0000", "Failed", exit_code=1)
+    assert world.step().run_ends == {"failed": 1}
+    world.now += timedelta(hours=1, seconds=1)
+    plan = world.step()
+    assert plan.run_ends == {"stopped": 2} and world.status["reason"] == "MaxDurationReached"  # exp-0001, exp-0002
+
+
+# ---- what the owner feeds the series ----------------------------------------------------------------
+def fifo_experiment(manifest, namespace: str) -> dict:
+    manifest["spec"]["budget"] = {"parallelism": 2, "maxTrials": 3}
+    manifest["spec"]["scheduler"] = {"algorithm": "fifo", "maxResource": 3}
+    return {"apiVersion": "hpo.dev/v1alpha1", "kind": "HPOExperiment",
+            "metadata": {"name": "exp", "namespace": namespace, "uid": "u", "generation": 1},
+            "spec": manifest["spec"], "status": {}}
+
+
+def test_an_owner_counts_its_steps_and_a_deleted_experiment_drops_its_series(manifest, quiet_kopf):
+    ns = f"m-{uuid.uuid4().hex[:6]}"  # the registry is the process's: series of a namespace of its own
+    labels = {"namespace": ns, "experiment": "exp"}
+    steps_before = sample("hpo_step_duration_seconds_count")
+    latencies_before = sample("hpo_decision_latency_seconds_count")
+    starts_before = sample("hpo_state_rebuilds_total", reason="start")
+
+    async def scenario():
+        api = RecordingApi()
+        owner = ExperimentOwner(api, ns, "exp", LOG)
+        body = fifo_experiment(manifest, ns)
+        await owner.step(Seen(body, {}, {}, {}))
+        await owner.finish_launch()
+        assert sample("hpo_launches_total", **labels, reason="new") == 2
+        assert sample("hpo_trials", **labels, phase="Running") == 2
+        assert sample("hpo_state_rebuilds_total", reason="start") == starts_before + 1
+
+        # exp-0000 trained its 3 epochs and exited; its news came in a moment ago.
+        seen_at = time.monotonic() - 0.5
+        observations = {"exp-0000": [(1, 0.5), (2, 0.4), (3, 0.3)]}
+        pods = {"exp-0000-1": succeeded_pod(), "exp-0001-1": running_pod()}
+        await owner.step(Seen(body, observations, {}, pods, arrived={"exp-0000": seen_at, "exp-0001": seen_at}))
+        await owner.finish_launch()
+        assert sample("hpo_observations_ingested_total", **labels) == 3
+        assert sample("hpo_decisions_total", **labels, kind="continue") == 3
+        assert sample("hpo_run_ends_total", **labels, outcome="completed") == 1
+        assert sample("hpo_launches_total", **labels, reason="new") == 3
+        assert {p: sample("hpo_trials", **labels, phase=p) for p in ("Running", "Completed", "Pending")} == \
+            {"Running": 2, "Completed": 1, "Pending": 0}
+        # One sample: exp-0001 had news too, but no new observation was acted on.
+        assert sample("hpo_decision_latency_seconds_count") == latencies_before + 1
+        assert sample("hpo_decision_latency_seconds_sum") >= 0.5
+
+    asyncio.run(scenario())
+    assert sample("hpo_step_duration_seconds_count") == steps_before + 2
+    metrics.forget(ns, "exp")
+    assert not [s for family in REGISTRY.collect() for s in family.samples if s.labels.get("namespace") == ns]
+
+
+def test_a_failed_step_is_counted_as_a_retry_and_the_next_rebuilds_in_recovery(manifest, quiet_kopf):
+    from kubernetes.client.rest import ApiException
+
+    ns = f"m-{uuid.uuid4().hex[:6]}"
+    retries, recoveries = sample("hpo_step_retries_total"), sample("hpo_state_rebuilds_total", reason="recovery")
+
+    class FailingOnce(RecordingApi):
+        fail = False
+
+        def patch_trial_status(self, *args):
+            if self.fail:
+                self.fail = False
+                raise ApiException(status=500, reason="etcd timed out")
+            return super().patch_trial_status(*args)
+
+    async def scenario():
+        api = FailingOnce()
+        owner = ExperimentOwner(api, ns, "exp", LOG)
+        body = fifo_experiment(manifest, ns)
+        await owner.step(Seen(body, {}, {}, {}))
+        await owner.finish_launch()
+        api.fail = True  # the write of exp-0000's end fails: the step is retried, from a rebuilt state
+        seen = Seen(body, {"exp-0000": [(1, 0.5), (2, 0.4), (3, 0.3)]}, {},
+                    {"exp-0000-1": succeeded_pod(), "exp-0001-1": running_pod()})
+        run = asyncio.ensure_future(owner.run(lambda: seen, asyncio.Event(), interval=0.05, batch=0.01))
+        while sample("hpo_state_rebuilds_total", reason="recovery") == recoveries:
+            await asyncio.sleep(0.05)
+        run.cancel()
+
+    asyncio.run(asyncio.wait_for(scenario(), 20))
+    metrics.forget(ns, "exp")
+
+
+# ---- API requests ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("method, url, expected", [
+    ("GET", "https://h:6443/api/v1/namespaces/ns/pods?labelSelector=x", ("list", "pods")),
+    ("POST", "https://h:6443/api/v1/namespaces/ns/pods?dryRun=All", ("create", "pods")),
+    ("DELETE", "https://h:6443/api/v1/namespaces/ns/pods?labelSelector=a", ("deletecollection", "pods")),
+    ("GET", "https://h:6443/apis/hpo.dev/v1alpha1/namespaces/ns/hpotrials/exp-0001", ("get", "hpotrials")),
+    ("PATCH", "https://h:6443/apis/hpo.dev/v1alpha1/namespaces/ns/hpotrials/exp-0001/status",
+     ("patch", "hpotrials/status")),
+    ("POST", "https://h/apis/rbac.authorization.k8s.io/v1/namespaces/ns/roles", ("create", "roles")),
+    ("GET", "https://h/apis/storage.k8s.io/v1/storageclasses", ("list", "storageclasses")),
+    ("GET", "https://h/api/v1/namespaces/ns", ("get", "namespaces")),
+    ("GET", "https://h/apis/hpo.dev/v1alpha1", ("get", "discovery")),
+    ("GET", "https://rancher/k8s/clusters/c-1/api/v1/namespaces/ns/pods/p", ("get", "pods")),
+    ("GET", "https://h/healthz", ("get", "other")),
+])
+def test_a_requests_verb_and_resource_come_from_its_method_and_path(method, url, expected):
+    assert metrics.verb_and_resource(method, url) == expected
+
+
+def test_each_request_is_counted_with_its_answers_status_code():
+    from kubernetes.client.rest import ApiException
+
+    class Answer:
+        status = 201
+
+    def request(method, url, **_):
+        if "missing" in url:
+            raise ApiException(status=404, reason="Not Found")
+        if "down" in url:
+            raise ConnectionError("refused")
+        return Answer()
+
+    counted = metrics.count_requests(request)
+    ns = f"m-{uuid.uuid4().hex[:6]}"
+    before = {code: sample("hpo_api_requests_total", verb="create", resource="pods", code=code)
+              for code in ("201", "404", "error")}
+    counted("POST", f"https://h/api/v1/namespaces/{ns}/pods")
+    with pytest.raises(ApiException):
+        counted("POST", f"https://h/api/v1/namespaces/{ns}-missing/pods")
+    with pytest.raises(ConnectionError):
+        counted("POST", f"https://h/api/v1/namespaces/{ns}-down/pods")
+    assert {code: sample("hpo_api_requests_total", verb="create", resource="pods", code=code) - before[code]
+            for code in before} == {"201": 1, "404": 1, "error": 1}
+
+
+# ---- the endpoint's settings -------------------------------------------------------------------------
+@pytest.mark.parametrize("raw", ["eighty", "-1", "70000"])
+def test_a_bad_metrics_port_names_the_variable_and_the_fix(monkeypatch, raw):
+    monkeypatch.setenv("HPO_METRICS_PORT", raw)
+    with pytest.raises(ValueError, match=r"HPO_METRICS_PORT=.*0 to serve no metrics"):
+        metrics.port_from_environment()
+
+
+def test_the_metrics_port_defaults_and_zero_turns_the_endpoint_off(monkeypatch):
+    monkeypatch.delenv("HPO_METRICS_PORT", raising=False)
+    assert metrics.port_from_environment() == metrics.DEFAULT_PORT
+    monkeypatch.setenv("HPO_METRICS_PORT", "0")
+    assert metrics.port_from_environment() == 0
+
+
+def test_a_taken_port_says_which_variable_to_change():
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        with pytest.raises(OSError, match=r"set HPO_METRICS_PORT to a free port"):
+            metrics.serve(taken.getsockname()[1])
+
+
+def test_arrivals_keep_the_first_sight_of_new_observations_until_taken():
+    clock = iter(range(100)).__next__
+    arrivals = metrics.Arrivals(clock=lambda: float(clock()))
+    key = ("ns", "exp")
+    arrivals.note(key, "t0", 1)  # at 0
+    arrivals.note(key, "t0", 2)  # grew again before the owner took it: still the first sight
+    arrivals.note(key, "t1", 0)  # an event with nothing new
+    assert arrivals.take(key) == {"t0": 0.0}
+    arrivals.note(key, "t0", 2)  # the operator's own status write: no new observation
+    assert arrivals.take(key) == {}
+    arrivals.note(key, "t0", 3)
+    arrivals.forget(key)
+    assert arrivals.take(key) == {}
