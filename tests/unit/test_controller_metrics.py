@@ -87,7 +87,7 @@ def test_a_plan_counts_retries_failures_and_the_runs_the_budget_stops(manifest):
     assert world.step().run_ends == {"failed": 1}
     world.now += timedelta(hours=1, seconds=1)
     plan = world.step()
-    assert plan.run_ends == {"stopped": 2} and world.status["reason"] == "MaxDurationReached"  # exp-0001, exp-0002
+    assert plan.run_ends == {"stopped": 2} and world.status["phase"] == "Failed"  # exp-0001, exp-0002; no result
 
 
 # ---- what the owner feeds the series ----------------------------------------------------------------
