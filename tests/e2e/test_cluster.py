@@ -11,12 +11,14 @@ import json
 import subprocess
 import time
 import uuid
+from collections import Counter
 
 import pytest
 import yaml
 
 from support.kube_tools import wait_for
 from support.paths import REPO
+from support.scrape import Scrape
 
 helm = pytest.importorskip("helm_python")
 pytestmark = pytest.mark.timeout(3600)
@@ -65,6 +67,10 @@ def test_example_experiment_pauses_resumes_and_succeeds(cluster, images, release
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc))
     assert_trainer_cannot_read_a_token(cluster, namespace, name)
     victim, attempt, until = delete_the_operator_and_a_training_pod(cluster, namespace)
+    mine = {"namespace": namespace, "experiment": name}
+    # The new operator pod's metrics, through the chart's Service, once it has acted on something.
+    during = wait_for(lambda: (s := operator_metrics(cluster)) and s.total("hpo_observations_ingested_total", **mine)
+                      and s, timeout=600, interval=2, what="the new operator's metrics to count observations")
 
     def finished():
         phase = (get(cluster, "hpx", namespace, name).get("status") or {}).get("phase")
@@ -126,11 +132,35 @@ def test_example_experiment_pauses_resumes_and_succeeds(cluster, images, release
     assert "Completed" in hpt and ("Stopped" in hpt or "Paused" in hpt or not stopped)
     assert "Succeeded" in cluster.kubectl("get", "hpo", "-n", namespace).stdout  # the category lists both kinds
     assert_columns_add_up(cluster, namespace, name, status, len(trials))
+    assert_metrics_moved_and_match_the_trials(cluster, mine, during, hpt)
     assert_events_tell_every_ending(events, trials, name)
     assert_normal_finish_logs_no_warning(cluster)
 
     # The checkpoint really is on the volume: a pod mounting the best trial's claim reads it.
     assert_checkpoint_on_claim(cluster, namespace, claim, images["trainer"])
+
+
+def operator_metrics(cluster):
+    """The operator's /metrics through its Service (the API server's service proxy); None while unanswered."""
+    out = cluster.kubectl("get", "--raw", f"/api/v1/namespaces/{OPERATOR_NS}/services/{RELEASE}-hpo-operator-metrics:"
+                          "metrics/proxy/metrics", check=False)
+    return Scrape(out.stdout) if out.returncode == 0 else None
+
+
+def assert_metrics_moved_and_match_the_trials(cluster, mine: dict, during: Scrape, hpt_table: str) -> None:
+    """What the operator counted since the first scrape grew, and its trials by phase are `kubectl get hpt`'s."""
+    final = operator_metrics(cluster)
+    for counter in ("hpo_observations_ingested_total", "hpo_decisions_total", "hpo_launches_total",
+                    "hpo_run_ends_total"):
+        assert final.total(counter, **mine) > during.total(counter, **mine), counter
+    assert final.total("hpo_step_duration_seconds_count") > during.total("hpo_step_duration_seconds_count")
+    assert final.total("hpo_decision_latency_seconds_count") > 0
+    assert final.total("hpo_api_requests_total", verb="create", resource="pods", code="201") > 0
+    header, *rows = hpt_table.splitlines()
+    column = header.split().index("PHASE")
+    shown = Counter(row.split()[column] for row in rows)
+    gauge = {phase: int(v) for phase, v in final.by("hpo_trials", "phase", **mine).items() if v}
+    assert gauge == dict(shown), (gauge, hpt_table)
 
 
 def assert_columns_add_up(cluster, namespace: str, name: str, status: dict, created: int) -> None:
@@ -442,7 +472,7 @@ def test_helm_uninstall_leaves_running_experiments_deletable_and_removes_everyth
     assert not get(cluster, "hpx", namespace, "orphan")["metadata"].get("finalizers")
 
     release.uninstall(RELEASE, wait="watcher", timeout=120)
-    left = cluster.kubectl("get", "deployment,serviceaccount,role,rolebinding", "-n", OPERATOR_NS,
+    left = cluster.kubectl("get", "deployment,serviceaccount,service,role,rolebinding", "-n", OPERATOR_NS,
                            "-l", "app.kubernetes.io/instance=hpo", "-o", "name").stdout
     assert left.strip() == ""
     cluster_left = cluster.kubectl("get", "clusterrole,clusterrolebinding", "-o", "name").stdout
