@@ -60,9 +60,10 @@ def run_to_the_end(world: World, seed: int) -> dict[str, Counter]:
     raise AssertionError("the experiment did not end")
 
 
-@pytest.mark.parametrize("asha_type", ["promotion", "stopping"])
+@pytest.mark.parametrize("asha_type", ["promotion", "promotion-in-place", "stopping"])
 def test_a_plan_counts_one_decision_per_observation_and_every_launch_and_run_end(manifest, asha_type):
-    manifest["spec"]["scheduler"] = {"algorithm": "asha", "type": asha_type, "maxResource": 9}
+    manifest["spec"]["scheduler"] = {"algorithm": "asha", "type": asha_type.split("-")[0], "maxResource": 9,
+                                     "promoteInPlace": asha_type.endswith("in-place")}
     seen = run_to_the_end(World(manifest, maxTrials=12, parallelism=3), seed=3)
     decisions, ends, launches, events = seen["decisions"], seen["run_ends"], seen["launches"], seen["events"]
     assert sum(decisions.values()) == seen["reported"]["observations"]  # each observation: one scheduler call
@@ -73,6 +74,8 @@ def test_a_plan_counts_one_decision_per_observation_and_every_launch_and_run_end
     assert sum(ends.values()) == sum(launches.values()), (ends, launches)
     if asha_type == "promotion":
         assert decisions["pause"] and ends["paused"] == decisions["pause"] and launches["resume"]
+    elif asha_type == "promotion-in-place":
+        assert decisions["promote"]
     else:
         assert decisions["stop"] and not decisions["pause"]
 
