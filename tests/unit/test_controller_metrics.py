@@ -255,3 +255,22 @@ def test_arrivals_keep_the_first_sight_of_new_observations_until_taken():
     arrivals.note(key, "t0", 3)
     arrivals.forget(key)
     assert arrivals.take(key) == {}
+
+
+def test_a_batch_histogram_reads_like_the_librarys_own():
+    from prometheus_client import CollectorRegistry, Histogram
+    from prometheus_client.exposition import generate_latest
+
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    batch = metrics.BatchHistogram("latency_seconds", "help", (0.1, 1, 10), registry=ours)
+    library = Histogram("latency_seconds", "help", buckets=(0.1, 1, 10), registry=theirs)
+    values = [0.05, 0.1, 0.5, 1.0, 3, 10, 11, 0]  # on a bound: in that bucket (le)
+    batch.observe_all(values[:3])
+    batch.observe_all(values[3:])
+    for v in values:
+        library.observe(v)
+    def page(registry):  # (the library's adds a _created time)
+        return [line for line in generate_latest(registry).decode().splitlines() if "_created" not in line]
+
+    assert page(ours) == page(theirs)
+    assert ours.get_sample_value("latency_seconds_bucket", {"le": "1.0"}) == 5

@@ -16,12 +16,17 @@ under a lock each time otherwise): a step costs a handful of increments.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
-from typing import Callable, Optional
+from bisect import bisect_left
+from itertools import accumulate
+from typing import Callable, Iterable, Optional
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.metrics_core import HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 PORT_VARIABLE = "HPO_METRICS_PORT"
 DEFAULT_PORT = 8000  # (the chart's liveness endpoint has 8080)
@@ -44,7 +49,33 @@ LAUNCHES = Counter("hpo_launches", "Runs launched (a pod each): new trials, resu
 RUN_ENDS = Counter("hpo_run_ends", "Runs ended, by outcome: completed, paused (at its rung), retried, failed, "
                    "stopped (by the scheduler or the budget), unstarted (its pod never came: launched again).",
                    EXPERIMENT + ["outcome"])
-DECISION_LATENCY = Histogram(
+class BatchHistogram:
+    """A histogram fed all of a step's samples under one lock, exposed as the library's histograms are. The
+    library's ``Histogram.observe`` takes two locks per sample: 1.7 ms of a 13 ms step that acts on 1,000
+    observations (bench/metrics_cost.py), a ninth of that here."""
+
+    def __init__(self, name: str, documentation: str, buckets: Iterable[float], registry=REGISTRY):
+        self.name, self.documentation = name, documentation
+        self.bounds = [float(b) for b in buckets] + [math.inf]
+        self.counts = [0] * len(self.bounds)
+        self.total = 0.0
+        self.lock = threading.Lock()
+        registry.register(self)
+
+    def observe_all(self, values: Iterable[float]) -> None:
+        with self.lock:
+            for value in values:
+                self.counts[bisect_left(self.bounds, value)] += 1  # (the first bucket whose bound is >= value)
+                self.total += value
+
+    def collect(self):
+        with self.lock:
+            counts, total = list(self.counts), self.total
+        yield HistogramMetricFamily(self.name, self.documentation, sum_value=total,
+                                    buckets=[(floatToGoString(b), c) for b, c in zip(self.bounds, accumulate(counts))])
+
+
+DECISION_LATENCY = BatchHistogram(
     "hpo_decision_latency_seconds", "From the watch event that brought a trial's new observation to the operator "
     "to the end of the write of the decisions of the step that acted on it (one sample per trial and step).",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
@@ -164,11 +195,9 @@ class ExperimentMeter:
             self.run_ends[outcome].inc(n)
         for launch in plan.launches:
             self.launches[launch.reason].inc()
-        now = time.monotonic()
-        for trial, seen_at in arrived.items():
-            book = state.books.get(trial)
-            if book is not None and book.processed > processed_before.get(trial, book.processed):
-                DECISION_LATENCY.observe(now - seen_at)
+        now, books = time.monotonic(), state.books
+        DECISION_LATENCY.observe_all(now - seen_at for trial, seen_at in arrived.items()
+                                     if trial in books and books[trial].processed > processed_before.get(trial, 1 << 62))
 
     def count_trials(self, state) -> None:
         """Trials by the phase the operator records (``settled_phase``: a run that reported its last epoch
