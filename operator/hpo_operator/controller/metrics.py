@@ -28,11 +28,13 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_se
 from prometheus_client.metrics_core import HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
+from hpo_operator.resources import TrialPhase
+
 PORT_VARIABLE = "HPO_METRICS_PORT"
 DEFAULT_PORT = 8000  # (the chart's liveness endpoint has 8080)
 
 EXPERIMENT = ["namespace", "experiment"]
-PHASES = ("Pending", "Running", "Paused", "Stopped", "Completed", "Failed")
+PHASES = tuple(phase.value for phase in TrialPhase)
 DECISION_KINDS = ("continue", "pause", "stop", "promote")
 LAUNCH_REASONS = ("new", "resume", "retry")
 RUN_OUTCOMES = ("completed", "paused", "retried", "failed", "stopped", "unstarted")
