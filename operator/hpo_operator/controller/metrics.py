@@ -38,19 +38,8 @@ PHASES = tuple(phase.value for phase in TrialPhase)
 DECISION_KINDS = ("continue", "pause", "stop", "promote")
 LAUNCH_REASONS = ("new", "resume", "retry")
 RUN_OUTCOMES = ("completed", "paused", "retried", "failed", "stopped", "unstarted")
-REBUILD_REASONS = ("start", "spec_changed", "recovery")
 
-TRIALS = Gauge("hpo_trials", "Trials of an experiment by phase, as the operator records them on its HPOTrials "
-               "(set after every step).", EXPERIMENT + ["phase"])
-OBSERVATIONS = Counter("hpo_observations_ingested", "Observations (epochs a trial's sidecar recorded) the "
-                       "operator fed to the scheduler.", EXPERIMENT)
-DECISIONS = Counter("hpo_decisions", "The scheduler's decision on each observation: continue, pause (at a rung), "
-                    "stop, or promote (in place: the run goes on past its rung).", EXPERIMENT + ["kind"])
-LAUNCHES = Counter("hpo_launches", "Runs launched (a pod each): new trials, resumed paused trials, retries.",
-                   EXPERIMENT + ["reason"])
-RUN_ENDS = Counter("hpo_run_ends", "Runs ended, by outcome: completed, paused (at its rung), retried, failed, "
-                   "stopped (by the scheduler or the budget), unstarted (its pod never came: launched again).",
-                   EXPERIMENT + ["outcome"])
+
 class BatchHistogram:
     """A histogram fed all of a step's samples under one lock, exposed as the library's histograms are. The
     library's ``Histogram.observe`` takes two locks per sample, which in a step acting on 1,000 observations
@@ -77,6 +66,17 @@ class BatchHistogram:
                                     buckets=[(floatToGoString(b), c) for b, c in zip(self.bounds, accumulate(counts))])
 
 
+TRIALS = Gauge("hpo_trials", "Trials of an experiment by phase, as the operator records them on its HPOTrials "
+               "(set after each step that wrote a trial's status).", EXPERIMENT + ["phase"])
+OBSERVATIONS = Counter("hpo_observations_ingested", "Observations (epochs a trial's sidecar recorded) the "
+                       "operator fed to the scheduler.", EXPERIMENT)
+DECISIONS = Counter("hpo_decisions", "The scheduler's decision on each observation: continue, pause (at a rung), "
+                    "stop, or promote (in place: the run goes on past its rung).", EXPERIMENT + ["kind"])
+LAUNCHES = Counter("hpo_launches", "Runs launched (a pod each): new trials, resumed paused trials, retries.",
+                   EXPERIMENT + ["reason"])
+RUN_ENDS = Counter("hpo_run_ends", "Runs ended, by outcome: completed, paused (at its rung), retried, failed, "
+                   "stopped (by the scheduler or the budget), unstarted (its pod never came: launched again).",
+                   EXPERIMENT + ["outcome"])
 DECISION_LATENCY = BatchHistogram(
     "hpo_decision_latency_seconds", "From the watch event that brought a trial's new observation to the operator "
     "to the end of the write of the decisions of the step that acted on it (one sample per trial and step).",
