@@ -4,8 +4,9 @@ One experiment with 1,000 trials running (FIFO, so every observation is a
 decision and none ends a run); each step feeds it one new observation per
 trial, the busiest step the operator has. Steps alternate between the bare
 ``reconcile.step`` (its plan's tally included: that part cannot be switched
-off) and the step plus what the owner adds for the metrics: taking the
-arrival times, the counts before the step, and ``ExperimentMeter.decided``
+off) and the step plus what the owner adds for the metrics: the counts
+before the step of the trials with observations waiting, and
+``ExperimentMeter.decided``
 with the trials counted by phase (the recount a status write triggers) and
 one latency sample per trial. Prints the median of each, and the median of
 the ratios of neighbouring steps (the machine's load, shared with other work,
@@ -68,11 +69,10 @@ def main() -> None:
             notes.append((time.perf_counter() - noted) / len(names))
         started = time.perf_counter()
         if with_metrics:
-            arrived = metrics.ARRIVALS.take(key)
-            processed = meter.processed(state, arrived)
+            processed = meter.processed(state)
         plan = step(state, spec, {}, observations, pods, now)
         if with_metrics:
-            meter.decided(plan, state, arrived, processed, recount=True)
+            meter.decided(plan, state, processed, recount=True)
         (metered if with_metrics else bare).append(time.perf_counter() - started)
         assert sum(plan.decisions.values()) == len(names)
     b, m = statistics.median(bare), statistics.median(metered)

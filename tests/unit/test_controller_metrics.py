@@ -119,11 +119,14 @@ def test_an_owner_counts_its_steps_and_a_deleted_experiment_drops_its_series(man
         assert sample("hpo_trials", **labels, phase="Running") == 2
         assert sample("hpo_state_rebuilds_total", reason="start") == starts_before + 1
 
-        # exp-0000 trained its 3 epochs and exited; its news came in a moment ago.
-        seen_at = time.monotonic() - 0.5
+        # exp-0000 trained its 3 epochs and exited; the watch showed them half a second ago (the trials' index
+        # function notes each event), and exp-0001's first epoch just now, after the caches were read.
+        metrics.ARRIVALS.note((ns, "exp"), "exp-0000", 3)
+        metrics.ARRIVALS._seen[(ns, "exp")]["exp-0000"][0] = (3, time.monotonic() - 0.5)
+        metrics.ARRIVALS.note((ns, "exp"), "exp-0001", 1)
         observations = {"exp-0000": [(1, 0.5), (2, 0.4), (3, 0.3)]}
         pods = {"exp-0000-1": succeeded_pod(), "exp-0001-1": running_pod()}
-        await owner.step(Seen(body, observations, {}, pods, arrived={"exp-0000": seen_at, "exp-0001": seen_at}))
+        await owner.step(Seen(body, observations, {}, pods))
         await owner.finish_launch()
         assert sample("hpo_observations_ingested_total", **labels) == 3
         assert sample("hpo_decisions_total", **labels, kind="continue") == 3
@@ -131,12 +134,15 @@ def test_an_owner_counts_its_steps_and_a_deleted_experiment_drops_its_series(man
         assert sample("hpo_launches_total", **labels, reason="new") == 3
         assert {p: sample("hpo_trials", **labels, phase=p) for p in ("Running", "Completed", "Pending")} == \
             {"Running": 2, "Completed": 1, "Pending": 0}
-        # One sample: exp-0001 had news too, but no new observation was acted on.
+        # One sample: exp-0001's epoch was seen too, but not in the caches this step read.
         assert sample("hpo_decision_latency_seconds_count") == latencies_before + 1
         assert sample("hpo_decision_latency_seconds_sum") >= 0.5
+        # The next step acts on it, as seen then.
+        await owner.step(Seen(body, {**observations, "exp-0001": [(1, 0.5)]}, {}, pods))
+        assert sample("hpo_decision_latency_seconds_count") == latencies_before + 2
 
     asyncio.run(scenario())
-    assert sample("hpo_step_duration_seconds_count") == steps_before + 2
+    assert sample("hpo_step_duration_seconds_count") == steps_before + 3
     metrics.forget(ns, "exp")
     assert not [s for family in REGISTRY.collect() for s in family.samples if s.labels.get("namespace") == ns]
 
@@ -242,19 +248,22 @@ def test_a_taken_port_says_which_variable_to_change():
             metrics.serve(taken.getsockname()[1])
 
 
-def test_arrivals_keep_the_first_sight_of_new_observations_until_taken():
+def test_arrivals_keep_when_each_observation_was_first_seen_until_a_step_acts_on_it():
     clock = iter(range(100)).__next__
     arrivals = metrics.Arrivals(clock=lambda: float(clock()))
     key = ("ns", "exp")
-    arrivals.note(key, "t0", 1)  # at 0
-    arrivals.note(key, "t0", 2)  # grew again before the owner took it: still the first sight
-    arrivals.note(key, "t1", 0)  # an event with nothing new
-    assert arrivals.take(key) == {"t0": 0.0}
-    arrivals.note(key, "t0", 2)  # the operator's own status write: no new observation
-    assert arrivals.take(key) == {}
-    arrivals.note(key, "t0", 3)
+    arrivals.note(key, "t0", 1)  # seen at 0
+    arrivals.note(key, "t0", 1)  # the operator's own status write: nothing new
+    arrivals.note(key, "t0", 3)  # epochs 2 and 3, seen at 1
+    arrivals.note(key, "t1", 0)  # an event with no observation
+    assert arrivals.waiting(key) == ["t0"]
+    assert arrivals.acted(key, {"t0": (0, 2)}) == [0.0]  # epochs 1 and 2: the first seen at 0
+    assert arrivals.acted(key, {"t0": (2, 3)}) == [1.0]  # epoch 3, seen at 1 (with epoch 2)
+    assert arrivals.waiting(key) == []
+    assert arrivals.acted(key, {"t0": (3, 4)}) == []  # acted on before any event showed it
+    arrivals.note(key, "t0", 4)
     arrivals.forget(key)
-    assert arrivals.take(key) == {}
+    assert arrivals.waiting(key) == []
 
 
 def test_a_batch_histogram_reads_like_the_librarys_own():

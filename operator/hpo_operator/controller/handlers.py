@@ -171,8 +171,7 @@ async def run_experiment(key: tuple[str, str], logger, trial_reports: kopf.Index
         # Taken in the event loop, where kopf updates the indexes: consistent.
         reports = list(trial_reports.get(key, ()))
         return Seen(copy.deepcopy(_latest[key]), {trial: obs for trial, obs, _ in reports},
-                    {trial: list(found) for trial, _, found in reports if found}, dict(trial_pods.get(key, ())),
-                    metrics.ARRIVALS.take(key))
+                    {trial: list(found) for trial, _, found in reports if found}, dict(trial_pods.get(key, ())))
 
     try:
         await ExperimentOwner(KubeApi.from_environment(), namespace, name, logger).run(seen, wakeup, INTERVAL,

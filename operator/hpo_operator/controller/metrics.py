@@ -21,6 +21,7 @@ import os
 import threading
 import time
 from bisect import bisect_left
+from collections import Counter as Counter_
 from itertools import accumulate
 from typing import Callable, Iterable, Optional
 
@@ -129,31 +130,56 @@ def forget(namespace: str, experiment: str) -> None:
 
 
 class Arrivals:
-    """When each trial's newest observations reached the operator: the watch event that showed its record
-    grow (``note``, from the trials' index), kept until the experiment's owner takes them (``take``) for the
-    decision latency. Watch events come from kopf's threads, the owner reads in the event loop: each
-    experiment's pending times are swapped out whole."""
+    """When each observation reached the operator: the watch event that first showed its trial's record
+    holding it (``note``, from the trials' index function), kept until a step has acted on it (``acted``),
+    for the decision latency. Tied to the observation's number, not to a snapshot of the caches: an event
+    the index function saw before the owner read the index, but stored after, still counts. Watch events
+    come from kopf's threads, the owner reads in the event loop: a lock, taken when a record grew."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic):
         self.clock = clock
-        self._counts: dict[tuple[str, str], dict[str, int]] = {}
-        self._pending: dict[tuple[str, str], dict[str, float]] = {}
+        self._counts: dict[tuple[str, str], dict[str, int]] = {}  # (namespace, experiment) -> trial -> records
+        # ... -> trial -> [(records on file, when first seen)], oldest first, those not yet acted on
+        self._seen: dict[tuple[str, str], dict[str, list[tuple[int, float]]]] = {}
         self._lock = threading.Lock()
 
     def note(self, key: tuple[str, str], trial: str, observations: int) -> None:
         counts = self._counts.setdefault(key, {})
         if observations > counts.get(trial, 0):
             with self._lock:
-                self._pending.setdefault(key, {}).setdefault(trial, self.clock())
+                self._seen.setdefault(key, {}).setdefault(trial, []).append((observations, self.clock()))
         counts[trial] = observations
 
-    def take(self, key: tuple[str, str]) -> dict[str, float]:
+    def waiting(self, key: tuple[str, str]) -> list[str]:
+        """The trials with observations seen that no step has acted on yet."""
         with self._lock:
-            return self._pending.pop(key, {})
+            return list(self._seen.get(key, ()))
+
+    def acted(self, key: tuple[str, str], ranges: dict[str, tuple[int, int]]) -> list[float]:
+        """A step acted on each trial's observations ``before``+1 .. ``after`` (``ranges``: trial -> (before,
+        after)): when the first of each trial's was seen (none for a trial no event showed them for); they
+        are forgotten."""
+        firsts = []
+        with self._lock:
+            trials = self._seen.get(key, {})
+            for trial, (before, after) in ranges.items():
+                seen = trials.get(trial)
+                if not seen:
+                    continue
+                for count, at in seen:
+                    if count > before:
+                        firsts.append(at)
+                        break
+                if seen[-1][0] <= after:
+                    del trials[trial]
+                elif seen[0][0] <= after:
+                    trials[trial] = [entry for entry in seen if entry[0] > after]
+        return firsts
 
     def forget(self, key: tuple[str, str]) -> None:
         self._counts.pop(key, None)
-        self.take(key)
+        with self._lock:
+            self._seen.pop(key, None)
 
 
 ARRIVALS = Arrivals()
@@ -163,7 +189,7 @@ class ExperimentMeter:
     """One experiment's series, fed by its owner."""
 
     def __init__(self, namespace: str, experiment: str):
-        labels = (namespace, experiment)
+        self.key = labels = (namespace, experiment)
         self.trials = {p: TRIALS.labels(*labels, p) for p in PHASES}
         self.observations = OBSERVATIONS.labels(*labels)
         self.decisions = {k: DECISIONS.labels(*labels, k) for k in DECISION_KINDS}
@@ -176,17 +202,15 @@ class ExperimentMeter:
         self.built = True
         REBUILDS.labels(reason).inc()
 
-    @staticmethod
-    def processed(state, arrived: dict[str, float]) -> dict[str, int]:
-        """Before a step: the observations acted on so far of each trial with news."""
-        return {trial: state.books[trial].processed for trial in arrived if trial in state.books}
+    def processed(self, state) -> dict[str, int]:
+        """Before a step: the observations acted on so far of each trial with observations waiting."""
+        return {trial: state.books[trial].processed for trial in ARRIVALS.waiting(self.key) if trial in state.books}
 
-    def decided(self, plan, state, arrived: dict[str, float], processed_before: dict[str, int],
-                recount: bool = False) -> None:
-        """A step's decisions are written: count them, and the latency of each trial whose news it acted on
-        (``arrived``: trial -> when its new observations were seen; ``processed_before``: ``processed`` before
-        the step). Trials are counted again when the step wrote any trial's status (every change of phase
-        is such a write) or ``recount`` (a rebuilt state)."""
+    def decided(self, plan, state, processed_before: dict[str, int], recount: bool = False) -> None:
+        """A step's decisions are written: count them, and the latency of each trial whose new observations
+        it acted on (``processed_before``: ``processed`` before the step). Trials are counted again when the
+        step wrote any trial's status (every change of phase is such a write) or ``recount`` (a rebuilt
+        state)."""
         if plan.trial_status or recount:
             self.count_trials(state)
         for kind, n in plan.decisions.items():
@@ -197,19 +221,20 @@ class ExperimentMeter:
             self.run_ends[outcome].inc(n)
         for launch in plan.launches:
             self.launches[launch.reason].inc()
-        now, books = time.monotonic(), state.books
-        DECISION_LATENCY.observe_all(now - seen_at for trial, seen_at in arrived.items()
-                                     if trial in books and books[trial].processed > processed_before.get(trial, 1 << 62))
+        books = state.books
+        acted = {trial: (before, books[trial].processed) for trial, before in processed_before.items()
+                 if trial in books and books[trial].processed > before}
+        if acted:
+            now = time.monotonic()
+            DECISION_LATENCY.observe_all([now - seen for seen in ARRIVALS.acted(self.key, acted)])
 
     def count_trials(self, state) -> None:
-        """Trials by the phase the operator records (``settled_phase``: a run that reported its last epoch
-        is recorded Paused or Completed before its pod ends)."""
+        """Trials by the phase on record: what the operator wrote last (or read, after a rebuild) in each
+        trial's status; a trial with none yet by the phase it will get (``settled_phase``)."""
         engine = state.engine
-        counts = dict.fromkeys(PHASES, 0)
-        for book in state.books.values():
-            counts[engine.settled_phase(book.trial_id)] += 1
-        for phase, n in counts.items():
-            self.trials[phase].set(n)
+        counts = Counter_(book.written.get("phase") or engine.settled_phase(book.trial_id) for book in state.books.values())
+        for phase in PHASES:
+            self.trials[phase].set(counts.get(phase, 0))
 
 
 # ---- API requests ---------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Optional
 
@@ -62,7 +62,6 @@ class Seen:
     observations: dict[str, Observations]  # trial -> what its sidecar recorded
     problems: dict[str, list]  # trial -> the problems its sidecar recorded
     pods: dict[str, dict]  # pod -> ``pods.compact_pod``
-    arrived: dict[str, float] = field(default_factory=dict)  # trial -> when its new observations were seen
 
 
 def now() -> datetime:
@@ -160,7 +159,7 @@ class ExperimentOwner:
                 self.state.engine.fail(*self.refused)
         observations, problems, unstarted, confirmed = await self.confirm_ended_runs(observations, problems, pods,
                                                                                      fresh)
-        processed = self.meter.processed(self.state, seen.arrived)
+        processed = self.meter.processed(self.state)
         plan = await asyncio.get_running_loop().run_in_executor(None, lambda: step(
             self.state, spec, status, observations, pods, self.clock(), fresh=fresh, problems=problems,
             unstarted=unstarted, max_launches=0 if self.launching else LAUNCHES_PER_STEP))
@@ -177,7 +176,7 @@ class ExperimentOwner:
         except Exception:
             self.state = None  # half-applied: rebuild from the API
             raise
-        self.meter.decided(plan, self.state, seen.arrived, processed, recount=fresh)
+        self.meter.decided(plan, self.state, processed, recount=fresh)
         self.hold_events([ev for ev in plan.events if ev.trial not in actions.launched_trials(plan)])
         if plan.delete_pods or plan.delete_claims:
             self.deleting.add(asyncio.ensure_future(
