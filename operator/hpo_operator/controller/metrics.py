@@ -79,8 +79,9 @@ RUN_ENDS = Counter("hpo_run_ends", "Runs ended, by outcome: completed, paused (a
                    "stopped (by the scheduler or the budget), unstarted (its pod never came: launched again).",
                    EXPERIMENT + ["outcome"])
 DECISION_LATENCY = BatchHistogram(
-    "hpo_decision_latency_seconds", "From the watch event that brought a trial's new observation to the operator "
-    "to the end of the write of the decisions of the step that acted on it (one sample per trial and step).",
+    "hpo_decision_latency_seconds", "From the watch event that first showed the operator a trial's observation "
+    "to the end of the write of the decisions of the step that acted on it (one sample per trial and step: the "
+    "earliest observation it acted on).",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
 STEP_SECONDS = Histogram("hpo_step_duration_seconds", "Steps of experiment owners, read to decisions written "
                          "(the count is the number of steps).",
