@@ -102,7 +102,7 @@ def fifo_experiment(manifest, namespace: str) -> dict:
             "spec": manifest["spec"], "status": {}}
 
 
-def test_an_owner_counts_its_steps_and_a_deleted_experiment_drops_its_series(manifest, quiet_kopf):
+def test_an_owner_counts_its_steps_and_a_deleted_experiment_drops_its_series(manifest, quiet_kopf, monkeypatch):
     ns = f"m-{uuid.uuid4().hex[:6]}"  # the registry is the process's: series of a namespace of its own
     labels = {"namespace": ns, "experiment": "exp"}
     steps_before = sample("hpo_step_duration_seconds_count")
@@ -121,8 +121,9 @@ def test_an_owner_counts_its_steps_and_a_deleted_experiment_drops_its_series(man
 
         # exp-0000 trained its 3 epochs and exited; the watch showed them half a second ago (the trials' index
         # function notes each event), and exp-0001's first epoch just now, after the caches were read.
-        metrics.ARRIVALS.note((ns, "exp"), "exp-0000", 3)
-        metrics.ARRIVALS._seen[(ns, "exp")]["exp-0000"][0] = (3, time.monotonic() - 0.5)
+        with monkeypatch.context() as m:
+            m.setattr(metrics.ARRIVALS, "clock", lambda: time.monotonic() - 0.5)
+            metrics.ARRIVALS.note((ns, "exp"), "exp-0000", 3)
         metrics.ARRIVALS.note((ns, "exp"), "exp-0001", 1)
         observations = {"exp-0000": [(1, 0.5), (2, 0.4), (3, 0.3)]}
         pods = {"exp-0000-1": succeeded_pod(), "exp-0001-1": running_pod()}
