@@ -284,3 +284,21 @@ def test_a_batch_histogram_reads_like_the_librarys_own():
 
     assert page(ours) == page(theirs)
     assert ours.get_sample_value("latency_seconds_bucket", {"le": "1.0"}) == 5
+
+
+def test_docs_list_every_metric_with_its_labels():
+    from support.paths import REPO
+
+    table = {line.split("|")[1].strip().strip("`"): line.split("|")[3]
+             for line in (REPO / "docs" / "operator.md").read_text().splitlines() if line.startswith("| `hpo_")}
+    from prometheus_client.metrics import MetricWrapperBase
+
+    defined = {}
+    for metric in vars(metrics).values():
+        if isinstance(metric, MetricWrapperBase):  # (its label names are not public)
+            defined[metric._name + ("_total" if metric._type == "counter" else "")] = metric._labelnames
+        elif isinstance(metric, metrics.BatchHistogram):
+            defined[metric.name] = ()
+    assert len(defined) == 10 and set(defined) == set(table), (set(defined) ^ set(table))
+    for name, labels in defined.items():
+        assert all(f"`{label}`" in table[name] for label in labels), (name, labels, table[name])
