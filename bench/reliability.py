@@ -103,7 +103,8 @@ def fault_rows(results: list[tuple[str, ScenarioResult]]) -> list[str]:
         else:
             same = yes_no(f.best_same and f.decisions_same)
         gone = f" ({len(f.died_with_pod)} gone with a killed pod)" if f.died_with_pod else ""
-        rows.append(f"| {title} | {injected_text(r)} | {f.expected_failures} | {f.observations} | {len(f.lost)}{gone} | "
+        rows.append(f"| {title} | {injected_text(r)} | {f.expected_failures} | {f.observations} | "
+                    f"{len(f.lost)}{gone} | "
                     f"{len(f.duplicated)} | {len(f.duplicate_pods)} | "
                     f"{len(f.not_from_checkpoint) + f.epochs_repeated_events} | "
                     f"{len(f.wrong_failures) + len(f.wrong_retry_outcome) + len(f.wrong_counts)} | "
@@ -235,8 +236,8 @@ def write_report(args, experiment: Experiment, parallel: Experiment, results, fa
         f"ASHA (promotion type, rungs at epochs {experiment.min_resource}, {experiment.min_resource * 3}, "
         f"{experiment.max_resource}), {experiment.trials} trials one at a time (so the operator's decisions are "
         f"deterministic and equal `hpo simulate`'s), {experiment.seconds_per_epoch} s an epoch, "
-        f"maxRetries {experiment.max_retries}; fault moments and crash draws seeded with {args.seed}. The last row runs "
-        f"the same experiment with {parallel.trials} trials, {parallel.parallelism} at a time, and more of each fault "
+        f"maxRetries {experiment.max_retries}; fault moments and crash draws seeded with {args.seed}. The last row "
+        f"runs the same experiment with {parallel.trials} trials, {parallel.parallelism} at a time, and more of each fault "
         f"({fault_counts(ALL_AT_ONCE_PARALLEL)}, against {fault_counts(ALL_AT_ONCE)} one at a time).",
         "",
         "What is injected (tests/support/faults.py):",
