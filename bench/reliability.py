@@ -14,7 +14,7 @@ records what became of it (tests/support/bad_input.py).
                                           [--out docs/reliability.md] [--only NAME...]
 
 About 5 minutes on 2 cores for the one-at-a-time rows and the bad input, and
-RUNTIME_PARALLEL for the parallel row (``--only parallel``).
+6 to 10 more for the parallel row (``--only parallel`` runs it alone).
 """
 
 from __future__ import annotations
