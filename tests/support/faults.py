@@ -234,6 +234,7 @@ def run_scenario(cp, api: client.ApiClient, namespace: str, workdir: Path, plan:
     proxy = FaultProxy(cp.server, plan.proxy_fault_rate, seed=plan.seed) if plan.proxy_fault_rate else None
     custom = client.CustomObjectsApi(api)
     operator.start()
+    node = None
     try:
         if proxy:
             proxy.__enter__()
@@ -272,6 +273,8 @@ def run_scenario(cp, api: client.ApiClient, namespace: str, workdir: Path, plan:
         operator.stop()
         if proxy:
             proxy.__exit__()
+        if node is not None:
+            timeline.runs(node)  # also when the experiment did not finish: what each run did is the evidence
     injected["trainer crash"] = sum(1 for r in node.history if r.exit_code == CRASH_EXIT_CODE)
     if proxy:
         for kind, count in proxy.injected.items():
@@ -279,7 +282,6 @@ def run_scenario(cp, api: client.ApiClient, namespace: str, workdir: Path, plan:
     if meddler:
         injected["meddler write"] = sum(meddler.writes.values())
         injected["meddler conflict"] = sum(v for k, v in meddler.writes.items() if k.endswith("conflict"))
-    timeline.runs(node)
     exp = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "hpoexperiments", name)
     trials = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "hpotrials")["items"]
     events = client.CoreV1Api(api).list_namespaced_event(namespace).items
