@@ -22,6 +22,7 @@ import random
 import re
 import socket
 import ssl
+import sys
 import threading
 from collections import Counter
 from http.client import HTTPException, HTTPSConnection
@@ -48,7 +49,7 @@ class FaultProxy:
         self._tls = ssl.create_default_context()
         self._tls.check_hostname = False
         self._tls.verify_mode = ssl.CERT_NONE  # loopback to the test API server; the client's token is forwarded
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server = _QuietServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -132,6 +133,13 @@ class FaultProxy:
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _proxy
 
         return Handler
+
+
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        """A client killed mid-request (its pod deleted) is expected here; anything else is printed."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def _status_body(code: int, reason: str, message: str) -> bytes:

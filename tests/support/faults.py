@@ -1,9 +1,8 @@
 """Fault injection for the integration tier: one experiment, the faults a cluster deals out, and an audit.
 
-``run_scenario`` runs one HPOExperiment (parallelism 1, so the operator's
-decisions are deterministic and equal ``hpo simulate``'s) on the real API
-server with the operator as a real ``kopf run`` process and the node played by
-the kubelet TEST DOUBLE, and meanwhile, at seeded random moments:
+``run_scenario`` runs one HPOExperiment on the real API server with the
+operator as a real ``kopf run`` process and the node played by the kubelet TEST
+DOUBLE, and meanwhile, at seeded random moments:
 
 - SIGKILLs the operator and starts it again;
 - deletes trial pods by hand (``kubectl delete pod``) while they train;
@@ -17,7 +16,11 @@ the kubelet TEST DOUBLE, and meanwhile, at seeded random moments:
   the API server.
 
 ``audit`` then compares what the trainers reported (their metrics files)
-with what the trials recorded, and the run's result with the undisturbed one.
+with what the trials recorded, checks that the experiment ended soundly, and,
+at parallelism 1 only, compares the run's decisions with the undisturbed one:
+one trial at a time they are deterministic and equal ``hpo simulate``'s; with
+several in parallel, when each result arrives decides them, so no simulation
+can predict them and the comparison is reported as not applicable.
 The integration tests (tests/integration/test_faults.py) and the reliability
 report (bench/reliability.py) share both.
 """
@@ -37,6 +40,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from hpo_operator import resources
+from hpo_operator.scheduling.base import rank_key, rung_levels
 from hpo_operator.sim import LearningCurveTable, simulate
 from hpo_operator.spec.experiment import SchedulerSpec
 from support.curve_manifests import curve_manifest
@@ -68,28 +72,40 @@ class FaultPlan:
 
 @dataclass(frozen=True)
 class Experiment:
-    """The experiment every scenario runs: ASHA promotion, rungs at epochs 3, 9, 27, one trial at a time."""
+    """The experiment a scenario runs: ASHA promotion, rungs at epochs 3, 9, 27, ``parallelism`` trials at a time."""
 
     trials: int = 12
+    parallelism: int = 1
     seed: int = 0
     seconds_per_epoch: float = 0.15
     min_resource: int = 3
     max_resource: int = 27
     max_retries: int = 3
 
+    @property
+    def decisions_comparable(self) -> bool:
+        """One trial at a time, the operator decides as the simulator does; in parallel, timing decides."""
+        return self.parallelism == 1
+
+    def rungs(self) -> list[int]:
+        """The epochs a trial can stop at: its rungs, and max_resource where it is complete."""
+        spec = self.scheduler()
+        return [*rung_levels(spec.min_resource, spec.max_resource, spec.reduction_factor), spec.max_resource]
+
     def scheduler(self) -> SchedulerSpec:
         return SchedulerSpec(algorithm="asha", max_resource=self.max_resource, min_resource=self.min_resource, promote_in_place=False)
 
     def manifest(self, name: str) -> dict:
-        doc = curve_manifest(name, trials=self.trials, parallelism=1, max_resource=self.max_resource,
+        doc = curve_manifest(name, trials=self.trials, parallelism=self.parallelism, max_resource=self.max_resource,
                              retries=self.max_retries, max_failed=self.trials, seconds=self.seconds_per_epoch,
                              seed=self.seed)
         doc["spec"]["scheduler"].update(type="promotion", minResource=self.min_resource)
         return doc
 
     def undisturbed(self):
-        """The reference: the same experiment in the simulator (equal decisions at parallelism 1)."""
-        return simulate(LearningCurveTable.load(TABLE), self.scheduler(), workers=1, seed=self.seed,
+        """The same experiment in the simulator: the reference for the decisions at parallelism 1, and in
+        any case the estimate of the experiment's epochs by which the faults are placed."""
+        return simulate(LearningCurveTable.load(TABLE), self.scheduler(), workers=self.parallelism, seed=self.seed,
                         max_trials=self.trials, stop_at_targets=False)
 
 
@@ -157,6 +173,10 @@ class Findings:
 
     observations: int = 0
     lost: list[str] = field(default_factory=list)  # reported epochs never recorded
+    # Of a trial that ran out of retries, reported only by runs whose sidecar was killed with the pod before it
+    # sent them: gone with the pod, as on a real node (any other trial's retries train them again and must
+    # record them, or they count as lost).
+    died_with_pod: list[str] = field(default_factory=list)
     duplicated: list[str] = field(default_factory=list)  # epochs recorded more than once
     phantom: list[str] = field(default_factory=list)  # recorded epochs no trainer reported, or other values
     duplicate_pods: list[str] = field(default_factory=list)  # pod names started more than once
@@ -166,15 +186,23 @@ class Findings:
     wrong_failures: list[str] = field(default_factory=list)  # trial: status.failures vs faults that ended a run
     wrong_retry_outcome: list[str] = field(default_factory=list)  # Failed iff failures > maxRetries
     wrong_counts: list[str] = field(default_factory=list)  # experiment status.trials vs the trial objects
+    unsound_end: list[str] = field(default_factory=list)  # phase, trials created, trials' ends, best vs records
     transient: bool = True  # no trial ran out of retries
-    best_same: Optional[bool] = None
+    comparable: bool = True  # parallelism 1: the decisions must equal the simulator's
+    best_same: Optional[bool] = None  # None: not compared (in parallel)
     decisions_same: Optional[bool] = None
+
+    @property
+    def compared(self) -> bool:
+        """Whether the decisions were held against the undisturbed run (one at a time, no trial out of retries)."""
+        return self.comparable and self.transient
 
     @property
     def clean(self) -> bool:
         return not (self.lost or self.duplicated or self.phantom or self.duplicate_pods or self.not_from_checkpoint
                     or self.epochs_repeated_events or self.wrong_failures or self.wrong_retry_outcome
-                    or self.wrong_counts) and (not self.transient or (self.best_same and self.decisions_same))
+                    or self.wrong_counts or self.unsound_end) and (
+                        not self.compared or bool(self.best_same and self.decisions_same))
 
 
 @dataclass
@@ -184,7 +212,9 @@ class ScenarioResult:
     seconds: float
     injected: Counter  # fault class -> how many were injected
     findings: Findings
+    experiment: Experiment = Experiment()
     runs: int = 0
+    most_pods_at_once: int = 0  # the node's pods seen at once: that the trials really ran in parallel
     problems: list[str] = field(default_factory=list)  # errors of the harness itself (node, meddler)
 
 
@@ -198,11 +228,13 @@ def run_scenario(cp, api: client.ApiClient, namespace: str, workdir: Path, plan:
     reference = experiment.undisturbed()
     total_epochs = sum(epochs for _, _, epochs in reference.final.values())
     injected: Counter = Counter()
+    timeline = FaultLog(workdir / "faults.log")
     started = time.monotonic()
     operator = Operator(cp, namespace, workdir)
     proxy = FaultProxy(cp.server, plan.proxy_fault_rate, seed=plan.seed) if plan.proxy_fault_rate else None
     custom = client.CustomObjectsApi(api)
     operator.start()
+    node = None
     try:
         if proxy:
             proxy.__enter__()
@@ -214,15 +246,23 @@ def run_scenario(cp, api: client.ApiClient, namespace: str, workdir: Path, plan:
                 meddler.__enter__()
             try:
                 kubectl(cp, "apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(experiment.manifest(name)))
-                schedule = _schedule(plan, rng)
+                schedule = _schedule(plan, rng, experiment)
+                # In parallel, a fault waits until the other running trials have recorded an epoch each since
+                # the last one: while faults stall the experiment, the next ones would all land on the same runs.
+                next_at = most_pods = 0
                 deadline = time.monotonic() + timeout
                 while not _finished(custom, namespace, name):
                     if time.monotonic() > deadline:
                         raise AssertionError(f"experiment {name} did not finish in {timeout}s; "
                                              f"injected {dict(injected)}")
                     progress = _recorded_epochs(custom, namespace)
-                    if schedule and progress is not None and progress >= schedule[0][0] * total_epochs:
-                        if _inject(schedule[0][1], rng, cp, operator, node, namespace, experiment):
+                    most_pods = max(most_pods, len(node.runs))
+                    if (schedule and progress is not None and progress >= schedule[0][0] * total_epochs
+                            and progress >= next_at):
+                        what = _inject(schedule[0][1], rng, cp, operator, node, namespace, experiment)
+                        if what is not None:
+                            timeline.write(f"{what} (at {progress} recorded epochs)")
+                            next_at = progress + experiment.parallelism - 1
                             injected[schedule[0][1]] += 1
                             schedule.pop(0)
                     time.sleep(0.2)
@@ -233,6 +273,8 @@ def run_scenario(cp, api: client.ApiClient, namespace: str, workdir: Path, plan:
         operator.stop()
         if proxy:
             proxy.__exit__()
+        if node is not None:
+            timeline.runs(node)  # also when the experiment did not finish: what each run did is the evidence
     injected["trainer crash"] = sum(1 for r in node.history if r.exit_code == CRASH_EXIT_CODE)
     if proxy:
         for kind, count in proxy.injected.items():
@@ -246,40 +288,80 @@ def run_scenario(cp, api: client.ApiClient, namespace: str, workdir: Path, plan:
     findings = audit(exp, trials, node, events, reference, experiment)
     problems = list(node.errors) + (list(meddler.errors) if meddler else [])
     return ScenarioResult(plan, (exp.get("status") or {}).get("phase", ""), time.monotonic() - started, injected,
-                          findings, runs=len(node.history), problems=problems)
+                          findings, experiment, runs=len(node.history), most_pods_at_once=most_pods,
+                          problems=problems)
 
 
-def _schedule(plan: FaultPlan, rng: random.Random) -> list[tuple[float, str]]:
-    """Each fault at a random share of the experiment's epochs (5%..90%), in order."""
-    kinds = (["operator SIGKILL"] * plan.operator_kills + ["pod deleted"] * plan.pod_deletions
-             + ["kubelet restart"] * plan.kubelet_restarts + ["API server restart"] * plan.apiserver_restarts)
-    return sorted((rng.uniform(0.05, 0.9), kind) for kind in kinds)
+def planned(plan: FaultPlan) -> Counter:
+    """The faults ``plan`` places at moments of its own (crashes, lost answers and conflicts are drawn per run)."""
+    return Counter({"operator SIGKILL": plan.operator_kills, "pod deleted": plan.pod_deletions,
+                    "kubelet restart": plan.kubelet_restarts, "API server restart": plan.apiserver_restarts})
+
+
+def _schedule(plan: FaultPlan, rng: random.Random, experiment: Experiment) -> list[tuple[float, str]]:
+    """Each fault at a random share of the experiment's epochs, in order. One trial at a time, drawn from 5%..90%
+    of the simulator's count, which is exact there. In parallel that count is an estimate, which faults shorten (a
+    trial out of retries trains no more), and faults drawn close together would pile onto the same runs: so the
+    span 5%..60% is cut into one slot per fault, each fault at a random moment of its own slot."""
+    kinds = [kind for kind, n in planned(plan).items() for _ in range(n)]
+    if experiment.parallelism == 1:
+        return sorted((rng.uniform(0.05, 0.9), kind) for kind in kinds)
+    rng.shuffle(kinds)
+    slot = (0.6 - 0.05) / max(len(kinds), 1)
+    return [(0.05 + slot * (i + rng.random()), kind) for i, kind in enumerate(kinds)]
 
 
 def _inject(kind: str, rng: random.Random, cp, operator: Operator, node: NodeDouble, namespace: str,
-            experiment: Experiment) -> bool:
-    """Inject one fault now; False when its moment has not come (no pod is training), to try again."""
+            experiment: Experiment) -> Optional[str]:
+    """Inject one fault now and say what it hit; None when its moment has not come (no pod is training)."""
     if kind == "operator SIGKILL":
         time.sleep(rng.uniform(0, experiment.seconds_per_epoch))
         operator.kill()
-        time.sleep(rng.uniform(0.2, 1.5))  # observations arrive while no operator runs
+        down = rng.uniform(0.2, 1.5)
+        time.sleep(down)  # observations arrive while no operator runs
         operator.start()
-        return True
+        return f"operator SIGKILLed, started again {down:.1f} s later as operator-{operator.starts}.log"
     if kind == "API server restart":
-        cp.restart_apiserver(down_seconds=rng.uniform(0.5, 2.0))
-        return True
+        down = rng.uniform(0.5, 2.0)
+        cp.restart_apiserver(down_seconds=down)
+        return f"API server restarted, down {down:.1f} s"
     training = [r for r in list(node.runs.values())
                 if r.trainer.poll() is None and len(r.reported()) < r.until - r.start_epoch - 1]
     if not training:
-        return False
+        return None
     time.sleep(rng.uniform(0, experiment.seconds_per_epoch))  # land mid-epoch
     if kind == "pod deleted":
-        kubectl(cp, "delete", "pod", rng.choice(training).pod, "-n", namespace, "--wait=false")
-    else:  # kubelet restart
-        node.stop()
-        time.sleep(rng.uniform(1.0, 2.0))
-        node.start()
-    return True
+        pod = rng.choice(training).pod
+        kubectl(cp, "delete", "pod", pod, "-n", namespace, "--wait=false")
+        return f"pod {pod} deleted"
+    running = sorted(node.runs)  # kubelet restart
+    node.stop()
+    down = rng.uniform(1.0, 2.0)
+    time.sleep(down)
+    node.start()
+    return f"kubelet stopped for {down:.1f} s, its pods {', '.join(running)} lost"
+
+
+class FaultLog:
+    """The scenario's record beside the operator's logs: each fault as it was injected, then every run."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.path.write_text("")
+
+    def write(self, line: str, at: Optional[float] = None) -> None:
+        at = time.time() if at is None else at
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) + f",{int(at * 1000) % 1000:03d}"
+        with self.path.open("a") as out:
+            out.write(f"[{stamp}] {line}\n")
+
+    def runs(self, node: NodeDouble) -> None:
+        for r in node.history:
+            epochs = [e for e, _ in r.reported()]
+            self.write(f"started {r.pod} attempt {r.attempt}: epochs {r.start_epoch + 1}..{r.until}, reported "
+                       f"{epochs[0] if epochs else '-'}..{epochs[-1] if epochs else '-'}, crash at {r.crash_at}, "
+                       f"ended {r.ended or 'running'}{', sidecar killed' if r.sidecar_killed else ''}"
+                       f"{', lost by the kubelet' if r.pod in node.lost_pods else ''}", at=r.started_at)
 
 
 def _finished(custom, namespace: str, name: str) -> bool:
@@ -321,10 +403,16 @@ def audit(exp: dict, trials: list[dict], node: NodeDouble, events: list, referen
         f.duplicated += [f"{tname} epoch {e} x{n}" for e, n in Counter(recorded).items() if n > 1]
         runs = sorted(runs_of.get(tname, []), key=lambda r: r.attempt)
         reported: dict[int, set] = {}
+        survived: set[int] = set()  # epochs reported by a run whose sidecar was not killed before it finished
         for run in runs:
             for epoch, line in run.reported():
                 reported.setdefault(epoch, set()).add(line.get(metric))
-        f.lost += [f"{tname} epoch {e}" for e in sorted(set(reported) - set(recorded))]
+                if not run.sidecar_killed:
+                    survived.add(epoch)
+        missing = sorted(set(reported) - set(recorded))
+        gone = set() if status.get("phase") != "Failed" else set(missing) - survived  # no retry trained them again
+        f.lost += [f"{tname} epoch {e}" for e in missing if e not in gone]
+        f.died_with_pod += [f"{tname} epoch {e}" for e in missing if e in gone]
         f.phantom += [f"{tname} epoch {o['epoch']} value {o.get('value')}" for o in observations
                       if o.get("value") not in reported.get(o["epoch"], set())]
         # Each run continues where the recorded epochs end: the last checkpoint, nothing redone.
@@ -361,13 +449,49 @@ def audit(exp: dict, trials: list[dict], node: NodeDouble, events: list, referen
             f.wrong_counts.append(f"{phase}: status {shown.get(phase, 0)}, trial objects {counts.get(phase, 0)}")
     if shown.get("created") != len(trials):
         f.wrong_counts.append(f"created: status {shown.get('created')}, trial objects {len(trials)}")
-    got = {t["spec"]["trialId"]: (t["spec"]["config"]["row"], (t.get("status") or {}).get("phase"),
-                                  max([o["epoch"] for o in (t.get("status") or {}).get("observations") or []],
-                                      default=0)) for t in trials}
-    f.decisions_same = got == reference.final
-    f.best_same = ((exp.get("status") or {}).get("best") or {}).get("trial") == reference_best(exp, reference,
-                                                                                               experiment)
+    f.unsound_end = unsound_end(exp, trials, experiment, metric)
+    f.comparable = experiment.decisions_comparable
+    if f.comparable:
+        got = {t["spec"]["trialId"]: (t["spec"]["config"]["row"], (t.get("status") or {}).get("phase"),
+                                      last_epoch(t)) for t in trials}
+        f.decisions_same = got == reference.final
+        f.best_same = ((exp.get("status") or {}).get("best") or {}).get("trial") == reference_best(
+            exp, reference, experiment)
     return f
+
+
+def last_epoch(trial: dict) -> int:
+    return max([o["epoch"] for o in (trial.get("status") or {}).get("observations") or []], default=0)
+
+
+def unsound_end(exp: dict, trials: list[dict], experiment: Experiment, metric: str = "val_error") -> list[str]:
+    """What holds at any parallelism: the experiment Succeeded (maxFailedTrials is its trial count) with every
+    trial it was asked for; each trial ended, and one that did not fail stopped at a rung, Completed exactly
+    at maxResource; the best trial is the fully trained one whose records hold the best last value."""
+    out = []
+    status = exp.get("status") or {}
+    if status.get("phase") != "Succeeded":
+        out.append(f"experiment phase {status.get('phase')!r}, expected Succeeded: {status.get('message')}")
+    if len(trials) != experiment.trials:
+        out.append(f"{len(trials)} trials created of {experiment.trials}")
+    rungs = experiment.rungs()
+    for t in trials:
+        name, phase, epoch = t["metadata"]["name"], (t.get("status") or {}).get("phase"), last_epoch(t)
+        if phase not in ("Completed", "Stopped", "Failed"):
+            out.append(f"{name}: phase {phase} after the experiment ended")
+        elif phase != "Failed" and (epoch not in rungs or (phase == "Completed") != (epoch == rungs[-1])):
+            out.append(f"{name}: {phase} at epoch {epoch}, rungs and maxResource {rungs}")
+    complete = [t for t in trials if last_epoch(t) >= experiment.max_resource]
+    if complete:
+        def last_value(t):
+            return max(t["status"]["observations"], key=lambda o: o["epoch"]).get("value")
+        mode = exp["spec"]["objective"]["mode"]
+        best = min(complete, key=lambda t: (rank_key(last_value(t), mode), t["spec"]["trialId"]))
+        shown = (status.get("best") or {}).get("trial")
+        if shown != best["metadata"]["name"]:
+            out.append(f"best trial {shown}, the records' best fully trained trial {best['metadata']['name']} "
+                       f"({metric}={last_value(best)})")
+    return out
 
 
 def reference_best(exp: dict, reference, experiment: Experiment) -> Optional[str]:

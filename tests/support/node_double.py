@@ -74,6 +74,8 @@ class Run:
     exit_code: Optional[int] = None
     finished_at: Optional[float] = None
     ended: str = ""  # "exit <code>", "deleted" or "lost" (kubelet down)
+    started_at: float = 0.0  # wall clock, to read beside the operator's logs
+    sidecar_killed: bool = False  # its sidecar died with the pod before it finished: what it had not sent is gone
 
     def reported(self) -> list[tuple[int, dict]]:
         """(epoch, line) of every complete line the trainer wrote to its metrics file."""
@@ -248,7 +250,7 @@ class NodeDouble:
                                             stderr=subprocess.STDOUT)
         launched = SidecarEnv.from_env(side_env)
         run = Run(name, trainer_proc, sidecar_proc, metrics, trial=launched.trial, attempt=launched.attempt or 0,
-                  start_epoch=start, until=until, crash_at=crash_at)
+                  start_epoch=start, until=until, crash_at=crash_at, started_at=time.time())
         self.runs[name] = run
         self.history.append(run)
         self._set_phase(name, "Running")
@@ -350,6 +352,7 @@ class NodeDouble:
             return
         if run.exit_code is None:
             run.ended = why
+        run.sidecar_killed = run.sidecar.poll() is None
         for proc in (run.trainer, run.sidecar):
             if proc.poll() is None:
                 proc.kill()

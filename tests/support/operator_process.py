@@ -51,4 +51,5 @@ class Operator:
                 self.kill()
 
     def logs(self) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in sorted(self.logdir.glob("operator-*.log")))
+        logs = sorted(self.logdir.glob("operator-*.log"), key=lambda p: int(p.stem.split("-")[-1]))  # 2 before 10
+        return "\n".join(p.read_text(errors="replace") for p in logs)
