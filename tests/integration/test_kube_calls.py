@@ -86,8 +86,12 @@ def test_an_outdated_sidecar_role_gets_this_versions_rules(namespace, kube_api):
     role = next(o for o in sidecar_rbac(namespace) if o["kind"] == "Role")
     old = {**role, "rules": [{"apiGroups": ["hpo.dev"], "resources": ["hpotrials"], "verbs": ["get"]}]}
     rbac.create_namespaced_role(namespace, old)  # as an earlier version left it
-    experiment = {"apiVersion": "hpo.dev/v1alpha1", "kind": "HPOExperiment",
-                  "metadata": {"name": "exp", "namespace": namespace, "uid": "5b0b8c1e-0000-4000-8000-000000000001"}}
+    # The owner must exist: the garbage collector deletes what an absent owner owns. A ConfigMap stands in
+    # for the experiment (only its apiVersion, kind, name and uid go into the owner reference).
+    owner = client.CoreV1Api(kube_api).create_namespaced_config_map(
+        namespace, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "exp"}})
+    experiment = {"apiVersion": "v1", "kind": "ConfigMap",
+                  "metadata": {"name": "exp", "namespace": namespace, "uid": owner.metadata.uid}}
     KubeApi(kube_api).ensure_sidecar_identity(experiment)
     current = rbac.read_namespaced_role(role["metadata"]["name"], namespace)
     assert kube_api.sanitize_for_serialization(current.rules) == role["rules"]
