@@ -53,23 +53,27 @@ async def write_decisions(api: Api, lane: Lane, namespace: str, plan: Plan) -> N
                     for n, p in plan.trial_status.items() if n not in launched)
 
 
+def chunks(trials) -> list[list[str]]:
+    """The trials, sorted and without repeats, DELETE_CHUNK to a request."""
+    names = sorted(set(trials))
+    return [names[i:i + DELETE_CHUNK] for i in range(0, len(names), DELETE_CHUNK)]
+
+
 def deletion_batches(runs: list[tuple[str, int]]) -> list[tuple[int, list[str]]]:
     """(attempt, trials) per request: one deletecollection per attempt number and DELETE_CHUNK trials,
     selected by label, instead of one request per pod."""
     by_attempt: dict[int, list[str]] = {}
     for trial, attempt in runs:
         by_attempt.setdefault(attempt, []).append(trial)
-    return [(attempt, sorted(set(trials))[i:i + DELETE_CHUNK])
-            for attempt, trials in sorted(by_attempt.items()) for i in range(0, len(set(trials)), DELETE_CHUNK)]
+    return [(attempt, chunk) for attempt, trials in sorted(by_attempt.items()) for chunk in chunks(trials)]
 
 
 async def delete_ended(api: Api, lane: Lane, namespace: str, experiment: str, plan: Plan) -> None:
     """The pods the plan ends and the claims it drops, after its decisions are on record."""
     calls = [lambda a=a, t=t: api.delete_pods(namespace, experiment, a, t)
              for a, t in deletion_batches(list(plan.delete_pods.values()))]
-    trials = sorted(set(plan.delete_claims.values()))
-    calls += [lambda t=trials[i:i + DELETE_CHUNK]: api.delete_claims(namespace, experiment, t)
-              for i in range(0, len(trials), DELETE_CHUNK)]
+    calls += [lambda t=chunk: api.delete_claims(namespace, experiment, t)
+              for chunk in chunks(plan.delete_claims.values())]
     await lane.wave(calls)
 
 
