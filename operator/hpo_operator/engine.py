@@ -100,6 +100,8 @@ class ExperimentEngine:
         self._deferred: dict[int, int] = {}
         self._timed_out = False
         self.outcome: Optional[Outcome] = None
+        self._observed = 0  # observations taken (``best`` is remembered until the next one)
+        self._best: tuple = (None, None)
 
     # ---- names ---------------------------------------------------------------
     def trial_name(self, trial_id: int) -> str:
@@ -163,6 +165,7 @@ class ExperimentEngine:
             return Decision.STOP if trial.phase == TrialPhase.STOPPED else Decision.CONTINUE
         value = float("nan") if value is None else float(value)
         trial.observations.append((epoch, value))
+        self._observed += 1
         self.searcher.on_result(trial_id, epoch, value)
         decision = self.scheduler.on_result(trial_id, epoch, value)
         trial.until = self.scheduler.until_of(trial_id)
@@ -285,7 +288,16 @@ class ExperimentEngine:
                        f"{self.spec.objective.metric}={best.value:.6g} at epoch {best.epoch}")
 
     def best(self) -> Optional[Best]:
-        """Best fully trained trial; before any completes, the best latest value of any trial."""
+        """Best fully trained trial; before any completes, the best latest value of any trial.
+
+        Only observations change it, so it is remembered until the next one (the operator asks every step,
+        over thousands of trials)."""
+        key = (self._observed, len(self.trials), self.max_resource)
+        if self._best[0] != key:
+            self._best = (key, self._find_best())
+        return self._best[1]
+
+    def _find_best(self) -> Optional[Best]:
         complete = [t for t in self.trials.values() if t.observations and t.last_epoch >= self.max_resource]
         pool = complete or [t for t in self.trials.values() if t.observations]
         if not pool:
@@ -299,6 +311,7 @@ class ExperimentEngine:
         ``exiting``: trials recorded with the phase their run's exit will give them (``settled_phase``)
         whose pod has not been seen to end: Running again until it has, so they keep their slot.
         """
+        self._observed += 1  # (restored trials bring observations of their own)
         for t in trials:
             self.trials[t.trial_id] = t
             if t.phase == TrialPhase.PENDING:

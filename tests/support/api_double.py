@@ -30,6 +30,7 @@ class RecordingApi:
         self.gate = threading.Event()
         self.gate.set()
         self.pod_error: Optional[Exception] = None
+        self.held_status: dict[str, threading.Event] = {}  # trial -> its next status write waits for this
 
     def ensure_sidecar_identity(self, experiment):
         pass
@@ -58,7 +59,15 @@ class RecordingApi:
         self.created[name] = {**obj, "metadata": {**obj["metadata"], "uid": f"uid-{name}"}}
         return copy.deepcopy(self.created[name]), True
 
+    def hold_status(self, trial: str) -> threading.Event:
+        """Hold ``trial``'s next status write until the event returned is set."""
+        self.held_status[trial] = threading.Event()
+        return self.held_status[trial]
+
     def patch_trial_status(self, namespace, name, patch):
+        held = self.held_status.pop(name, None)
+        if held is not None:
+            assert held.wait(10), f"the test never let {name}'s status write through"
         self.calls.append(("status", name, "observations" in patch))
         self.created[name].setdefault("status", {}).update(copy.deepcopy(patch))
 

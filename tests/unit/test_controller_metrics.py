@@ -114,7 +114,7 @@ def test_an_owner_counts_its_steps_and_a_deleted_experiment_drops_its_series(man
         owner = ExperimentOwner(api, ns, "exp", LOG)
         body = fifo_experiment(manifest, ns)
         await owner.step(Seen(body, {}, {}, {}))
-        await owner.finish_launch()
+        await owner.settle()
         assert sample("hpo_launches_total", **labels, reason="new") == 2
         assert sample("hpo_trials", **labels, phase="Running") == 2
         assert sample("hpo_state_rebuilds_total", reason="start") == starts_before + 1
@@ -128,7 +128,7 @@ def test_an_owner_counts_its_steps_and_a_deleted_experiment_drops_its_series(man
         observations = {"exp-0000": [(1, 0.5), (2, 0.4), (3, 0.3)]}
         pods = {"exp-0000-1": succeeded_pod(), "exp-0001-1": running_pod()}
         await owner.step(Seen(body, observations, {}, pods))
-        await owner.finish_launch()
+        await owner.settle()
         assert sample("hpo_observations_ingested_total", **labels) == 3
         assert sample("hpo_decisions_total", **labels, kind="continue") == 3
         assert sample("hpo_run_ends_total", **labels, outcome="completed") == 1
@@ -140,6 +140,7 @@ def test_an_owner_counts_its_steps_and_a_deleted_experiment_drops_its_series(man
         assert sample("hpo_decision_latency_seconds_sum") >= 0.5
         # The next step acts on it, as seen then.
         await owner.step(Seen(body, {**observations, "exp-0001": [(1, 0.5)]}, {}, pods))
+        await owner.settle_writes()
         assert sample("hpo_decision_latency_seconds_count") == latencies_before + 2
 
     asyncio.run(scenario())
@@ -168,14 +169,18 @@ def test_a_failed_step_is_counted_as_a_retry_and_the_next_rebuilds_in_recovery(m
         owner = ExperimentOwner(api, ns, "exp", LOG)
         body = fifo_experiment(manifest, ns)
         await owner.step(Seen(body, {}, {}, {}))
-        await owner.finish_launch()
+        await owner.settle()
         api.fail = True  # the write of exp-0000's end fails: the step is retried, from a rebuilt state
         seen = Seen(body, {"exp-0000": [(1, 0.5), (2, 0.4), (3, 0.3)]}, {},
                     {"exp-0000-1": succeeded_pod(), "exp-0001-1": running_pod()})
         run = asyncio.ensure_future(owner.run(lambda: seen, asyncio.Event(), interval=0.05, batch=0.01))
         while sample("hpo_state_rebuilds_total", reason="recovery") == recoveries:
             await asyncio.sleep(0.05)
+        # The ended run's pod goes only once its end is on record (the failed write held it back).
+        while ("delete pods", (("exp-0000", 1),)) not in api.calls:
+            await asyncio.sleep(0.05)
         run.cancel()
+        assert api.calls.index(("status", "exp-0000", False)) < api.calls.index(("delete pods", (("exp-0000", 1),)))
 
     asyncio.run(asyncio.wait_for(scenario(), 20))
     metrics.forget(ns, "exp")

@@ -36,6 +36,13 @@ def completed(*trials: str) -> tuple[dict, dict]:
             {f"{t}-1": succeeded_pod() for t in trials})
 
 
+async def stepped(owner: ExperimentOwner, seen: Seen) -> bool:
+    """One step, and its decisions written."""
+    finished = await owner.step(seen)
+    await owner.settle_writes()
+    return finished
+
+
 def in_flight(owner: ExperimentOwner) -> bool:
     return owner.launching is not None and not owner.launching.done()
 
@@ -45,7 +52,7 @@ async def started(manifest, **budget) -> tuple[RecordingApi, ExperimentOwner, di
     api = RecordingApi()
     owner = ExperimentOwner(api, "ns", "exp", LOG)
     body = experiment(manifest, **budget)
-    await owner.step(Seen(body, {}, {}, {}))
+    await stepped(owner, Seen(body, {}, {}, {}))
     await until(lambda: not in_flight(owner))
     return api, owner, body
 
@@ -64,12 +71,12 @@ def test_a_decision_goes_out_while_the_last_steps_launches_are_in_flight(manifes
 
         api.gate.clear()  # exp-0002's pod will hang in creation
         observations, pods = completed("exp-0000")
-        await owner.step(Seen(body, observations, {}, {**pods, "exp-0001-1": running_pod()}))
+        await stepped(owner, Seen(body, observations, {}, {**pods, "exp-0001-1": running_pod()}))
         await until(lambda: ("create trial", "exp-0002") in api.calls)
         assert in_flight(owner)
 
         observations, pods = completed("exp-0000", "exp-0001")
-        await owner.step(Seen(body, observations, {}, pods))
+        await stepped(owner, Seen(body, observations, {}, pods))
         # exp-0001's outcome is on record although exp-0002's pod is not created yet.
         assert ("status", "exp-0001", False) in api.calls
         assert "exp-0002-1" not in api.pods and in_flight(owner)
@@ -90,8 +97,51 @@ def test_a_decision_goes_out_while_the_last_steps_launches_are_in_flight(manifes
         assert api.calls.index(("status", "exp-0001", False)) < api.calls.index(("delete pods", (("exp-0001", 1),)))
         # What the batch learned (the new trial's object) is the owner's once it steps again, not before.
         assert owner.state.books["exp-0002"].ref is None
-        await owner.step(Seen(body, observations, {}, pods))
+        await stepped(owner, Seen(body, observations, {}, pods))
         assert owner.state.books["exp-0002"].ref["metadata"]["uid"] == "uid-exp-0002"
+
+    asyncio.run(scenario())
+
+
+def test_a_decision_goes_out_while_another_trials_status_write_is_slow(manifest, quiet_kopf):
+    """A trainer at a rung waits for its own trial's status write, not for another trial's slow one; what
+    follows a decision (its ended pod's deletion, a launch into its slot) waits until it is on record."""
+    async def scenario():
+        api, owner, body = await started(manifest, maxTrials=4)
+        release = api.hold_status("exp-0000")
+        observations, pods = completed("exp-0000")
+        await owner.step(Seen(body, observations, {}, {**pods, "exp-0001-1": running_pod()}))
+        observations, pods = completed("exp-0000", "exp-0001")
+        await owner.step(Seen(body, observations, {}, pods))
+        await until(lambda: ("status", "exp-0001", False) in api.calls)  # the second step's decision is out
+        await asyncio.sleep(0.2)
+        assert ("status", "exp-0000", False) not in api.calls  # the first's is held...
+        # ...and nothing that acts on either has gone out.
+        assert not [c for c in api.calls if c[0] in ("delete pods", "create trial") and c[1:] != ("exp-0000",)
+                    and c[1:] != ("exp-0001",)]
+        release.set()
+        await until(lambda: ("delete pods", (("exp-0001", 1),)) in api.calls)
+        await owner.settle()
+        calls = api.calls
+        assert calls.index(("status", "exp-0000", False)) < calls.index(("delete pods", (("exp-0000", 1),)))
+        assert calls.index(("status", "exp-0000", False)) < calls.index(("create trial", "exp-0002"))
+        assert calls.index(("status", "exp-0000", False)) < calls.index(("delete pods", (("exp-0001", 1),)))
+
+    asyncio.run(scenario())
+
+
+def test_a_trials_later_status_lands_after_its_earlier_one_still_in_flight(manifest, quiet_kopf):
+    async def scenario():
+        api, owner, body = await started(manifest)
+        pods = {"exp-0000-1": running_pod(), "exp-0001-1": running_pod()}
+        problem = {"reason": "bad_metrics_line", "message": "line 3 is not JSON", "attempt": 1}
+        release = api.hold_status("exp-0000")
+        await owner.step(Seen(body, {}, {"exp-0000": [problem]}, pods))  # problemsPosted 1: held
+        await owner.step(Seen(body, {}, {"exp-0000": [problem, problem]}, pods))  # problemsPosted 2
+        await asyncio.sleep(0.2)
+        release.set()
+        await owner.settle()
+        assert api.created["exp-0000"]["status"]["problemsPosted"] == 2
 
     asyncio.run(scenario())
 
@@ -102,11 +152,11 @@ def test_a_stop_of_a_trial_still_being_launched_waits_for_its_pod(manifest, quie
         owner = ExperimentOwner(api, "ns", "exp", LOG)
         body = experiment(manifest, parallelism=1, maxDuration=1)
         api.gate.clear()
-        await owner.step(Seen(body, {}, {}, {}))
+        await stepped(owner, Seen(body, {}, {}, {}))
         await until(lambda: ("create trial", "exp-0000") in api.calls)
         await asyncio.sleep(1.1)  # maxDuration is up: the next step stops exp-0000, whose pod is still being created
         asyncio.get_running_loop().call_later(0.3, api.gate.set)
-        assert await owner.step(Seen(body, {}, {}, {}))  # finished: time is up
+        assert await stepped(owner, Seen(body, {}, {}, {}))  # finished: time is up
         # Deleted after it was created: a pod created after its deletion would have kept running.
         assert api.calls.index(("create", "Pod", "exp-0000-1")) < api.calls.index(("delete pods", (("exp-0000", 1),)))
         assert api.created["exp-0000"]["status"]["phase"] == "Stopped"
@@ -120,12 +170,12 @@ def test_a_failed_launch_batch_makes_the_next_step_rebuild_and_launch_the_same_a
         owner = ExperimentOwner(api, "ns", "exp", LOG)
         body = experiment(manifest, parallelism=1, maxRetries=0)
         api.pod_error = ApiException(status=500, reason="etcd timed out")
-        await owner.step(Seen(body, {}, {}, {}))
+        await stepped(owner, Seen(body, {}, {}, {}))
         await until(lambda: not in_flight(owner))
 
         api.pod_error = None
         api.calls.clear()
-        await owner.step(Seen(body, {}, {}, {}))
+        await stepped(owner, Seen(body, {}, {}, {}))
         await until(lambda: not in_flight(owner))
         # Rebuilt from the API: the trial recorded Running without a pod is fenced and launched again as the
         # same attempt, with no failure counted (maxRetries 0 would have failed it).
@@ -143,9 +193,9 @@ def test_a_template_the_api_server_refuses_fails_the_experiment_and_stops_what_r
         # exp-0000 ends; the template was edited since into one the API server refuses: exp-0002's pod fails.
         api.pod_error = ApiException(status=422, reason="Unprocessable Entity")
         observations, pods = completed("exp-0000")
-        await owner.step(Seen(body, observations, {}, {**pods, "exp-0001-1": running_pod()}))
+        await stepped(owner, Seen(body, observations, {}, {**pods, "exp-0001-1": running_pod()}))
         await until(lambda: not in_flight(owner))
-        finished = await owner.step(Seen(body, observations, {}, dict(api.pods)))
+        finished = await stepped(owner, Seen(body, observations, {}, dict(api.pods)))
         assert finished
         assert (api.experiment_status["phase"], api.experiment_status["reason"]) == ("Failed", "InvalidTrialTemplate")
         # exp-0001 was running: it is stopped, and its pod deleted; what exp-0000 recorded stays.
@@ -162,20 +212,20 @@ def test_normal_events_of_several_steps_go_out_together_and_warnings_at_once(man
     async def scenario():
         api, owner, body = await started(manifest, maxRetries=0, maxFailedTrials=2)
         running = {"exp-0000-1": running_pod(), "exp-0001-1": running_pod()}
-        await owner.step(Seen(body, {}, {}, running))
+        await stepped(owner, Seen(body, {}, {}, running))
         # Both launches in one Event on the experiment, not one per trial.
         assert [(target, reason) for target, reason, _ in quiet_kopf] == [("exp", "Started")]
         assert "exp-0000" in quiet_kopf[0][2] and "exp-0001" in quiet_kopf[0][2]
 
         observations, pods = completed("exp-0000")
-        await owner.step(Seen(body, observations, {}, {**running, **pods}))
+        await stepped(owner, Seen(body, observations, {}, {**running, **pods}))
         assert [reason for _, reason, _ in quiet_kopf] == ["Started"]  # Completed is held (EVENT_PERIOD_SECONDS)
         failed = {"status": {"phase": "Failed", "containerStatuses": [
             {"name": "trainer", "state": {"terminated": {"exitCode": 3, "reason": "Error"}}}]}, "deleting": False}
         # The slot exp-0000 freed went to exp-0002 in a launch batch; once it is done its Started is held too.
         await until(lambda: not in_flight(owner))
         assert [reason for _, reason, _ in quiet_kopf] == ["Started"]
-        await owner.step(Seen(body, observations, {}, {**pods, "exp-0001-1": failed}))
+        await stepped(owner, Seen(body, observations, {}, {**pods, "exp-0001-1": failed}))
         # A Warning is not held, and takes what was held with it.
         assert {(target, reason) for target, reason, _ in quiet_kopf[1:]} == {("exp-0000", "Completed"),
                                                                              ("exp-0002", "Started"),

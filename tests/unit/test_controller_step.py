@@ -180,7 +180,7 @@ def owner_steps(api: RecordingApi, manifest_spec: dict, *steps: Seen, at=T0) -> 
     async def run():
         for seen in steps:
             await owner.step(seen)
-            await owner.finish_launch()
+            await owner.settle()
     asyncio.run(run())
     return owner
 

@@ -207,11 +207,11 @@ class ExperimentMeter:
         """Before a step: the observations acted on so far of each trial with observations waiting."""
         return {trial: state.books[trial].processed for trial in ARRIVALS.waiting(self.key) if trial in state.books}
 
-    def decided(self, plan, state, processed_before: dict[str, int], recount: bool = False) -> None:
-        """A step's decisions are written: count them, and the latency of each trial whose new observations
-        it acted on (``processed_before``: ``processed`` before the step). Trials are counted again when the
-        step wrote any trial's status (every change of phase is such a write) or ``recount`` (a rebuilt
-        state)."""
+    def decided(self, plan, state, processed_before: dict[str, int], recount: bool = False) -> list[float]:
+        """A step has decided: count its decisions; returns when the observations it acted on were first seen
+        (``processed_before``: ``processed`` of each trial before the step), for ``written``. Trials are
+        counted again when the step writes any trial's status (every change of phase is such a write) or
+        ``recount`` (a rebuilt state)."""
         if plan.trial_status or recount:
             self.count_trials(state)
         for kind, n in plan.decisions.items():
@@ -225,9 +225,14 @@ class ExperimentMeter:
         books = state.books
         acted = {trial: (before, books[trial].processed) for trial, before in processed_before.items()
                  if trial in books and books[trial].processed > before}
-        if acted:
+        return ARRIVALS.acted(self.key, acted) if acted else []
+
+    @staticmethod
+    def written(arrivals: list[float]) -> None:
+        """The decisions on observations first seen at ``arrivals`` are on record: their latency."""
+        if arrivals:
             now = time.monotonic()
-            DECISION_LATENCY.observe_all([now - seen for seen in ARRIVALS.acted(self.key, acted)])
+            DECISION_LATENCY.observe_all([now - seen for seen in arrivals])
 
     def count_trials(self, state) -> None:
         """Trials by the phase on record: what the operator wrote last (or read, after a rebuild) in each

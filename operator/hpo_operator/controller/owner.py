@@ -10,17 +10,22 @@ next step. The state is thrown away (and rebuilt from a fresh list of trials
 and pods) only when the API may hold something it does not know: a batch of
 calls failed half-way, or the spec changed.
 
-A step writes its decisions, then sends the rest without waiting: its pod
-deletions, and its launches (at most one batch in flight). The next step
-decides and writes while they are in flight, so a trainer waiting at a rung
-waits neither for a wave of new pods nor for the API server's slow, one-by-one
-deletion of a collection of pods.
+A step sends its decisions without waiting for them: the trial statuses it
+writes, then (once those are on record) its pod deletions and its launches (at
+most one batch in flight). The next step decides and writes while they are in
+flight, so a trainer waiting at a rung waits for its own status write, not for
+a step's other writes, a wave of new pods or the API server's slow, one-by-one
+deletion of a collection of pods. The decisions of successive steps form a
+chain: a step's writes wait for the ones before only where they write the same
+trial, and a link fails if any link before it failed, so what follows a
+step's writes (its deletions and launches) never acts on a decision not on
+record.
 
     wake-up ──▶ ┌─────────── owner (one task per experiment) ───────────┐
                 │ read caches ─▶ confirm ended runs ─▶ step (pure) ─▶ act │
                 └───▲──────────────────────────────────────────┬──────┘
-                    │ Launched / failure                       │ decisions (awaited)
-                    └──── launch batch, deletions ◀────────────┘ (in flight)
+                    │ Launched / failure                       │ decisions ─▶ launch batch,
+                    └──────────────────────────────────────────┘ (chained)    deletions (in flight)
 """
 
 from __future__ import annotations
@@ -52,6 +57,13 @@ SLOW_STEP_SECONDS = 1.0
 # Normal events (Started, Paused, ...) are held and posted at most this often, one Event per reason for
 # many trials (``events.coalesce_events``): their number follows the time, not the steps. Warnings go at once.
 EVENT_PERIOD_SECONDS = 2.0
+# Steps whose decisions may be in flight at once; the next step waits for the oldest (the API server is
+# slower than the steps: a longer queue would only delay the answers).
+WRITES_IN_FLIGHT = 3
+
+
+class DecisionsLost(Exception):
+    """Decisions of an earlier step could not be written: the state is ahead of the API."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +88,8 @@ class ExperimentOwner:
         self.written: dict = {}  # the experiment status this owner last wrote
         self.written_at = 0.0
         self.more_launches = False  # the last step left free slots for the next one
+        self.writing: list[asyncio.Task] = []  # the decisions in flight, a chain, oldest first
+        self.writing_trials: set[str] = set()  # the trials they write
         self.launching: Optional[asyncio.Task] = None  # the launch batch in flight, if any
         self.launching_trials: set[str] = set()
         self.launch_events: list[Event] = []  # the batch's events, posted once its trials exist
@@ -95,6 +109,8 @@ class ExperimentOwner:
                 try:
                     if await self.step(seen()):
                         return
+                except DecisionsLost:
+                    continue  # logged and counted where found; the next step rebuilds
                 except Exception as err:  # API outages, conflicts: the next step starts from a fresh read
                     self.logger.warning(f"Reconcile step failed, retrying: {err!r}")
                     metrics.STEP_RETRIES.inc()
@@ -107,7 +123,7 @@ class ExperimentOwner:
                 if await self.news(wakeup, interval):
                     await asyncio.sleep(batch)  # related changes arrive on two watches: one step for both
         finally:
-            for task in [self.launching, *self.deleting]:
+            for task in [self.launching, *self.deleting, *self.writing]:
                 if task is not None:
                     task.cancel()
 
@@ -138,8 +154,11 @@ class ExperimentOwner:
             return True
         await self.lanes.decisions.call(self.api.ensure_sidecar_identity, body)
         self.collect_deletions()
+        await self.collect_writes()
         if self.state is None or self.state.generation != meta.get("generation"):
-            await self.finish_launch()  # a rebuild lists what the API has after the batch, not half-way through
+            # A rebuild lists what the API has after the calls in flight, not half-way through them.
+            await self.settle_writes()
+            await self.finish_launch()
         self.collect_launch()
         fresh = self.state is None or self.state.generation != meta.get("generation")
         observations, problems, pods = seen.observations, seen.problems, seen.pods
@@ -171,18 +190,14 @@ class ExperimentOwner:
             if self.collect_launch():
                 self.more_launches = True  # the plan was made on a state the failed batch invalidated
                 return False
-        try:
-            await actions.write_decisions(self.api, self.lanes.decisions, self.namespace, plan)
-        except Exception:
-            self.state = None  # half-applied: rebuild from the API
-            raise
-        self.meter.decided(plan, self.state, processed, recount=fresh)
+        arrivals = self.meter.decided(plan, self.state, processed, recount=fresh)
+        written = self.start_writes(plan, arrivals)
         self.hold_events([ev for ev in plan.events if ev.trial not in actions.launched_trials(plan)])
         if plan.delete_pods or plan.delete_claims:
-            self.deleting.add(asyncio.ensure_future(
-                actions.delete_ended(self.api, self.lanes.deletions, self.namespace, self.name, plan)))
+            self.deleting.add(asyncio.ensure_future(after(written, lambda: actions.delete_ended(
+                self.api, self.lanes.deletions, self.namespace, self.name, plan))))
         if plan.launches:
-            self.start_launch(plan, spec, body)
+            self.start_launch(plan, spec, body, written)
         self.more_launches = plan.more_launches
         acted = time.monotonic()
         metrics.STEP_SECONDS.observe(acted - started)
@@ -190,7 +205,8 @@ class ExperimentOwner:
             self.logger.info(f"Slow step of {acted - started:.2f} s: read {confirmed - started:.2f} s "
                              f"{'(rebuilt) ' if fresh else ''}decide {planned - confirmed:.2f} s, act "
                              f"{acted - planned:.2f} s ({len(plan.trial_status)} trial statuses, "
-                             f"{len(plan.delete_pods)} pods to delete, {len(plan.launches)} to launch)")
+                             f"{len(plan.delete_pods)} pods to delete, {len(plan.launches)} to launch; "
+                             f"{len(self.writing)} steps' decisions in flight)")
         return await self.report(body, status, plan, review)
 
     async def confirm_ended_runs(self, observations, problems, pods, fresh: bool):
@@ -199,6 +215,8 @@ class ExperimentOwner:
         (``reconcile.runs_to_read``). Returns the inputs with them, the runs a rebuild found never started,
         and when this ended."""
         to_read, to_fence = runs_to_confirm(self.state, pods, observations, self.clock(), fresh)
+        if self.writing_trials.intersection(to_read, to_fence) and not await self.settle_writes():
+            raise DecisionsLost("writing the decisions of an earlier step failed")  # (the next step rebuilds)
         fences = {name: int(self.state.books[name].written.get("runFence") or 0) + 1 for name in to_fence}
         trials = await actions.read_ended_runs(self.api, self.lanes.decisions, self.namespace, to_read, fences)
         observations, problems = dict(observations), dict(problems)
@@ -212,15 +230,88 @@ class ExperimentOwner:
         return observations, problems, unstarted, time.monotonic()
 
     # ---- what is in flight ------------------------------------------------------------------------
-    def start_launch(self, plan: Plan, spec, body: dict) -> None:
+    def start_writes(self, plan: Plan, arrivals: list[float]) -> Optional[asyncio.Task]:
+        """Send the plan's decisions (``actions.write_decisions``) as the chain's next link; returns the link
+        whose success means they and every decision before them are on record (None: nothing in flight)."""
+        launched = actions.launched_trials(plan)
+        trials = set(plan.trial_status) - launched
+        before = self.writing[-1] if self.writing else None
+        if not trials:
+            self.meter.written(arrivals)
+            return before
+        overlaps = bool(trials & self.writing_trials)
+        self.writing_trials |= trials
+        link = asyncio.ensure_future(self.write_link(plan, before, overlaps, arrivals))
+        self.writing.append(link)
+        return link
+
+    async def write_link(self, plan: Plan, before: Optional[asyncio.Task], overlaps: bool,
+                         arrivals: list[float]) -> None:
+        """One step's decisions. Writes to a trial the link before also writes go after it (a later status
+        must land last); the link fails if the one before failed (it stands for every decision up to it)."""
+        started = time.monotonic()
+        try:
+            if before is not None and overlaps:
+                await asyncio.wait({before})
+            await actions.write_decisions(self.api, self.lanes.decisions, self.namespace, plan)
+        finally:
+            if before is not None:
+                await asyncio.wait({before})
+                failed = before.exception()  # (retrieved here either way: one failure, reported once)
+        if before is not None and failed is not None:
+            raise DecisionsLost("an earlier step's decisions were not written") from failed
+        self.meter.written(arrivals)
+        if time.monotonic() - started > SLOW_STEP_SECONDS:
+            self.logger.info(f"Slow decision writes: {len(plan.trial_status)} trial statuses in "
+                             f"{time.monotonic() - started:.2f} s")
+
+    async def collect_writes(self) -> None:
+        """Forget the links written; the oldest is waited for while WRITES_IN_FLIGHT are in flight. One that
+        failed leaves the state ahead of the API: rebuilt in this step."""
+        if len(self.writing) >= WRITES_IN_FLIGHT:
+            await asyncio.wait({self.writing[0]})
+        while self.writing and self.writing[0].done():
+            link = self.writing.pop(0)
+            if link.exception() is not None:
+                self.lost_decisions(link.exception())
+        if not self.writing:
+            self.writing_trials = set()
+
+    async def settle_writes(self) -> bool:
+        """Wait for every decision in flight; False if one was not written (the state must be rebuilt)."""
+        if not self.writing:
+            return True
+        await asyncio.wait({self.writing[-1]})  # (each link ends after the ones before it)
+        links, self.writing, self.writing_trials = self.writing, [], set()
+        errors = [link.exception() for link in links]
+        if errors[-1] is not None:
+            self.lost_decisions(errors[-1])
+            return False
+        return True
+
+    def lost_decisions(self, error: BaseException) -> None:
+        if self.state is None:
+            return  # known already (a failed link fails every link after it)
+        self.logger.warning(f"Writing decisions failed, rebuilding from the API: {error!r}")
+        metrics.STEP_RETRIES.inc()
+        self.state = None
+
+    async def settle(self) -> None:
+        """Wait for everything in flight: decisions, the launch batch, deletions."""
+        await self.settle_writes()
+        await self.finish_launch()
+        if self.deleting:
+            await asyncio.wait(self.deleting)
+
+    def start_launch(self, plan: Plan, spec, body: dict, written: Optional[asyncio.Task] = None) -> None:
         books = self.state.books
         known = {name: actions.KnownTrial(book.ref, book.has_records, int(book.written.get("runFence") or 0))
                  for name, book in books.items()}
         judge_first = all(book.ref is None for book in books.values())
         self.launching_trials = actions.launched_trials(plan)
         self.launch_events = [ev for ev in plan.events if ev.trial in self.launching_trials]
-        self.launching = asyncio.ensure_future(
-            actions.launch(self.api, self.lanes.launches, spec, body, plan, known, judge_first))
+        self.launching = asyncio.ensure_future(after(written, lambda: actions.launch(
+            self.api, self.lanes.launches, spec, body, plan, known, judge_first)))
         for launch in plan.launches:
             self.logger.info(f"Launching trial name={launch.trial.name} attempt={launch.attempt} "
                              f"reason={launch.reason} epochs={launch.start_epoch + 1}..{launch.until}")
@@ -273,6 +364,8 @@ class ExperimentOwner:
         """Write the experiment's status, post events; True once it has finished."""
         generation = body["metadata"].get("generation")
         st = with_conditions(plan.experiment_status, status, generation, plan.pod_problems)
+        if st["phase"] in FINISHED_EXPERIMENT_PHASES and not await self.settle_writes():
+            raise DecisionsLost("the last decisions were not written")  # (the next step rebuilds)
         review.record(st, status, generation)
         if review.announce(status):
             kopf.warn(body, reason=spec_changes.EVENT_REASON, message=review.message)
@@ -324,6 +417,7 @@ class ExperimentOwner:
 
     async def refuse(self, body: dict, status: dict, reason: str, message: str) -> None:
         """Fail the experiment for a spec only the user can fix; trials already recorded stay as they are."""
+        await self.settle_writes()
         self.post_held_events(body, force=True)
         kopf.warn(body, reason=reason, message=message)
         generation = body["metadata"].get("generation")
@@ -331,3 +425,10 @@ class ExperimentOwner:
                                  "conditions": set_condition(status, "Succeeded", "False", reason, message,
                                                              generation)}, force=True)
         self.logger.error(f"Refused experiment name={self.name}: {message}")
+
+
+async def after(written: Optional[asyncio.Task], calls: Callable):
+    """``calls()`` once the decisions ``written`` stands for are on record; their failure is this one's."""
+    if written is not None:
+        await written
+    return await calls()

@@ -4,6 +4,8 @@ thousand."""
 
 from __future__ import annotations
 
+import functools
+
 from datetime import datetime, timedelta, timezone
 from typing import NamedTuple, Optional
 
@@ -71,6 +73,7 @@ def _state(pod: dict, container: str) -> dict:
     return {}
 
 
+@functools.lru_cache(maxsize=16384)  # every step reads the same pods' timestamps again
 def _time(text: Optional[str]) -> Optional[datetime]:
     if not text:
         return None

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+@functools.lru_cache(maxsize=256)  # the operator reads budget durations every step
 def parse_duration(value: int | float | str) -> float:
     """Seconds in ``value``; raises ValueError naming the accepted forms."""
     if isinstance(value, bool):
