@@ -10,11 +10,13 @@ same size (the price of the ASHA bookkeeping).
 
 Then the model-based searchers: for each number of observations (100, 1,000,
 10,000, spread over the rungs 1, 3, 9, 27, 81 as ASHA spreads them), the
-median time of one suggestion, model fit included (each suggestion fits on
-what is on record, with 8 trials pending), on an 8-parameter space like the
-digits table's; against random search's suggestion in this process.
+median time of one suggestion, model fit included (each suggestion follows a
+new observation and fits on what is on record, with the other running trials
+pending), on an 8-parameter space like the digits table's; against random
+search's suggestion in this process.
 
     .venv/bin/python bench/scheduler_throughput.py [--sizes 1000 10000 100000] [--observations 100 1000 10000]
+    .venv/bin/python bench/scheduler_throughput.py --sizes  # the searcher section alone
 """
 
 from __future__ import annotations
@@ -78,13 +80,22 @@ def filled_searcher(cls, observations: int, seed: int = 0):
 
 
 def suggest_ms(cls, observations: int, repeats: int = 15) -> float:
+    """Median time of a suggestion made as a worker frees up: the oldest of 8 running trials has
+    just reported at the first rung and stopped (so the records changed and the model refits), and
+    the other 7 are pending."""
     searcher, trials = filled_searcher(cls, observations)
+    rng = np.random.default_rng(1)
+    running = list(range(trials, trials + 8))
+    for tid in running:
+        searcher.suggest(tid, pending=[t for t in running if t < tid])
     times = []
     for i in range(repeats):
+        searcher.on_result(running.pop(0), LEVELS[0], float(rng.random()))
         tid = trials + 8 + i
         start = time.perf_counter()
-        searcher.suggest(tid, pending=list(range(trials, trials + 8)))
+        searcher.suggest(tid, pending=list(running))
         times.append(time.perf_counter() - start)
+        running.append(tid)
     return float(np.median(times)) * 1000
 
 
@@ -146,14 +157,16 @@ def measure(name: str, n: int, seed: int = 0) -> tuple[float, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000, 100_000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[1000, 10_000, 100_000],
+                        help="scheduler throughput at these numbers of trials (none: skip)")
     parser.add_argument("--schedulers", nargs="+",
                         default=["fifo", "asha-promotion", "asha-stopping", "hyperband", "adaptive-promotion"])
     parser.add_argument("--observations", type=int, nargs="*", default=[100, 1000, 10_000],
                         help="searcher costs at these numbers of observations (none: skip)")
     args = parser.parse_args()
     rates: dict[tuple[str, int], float] = {}
-    print(f"{'scheduler':16s} {'trials':>8s} {'decisions/s':>12s} {'vs 1k':>7s} {'vs fifo':>8s}")
+    if args.sizes:
+        print(f"{'scheduler':16s} {'trials':>8s} {'decisions/s':>12s} {'vs 1k':>7s} {'vs fifo':>8s}")
     for n in args.sizes:
         for name in args.schedulers:
             rate, trials = measure(name, n)

@@ -174,3 +174,111 @@ def test_background_fits_never_hold_up_a_suggestion_or_a_result():
     assert searcher.suggest(0) == first  # a created trial's configuration never changes
     assert searcher.fits >= 1
     searcher.close()
+
+
+def test_snapping_many_candidates_at_once_equals_the_value_by_value_round_trip():
+    candidates = SpaceCandidates(EVERY_TYPE)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-0.3, 1.3, (2000, len(candidates.names)))  # out-of-range positions too
+    for j, k in enumerate(candidates.columns.levels):
+        if k:
+            x[:, j] = rng.uniform(-1, k + 1, len(x))
+    expected = np.array([candidates.encode(candidates.decode(row)) for row in x])
+    np.testing.assert_allclose(candidates.snap(x), expected, rtol=0, atol=1e-12)
+
+
+def _gp_with_history(seed=4, trials=30):
+    """A GP searcher with results at several levels, one value overwritten, a NaN and two trials running."""
+    searcher = LearningCurveGPSearcher(SpaceCandidates(EVERY_TYPE), LEVELS, seed=seed, n_candidates=32)
+    for i in range(trials):
+        config = searcher.suggest(i, pending=[i - 1, i - 2] if i > 1 else [])
+        if i >= trials - 2:
+            continue  # still running: remembered, nothing observed
+        for r in LEVELS[: 1 + i % 4]:
+            searcher.on_result(i, r, objective(config, r) if i % 9 else float("nan"))
+    searcher.on_result(3, LEVELS[0], 0.0)  # a value reported again replaces the first
+    return searcher
+
+
+def _records(searcher):
+    return [(t, searcher.configs[t], [(r, v) for r in LEVELS if (v := searcher.data.by_level[r].get(t)) is not None])
+            for t in searcher.configs]
+
+
+def _assert_features_match_the_configurations(searcher):
+    ids, features = searcher.observed_features()
+    assert sorted(ids) == sorted(searcher.x)
+    expected = searcher.candidates.columns.one_hot(np.array([searcher.x[t] for t in ids]))
+    np.testing.assert_array_equal(features, expected)
+
+
+def test_gp_feature_rows_kept_per_configuration_equal_a_recomputation():
+    live = _gp_with_history()
+    _assert_features_match_the_configurations(live)
+    restored = LearningCurveGPSearcher(SpaceCandidates(EVERY_TYPE), LEVELS, seed=4, n_candidates=32)
+    restored.restore(_records(live))
+    _assert_features_match_the_configurations(restored)
+    live.restore(_records(live))  # restoring records a searcher already holds adds no rows
+    _assert_features_match_the_configurations(live)
+    snapshot = live.snapshot()
+    live.suggest(100, pending=[28, 29])
+    _assert_features_match_the_configurations(live)
+    _assert_features_match_the_configurations(snapshot)  # the copy a background fit uses is its own
+    assert 100 not in snapshot.observed_features()[0]
+
+
+def test_gp_training_set_is_the_highest_fidelities_then_the_newest_trials(monkeypatch):
+    import hpo_operator.search.gp as gp
+    monkeypatch.setattr(gp, "MAX_POINTS", 20)
+    searcher = _gp_with_history(trials=40)
+    assert searcher.data.count() > 20
+    ids, levels, _ = searcher._training_set()
+    every = sorted(((r, t) for r in LEVELS for t in searcher.data.by_level[r]), key=lambda p: (-p[0], -p[1]))
+    assert list(zip(levels, ids)) == every[:20]
+
+
+def _assert_same_model(searcher, a, b):
+    x = searcher.candidates.uniform(np.random.default_rng(0), 64)
+    np.testing.assert_allclose(searcher.score(a, x), searcher.score(b, x), rtol=1e-7, atol=1e-10)
+    assert a.incumbent == pytest.approx(b.incumbent, rel=1e-9)
+
+
+def test_gp_reuses_its_fit_until_an_observation_arrives_and_equals_a_fresh_fit():
+    live = _gp_with_history()
+    pending = [28, 29]
+    first = live._base_fit()
+    assert live._base_fit() is first  # nothing arrived: the factorised posterior is reused
+    live.fit(pending)
+    assert live._base_fit() is first  # running trials enter per suggestion, not into the cached fit
+
+    def fresh_fit():
+        # A searcher rebuilt from the records (as after an operator restart), with the same hyperparameters.
+        fresh = LearningCurveGPSearcher(SpaceCandidates(EVERY_TYPE), LEVELS, seed=4, n_candidates=32)
+        fresh.restore(_records(live))
+        fresh._hyper, fresh._hyper_n = live._hyper, live._hyper_n
+        return fresh
+
+    for trial, value in ((5, 0.25), (28, 0.5)):  # a known trial's new value; a running trial's first
+        live.on_result(trial, LEVELS[0], value)
+        _assert_same_model(live, live.fit(pending), fresh_fit().fit(pending))
+    # A background fit's posterior is adopted only while no observation arrived after its snapshot.
+    # Each case starts with a new observation, so the live searcher's own fit is out of date.
+    live.on_result(6, LEVELS[1], 0.75)
+    snapshot = live.snapshot()
+    snapshot.fit(pending)
+    live.adopt_cache(snapshot)
+    assert live._base_fit() is snapshot._base_fit()
+    live.on_result(6, LEVELS[1], 0.5)
+    snapshot = live.snapshot()
+    snapshot.fit(pending)
+    live.on_result(7, LEVELS[1], 0.75)  # arrived while the snapshot was fitted
+    live.adopt_cache(snapshot)
+    assert live._fitted is not snapshot._fitted
+    live.on_result(6, LEVELS[1], 0.25)
+    snapshot = live.snapshot()
+    snapshot.on_result(8, LEVELS[0], 0.125)  # the copy and the live searcher each took a different observation
+    snapshot.fit(pending)
+    live.on_result(9, LEVELS[0], 0.125)
+    live.adopt_cache(snapshot)
+    assert live._fitted is not snapshot._fitted
+    _assert_same_model(live, live.fit(pending), fresh_fit().fit(pending))

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from hpo_operator.search.domains import from_unit, to_unit
+from hpo_operator.search.domains import from_unit, snap_units, to_unit
 from hpo_operator.spec.search_space import Choice
 
 
@@ -78,19 +78,25 @@ class SpaceCandidates:
 
     def uniform(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """``n`` draws from the prior, as feature vectors of valid configurations."""
-        u = rng.random((n, len(self.names)))
-        return np.array([self.encode(self.decode(self._cells(row))) for row in u]).reshape(n, len(self.names))
-
-    def _cells(self, u: np.ndarray) -> np.ndarray:
-        x = u.copy()
+        x = rng.random((n, len(self.names)))
         for j, k in enumerate(self.columns.levels):
             if k:
-                x[j] = min(int(u[j] * k), k - 1)
-        return x
+                x[:, j] = np.minimum((x[:, j] * k).astype(int), k - 1)
+        return self.snap(x)
 
     def snap(self, x: np.ndarray) -> np.ndarray:
-        """Feature vectors moved onto valid configurations (integers, categories, bounds)."""
-        return np.array([self.encode(self.decode(row)) for row in x]).reshape(x.shape)
+        """Feature vectors moved onto valid configurations (integers, categories, bounds): what
+        ``encode(decode(row))`` gives for each row, computed a column at a time."""
+        out = np.empty(x.shape)
+        for j, name in enumerate(self.names):
+            domain = self.space[name]
+            if isinstance(domain, Choice):
+                k = len(domain.values)
+                first = np.array([domain.values.index(v) for v in domain.values], dtype=float)
+                out[:, j] = first[np.clip(np.round(x[:, j]), 0, k - 1).astype(int)]
+            else:
+                out[:, j] = np.clip(snap_units(domain, x[:, j]), 0.0, 1.0)
+        return out
 
     def pool(self, used: Sequence[Mapping[str, Any]]) -> Optional[np.ndarray]:
         return None  # continuous: candidates are drawn, not listed

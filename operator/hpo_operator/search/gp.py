@@ -20,6 +20,7 @@ newest trials).
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass
 from typing import Optional
@@ -37,7 +38,11 @@ JITTER = 1e-6
 
 
 def _matern52(a: np.ndarray, b: np.ndarray, lengthscales: np.ndarray, variance: float) -> np.ndarray:
-    d = np.sqrt(np.maximum(((a[:, None, :] - b[None, :, :]) / lengthscales) ** 2, 0).sum(-1)) * math.sqrt(5)
+    # Squared distances as |a|^2 + |b|^2 - 2 a.b (one matrix product): the (n, m, d) array of
+    # differences cost most of a suggestion's time.
+    a, b = a / lengthscales, b / lengthscales
+    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * (a @ b.T)
+    d = np.sqrt(np.maximum(sq, 0) * 5)
     return variance * (1 + d + d * d / 3) * np.exp(-d)
 
 
@@ -63,6 +68,10 @@ class _Posterior:
     alpha: np.ndarray
     mean: float
     incumbent: float
+
+    def predict_mean(self, z: np.ndarray) -> np.ndarray:
+        """The posterior mean alone: ranking configurations needs no variance (and its solve)."""
+        return self.mean + _matern52(z, self.inputs, self.hyper.lengthscales, self.hyper.variance) @ self.alpha
 
     def predict(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         k = _matern52(z, self.inputs, self.hyper.lengthscales, self.hyper.variance)
@@ -101,7 +110,13 @@ def _neg_log_likelihood(v: np.ndarray, z: np.ndarray, y: np.ndarray) -> tuple[fl
 
 
 class LearningCurveGPSearcher(ModelSearcher):
-    """MOBSTER-style searcher; see the module docstring."""
+    """MOBSTER-style searcher; see the module docstring.
+
+    Kept between suggestions so that one costs a capped fit plus O(configurations) arithmetic:
+    the GP input row of every configuration on record (``_features``, one row per trial in the
+    order they were remembered), and the posterior of the records with the data version it was
+    fitted at (reused until an observation arrives; trials still running are added to it per
+    suggestion)."""
 
     def __init__(self, *args, min_points: int = 6, **kwargs):
         super().__init__(*args, **kwargs)
@@ -109,20 +124,56 @@ class LearningCurveGPSearcher(ModelSearcher):
         self._hyper: Optional[_Hyper] = None
         self._hyper_n = 0
         self._log_max = math.log(max(self.max_level, 2))
+        self._row_of: dict[int, int] = {}
+        self._features = np.zeros((0, sum(k or 1 for k in self.candidates.columns.levels)))
+        self._fitted: Optional[tuple[int, tuple]] = None  # (data version, what _base_fit returned)
+
+    # ---- bookkeeping -------------------------------------------------------------
+    def remember(self, trial_index: int, config) -> None:
+        super().remember(trial_index, config)
+        row = self._row_of.setdefault(trial_index, len(self._row_of))
+        if row >= len(self._features):  # grow by doubling: amortised O(1) per trial
+            self._features = np.vstack([self._features, np.zeros((max(len(self._features), 64),
+                                                                   self._features.shape[1]))])
+        self._features[row] = self.candidates.columns.one_hot(self.x[trial_index][None, :])[0]
+
+    def snapshot(self) -> "LearningCurveGPSearcher":
+        other = super().snapshot()
+        other._row_of = dict(self._row_of)
+        other._features = self._features[:len(self._row_of)].copy()
+        return other
 
     def adopt_cache(self, other: "LearningCurveGPSearcher") -> None:
         if other._hyper_n > self._hyper_n:
             self._hyper, self._hyper_n = other._hyper, other._hyper_n
+        if (other._fitted is not None and other._fitted[0] == self.data.version
+                and other._fitted[1][0].hyper is self._hyper):
+            self._fitted = other._fitted  # fitted on the records this searcher still holds
+
+    def observed_features(self) -> tuple[list[int], np.ndarray]:
+        """Every configuration on record: trial ids and GP inputs (one-hot, without the fidelity)."""
+        return list(self._row_of), self._features[:len(self._row_of)]
+
+    def _fidelity(self, levels) -> np.ndarray:
+        return np.log(np.maximum(np.asarray(levels, dtype=float), 1)) / self._log_max
 
     def _inputs(self, ids: list[int], levels: list[int]) -> np.ndarray:
-        x = self.candidates.columns.one_hot(np.array([self.x[t] for t in ids]))
-        t = np.log(np.maximum(np.array(levels, dtype=float), 1)) / self._log_max
-        return np.hstack([x, t[:, None]])
+        x = self._features[[self._row_of[t] for t in ids]]
+        return np.hstack([x, self._fidelity(levels)[:, None]])
 
     def _training_set(self) -> tuple[list[int], list[int], np.ndarray]:
-        points = [(level, tid, key) for level in self.data.levels for tid, key in self.data.by_level[level].items()]
-        if len(points) > MAX_POINTS:
-            points = sorted(points, key=lambda p: (-p[0], -p[1]))[:MAX_POINTS]
+        by_level = self.data.by_level
+        if self.data.count() <= MAX_POINTS:
+            points = [(level, tid, by_level[level][tid]) for level in self.data.levels for tid in by_level[level]]
+        else:
+            # The highest fidelities first, then the newest trials (what sorting every observation by
+            # (-level, -id) and keeping the first MAX_POINTS gives), touching only the levels needed.
+            points = []
+            for level in reversed(self.data.levels):
+                room = MAX_POINTS - len(points)
+                if room <= 0:
+                    break
+                points += [(level, tid, by_level[level][tid]) for tid in heapq.nlargest(room, by_level[level])]
         keys = np.array([p[2] for p in points])
         finite = np.isfinite(keys)
         if finite.any():
@@ -130,7 +181,26 @@ class LearningCurveGPSearcher(ModelSearcher):
         scores = norm.ppf((rankdata(keys) - 0.5) / len(keys))  # normal scores: smaller is better
         return [p[1] for p in points], [p[0] for p in points], scores
 
+    # ---- the model ---------------------------------------------------------------
     def fit(self, pending: list[int]) -> Optional[_Posterior]:
+        base = self._base_fit()
+        if base is None:
+            return None
+        posterior, z, y, incumbent_ids = base
+        fresh = [t for t in pending if t not in self.data.by_level[self.max_level]]
+        if fresh:
+            zp = self._inputs(fresh, [self.max_level] * len(fresh))
+            believed = posterior.predict_mean(zp)
+            posterior = self._posterior(np.vstack([z, zp]), np.concatenate([y, believed]), self._hyper,
+                                        incumbent_ids=incumbent_ids)
+        return posterior
+
+    def _base_fit(self) -> Optional[tuple[_Posterior, np.ndarray, np.ndarray, list[int]]]:
+        """The posterior of the observations on record (no pending trials), refitted only when an
+        observation arrived since the last one (or the hyperparameters changed)."""
+        if (self._fitted is not None and self._fitted[0] == self.data.version
+                and self._fitted[1][0].hyper is self._hyper):
+            return self._fitted[1]
         ids, levels, y = self._training_set()
         if len(ids) < self.min_points:
             return None
@@ -138,14 +208,10 @@ class LearningCurveGPSearcher(ModelSearcher):
         if self._hyper is None or len(ids) >= 1.25 * self._hyper_n:
             self._hyper = self._fit_hyper(z, y)
             self._hyper_n = len(ids)
-        posterior = self._posterior(z, y, self._hyper, incumbent_ids=sorted(set(ids)))
-        fresh = [t for t in pending if t not in self.data.by_level[self.max_level]]
-        if fresh:
-            zp = self._inputs(fresh, [self.max_level] * len(fresh))
-            believed, _ = posterior.predict(zp)
-            posterior = self._posterior(np.vstack([z, zp]), np.concatenate([y, believed]), self._hyper,
-                                        incumbent_ids=sorted(set(ids)))
-        return posterior
+        incumbent_ids = sorted(set(ids))
+        base = (self._posterior(z, y, self._hyper, incumbent_ids), z, y, incumbent_ids)
+        self._fitted = (self.data.version, base)
+        return base
 
     def _fit_hyper(self, z: np.ndarray, y: np.ndarray) -> _Hyper:
         start = _Hyper(np.full(z.shape[1], 0.5), 1.0, 0.05).vector()
@@ -162,7 +228,7 @@ class LearningCurveGPSearcher(ModelSearcher):
         chol = cho_factor(k, lower=True)
         alpha = cho_solve(chol, y - mean)
         post = _Posterior(hyper, z, chol, alpha, mean, 0.0)
-        mu, _ = post.predict(self._inputs(incumbent_ids, [self.max_level] * len(incumbent_ids)))
+        mu = post.predict_mean(self._inputs(incumbent_ids, [self.max_level] * len(incumbent_ids)))
         return _Posterior(hyper, z, chol, alpha, mean, float(mu.min()))
 
     def score(self, model: _Posterior, x: np.ndarray) -> np.ndarray:
@@ -174,9 +240,10 @@ class LearningCurveGPSearcher(ModelSearcher):
     def propose(self, model: _Posterior, rng: np.random.Generator) -> np.ndarray:
         uniform = self.candidates.uniform(rng, self.n_candidates)
         # Local draws around the configurations predicted best, where improvements are likeliest.
-        observed = sorted(self.x)
-        mu, _ = model.predict(self._inputs(observed, [self.max_level] * len(observed)))
-        best = np.array([self.x[observed[i]] for i in np.argsort(mu)[:5]])
+        ids, features = self.observed_features()
+        at_max = np.full((len(ids), 1), self._fidelity([self.max_level])[0])
+        mu = model.predict_mean(np.hstack([features, at_max]))
+        best = np.array([self.x[ids[i]] for i in np.argsort(mu, kind="stable")[:5]])
         local = best[rng.integers(len(best), size=self.n_candidates // 4)].copy()
         numeric = self.candidates.columns.numeric
         local[:, numeric] += rng.normal(0, 0.05, (len(local), int(numeric.sum())))

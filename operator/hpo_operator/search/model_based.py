@@ -15,11 +15,12 @@ model has enough observations every trial is a random draw.
 from __future__ import annotations
 
 import copy
+import itertools
 from abc import ABC, abstractmethod
 from typing import Any, Collection, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from hpo_operator.search.features import SpaceCandidates, TableCandidates
 
@@ -33,19 +34,40 @@ def rank_key(value: float, mode: str) -> float:
     return float(value) if mode == "min" else -float(value)
 
 
+_changes = itertools.count(1)
+
+
 class Data:
-    """The observations a model is fitted on, by fidelity level; values as rank keys (smaller is better)."""
+    """The observations a model is fitted on, by fidelity level; values as rank keys (smaller is better).
+
+    ``version`` changes with every observation taken, so a model fitted on these records can be
+    kept until it does. It is drawn from one counter for all records, so a copy that took other
+    observations (a snapshot) never shows the version of the records it was copied from."""
 
     def __init__(self, levels: Sequence[int]):
         self.levels = sorted(set(int(r) for r in levels))
         self.by_level: dict[int, dict[int, float]] = {r: {} for r in self.levels}
+        self.version = 0
 
     def add(self, trial_id: int, resource: int, key: float) -> None:
         if resource in self.by_level:
             self.by_level[resource][trial_id] = key
+            self.version = next(_changes)
 
     def count(self) -> int:
         return sum(len(v) for v in self.by_level.values())
+
+
+_controller: Optional[ThreadpoolController] = None
+
+
+def _blas() -> ThreadpoolController:
+    """The thread pools of the loaded BLAS libraries, looked up once: a lookup per suggestion
+    (``threadpool_limits``) cost a few milliseconds each time."""
+    global _controller
+    if _controller is None:
+        _controller = ThreadpoolController()
+    return _controller
 
 
 class ModelSearcher(ABC):
@@ -126,7 +148,7 @@ class ModelSearcher(ABC):
         """The candidate the model scores best, or None while the model has too little data."""
         # One BLAS thread: the matrices are small, and threads contending for a few shared cores
         # made a fit several times slower.
-        with threadpool_limits(limits=1):
+        with _blas().limit(limits=1):
             model = self.fit(pending)
             if model is None:
                 return None
