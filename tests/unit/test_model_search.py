@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from pydantic import TypeAdapter
 
+import hpo_operator.search.gp as gp_module
 from hpo_operator.engine import ExperimentEngine
 from hpo_operator.search import DensityRatioSearcher, LearningCurveGPSearcher, RandomSearcher, finite_values
 from hpo_operator.search.background import BackgroundFits
@@ -205,31 +206,33 @@ def _records(searcher):
             for t in searcher.configs]
 
 
-def _assert_features_match_the_configurations(searcher):
-    ids, features = searcher.observed_features()
-    assert sorted(ids) == sorted(searcher.x)
-    expected = searcher.candidates.columns.one_hot(np.array([searcher.x[t] for t in ids]))
-    np.testing.assert_array_equal(features, expected)
+def _assert_ranked_as_the_records(searcher):
+    for level in LEVELS:
+        observed = searcher.data.by_level[level]
+        assert searcher.best_observed(level, len(observed) + 1) == sorted(observed, key=lambda t: (observed[t], t))
 
 
-def test_gp_feature_rows_kept_per_configuration_equal_a_recomputation():
+def test_gp_observations_kept_in_rank_order_equal_a_recomputation():
     live = _gp_with_history()
-    _assert_features_match_the_configurations(live)
+    assert any(np.isinf(v) for v in live.data.by_level[LEVELS[0]].values())  # NaN results rank worst
+    _assert_ranked_as_the_records(live)
     restored = LearningCurveGPSearcher(SpaceCandidates(EVERY_TYPE), LEVELS, seed=4, n_candidates=32)
     restored.restore(_records(live))
-    _assert_features_match_the_configurations(restored)
-    live.restore(_records(live))  # restoring records a searcher already holds adds no rows
-    _assert_features_match_the_configurations(live)
+    _assert_ranked_as_the_records(restored)
+    live.restore(_records(live))  # records a searcher already holds, restored again
+    _assert_ranked_as_the_records(live)
     snapshot = live.snapshot()
-    live.suggest(100, pending=[28, 29])
-    _assert_features_match_the_configurations(live)
-    _assert_features_match_the_configurations(snapshot)  # the copy a background fit uses is its own
-    assert 100 not in snapshot.observed_features()[0]
+    live.on_result(28, LEVELS[0], -1.0)  # a running trial's first result, after the snapshot
+    live.on_result(0, LEVELS[0], 5.0)
+    _assert_ranked_as_the_records(live)
+    _assert_ranked_as_the_records(snapshot)  # the copy a background fit uses is its own
+    assert live.best_observed(LEVELS[0], 1) == [28] and snapshot.best_observed(LEVELS[0], 1) != [28]
+    centres = live.local_centres(live.fit([29]))
+    assert 29 in centres and set(live.best_observed(LEVELS[0], gp_module.TOP_PER_LEVEL)) <= set(centres)
 
 
 def test_gp_training_set_is_the_highest_fidelities_then_the_newest_trials(monkeypatch):
-    import hpo_operator.search.gp as gp
-    monkeypatch.setattr(gp, "MAX_POINTS", 20)
+    monkeypatch.setattr(gp_module, "MAX_POINTS", 20)
     searcher = _gp_with_history(trials=40)
     assert searcher.data.count() > 20
     ids, levels, _ = searcher._training_set()

@@ -6,8 +6,10 @@ Every observation at every fidelity level is one data point ``(x, t)`` with
 configuration and with training time together, so a trial seen only at its
 first rung still tells the model about the final value of its neighbours.
 The next trial is the candidate with the largest expected improvement at
-``t = 1`` over the best predicted final value of any observed configuration.
-Trials still running enter as their predicted final value ("kriging
+``t = 1`` over the best predicted final value of any configuration the fit
+saw. In a continuous space the candidates are random draws plus draws around
+the five configurations predicted best among those the fit saw and the
+``TOP_PER_LEVEL`` best observed at each level. Trials still running enter as their predicted final value ("kriging
 believer"): their neighbourhood loses its uncertainty, so simultaneous
 suggestions spread out.
 
@@ -23,17 +25,19 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve, solve_triangular
 from scipy.optimize import minimize
 from scipy.special import ndtr
 from scipy.stats import norm, rankdata
+from sortedcontainers import SortedList
 
 from hpo_operator.search.model_based import ModelSearcher
 
 MAX_POINTS = 200
+TOP_PER_LEVEL = 20  # best observed configurations per level that local candidates may be drawn around
 JITTER = 1e-6
 
 
@@ -68,6 +72,7 @@ class _Posterior:
     alpha: np.ndarray
     mean: float
     incumbent: float
+    known: tuple[int, ...] = ()  # the trials the fit saw: observed ones, then the running ones it believes
 
     def predict_mean(self, z: np.ndarray) -> np.ndarray:
         """The posterior mean alone: ranking configurations needs no variance (and its solve)."""
@@ -112,9 +117,10 @@ def _neg_log_likelihood(v: np.ndarray, z: np.ndarray, y: np.ndarray) -> tuple[fl
 class LearningCurveGPSearcher(ModelSearcher):
     """MOBSTER-style searcher; see the module docstring.
 
-    Kept between suggestions so that one costs a capped fit plus O(configurations) arithmetic:
-    the GP input row of every configuration on record (``_features``, one row per trial in the
-    order they were remembered), and the posterior of the records with the data version it was
+    Kept between suggestions so that one costs a fit on at most ``MAX_POINTS`` points and
+    predictions at a few hundred, however many observations are on record: each level's
+    observations in rank order (``_ranked``, updated as results arrive), where the centres of the
+    local candidates come from, and the posterior of the records with the data version it was
     fitted at (reused until an observation arrives; trials still running are added to it per
     suggestion)."""
 
@@ -124,24 +130,37 @@ class LearningCurveGPSearcher(ModelSearcher):
         self._hyper: Optional[_Hyper] = None
         self._hyper_n = 0
         self._log_max = math.log(max(self.max_level, 2))
-        self._row_of: dict[int, int] = {}
-        self._features = np.zeros((0, sum(k or 1 for k in self.candidates.columns.levels)))
         self._fitted: Optional[tuple[int, tuple]] = None  # (data version, what _base_fit returned)
+        self._ranked = {level: SortedList() for level in self.data.levels}  # (rank key, trial id) per level
 
     # ---- bookkeeping -------------------------------------------------------------
-    def remember(self, trial_index: int, config) -> None:
-        super().remember(trial_index, config)
-        row = self._row_of.setdefault(trial_index, len(self._row_of))
-        if row >= len(self._features):  # grow by doubling: amortised O(1) per trial
-            self._features = np.vstack([self._features, np.zeros((max(len(self._features), 64),
-                                                                   self._features.shape[1]))])
-        self._features[row] = self.candidates.columns.one_hot(self.x[trial_index][None, :])[0]
+    def on_result(self, trial_index: int, resource: int, value: float) -> None:
+        ranked = self._ranked.get(resource)
+        if ranked is not None and trial_index in self.data.by_level[resource]:
+            ranked.remove((self.data.by_level[resource][trial_index], trial_index))  # a value reported again
+        super().on_result(trial_index, resource, value)
+        if ranked is not None:
+            ranked.add((self.data.by_level[resource][trial_index], trial_index))
 
     def snapshot(self) -> "LearningCurveGPSearcher":
         other = super().snapshot()
-        other._row_of = dict(self._row_of)
-        other._features = self._features[:len(self._row_of)].copy()
+        other._ranked = {level: ranked.copy() for level, ranked in self._ranked.items()}
         return other
+
+    def best_observed(self, level: int, n: int) -> list[int]:
+        """The ``n`` trials with the best values observed at ``level`` (ties: the older first)."""
+        return [tid for _, tid in self._ranked[level][:n]]
+
+    def local_centres(self, model: _Posterior) -> list[int]:
+        """The trials local candidates may be drawn around: those the fit saw (the highest
+        fidelities, the newest, the running) and the best observed at every level. Not every
+        configuration on record: predicting at all of them was most of a suggestion at 10,000
+        observations, and one that is none of these is neither near the data the model trusts
+        most nor good where it was measured."""
+        ids = set(model.known)
+        for level in self.data.levels:
+            ids.update(self.best_observed(level, TOP_PER_LEVEL))
+        return sorted(ids)
 
     def adopt_cache(self, other: "LearningCurveGPSearcher") -> None:
         if other._hyper_n > self._hyper_n:
@@ -150,15 +169,11 @@ class LearningCurveGPSearcher(ModelSearcher):
                 and other._fitted[1][0].hyper is self._hyper):
             self._fitted = other._fitted  # fitted on the records this searcher still holds
 
-    def observed_features(self) -> tuple[list[int], np.ndarray]:
-        """Every configuration on record: trial ids and GP inputs (one-hot, without the fidelity)."""
-        return list(self._row_of), self._features[:len(self._row_of)]
-
     def _fidelity(self, levels) -> np.ndarray:
         return np.log(np.maximum(np.asarray(levels, dtype=float), 1)) / self._log_max
 
     def _inputs(self, ids: list[int], levels: list[int]) -> np.ndarray:
-        x = self._features[[self._row_of[t] for t in ids]]
+        x = self.candidates.columns.one_hot(np.array([self.x[t] for t in ids]))
         return np.hstack([x, self._fidelity(levels)[:, None]])
 
     def _training_set(self) -> tuple[list[int], list[int], np.ndarray]:
@@ -188,11 +203,11 @@ class LearningCurveGPSearcher(ModelSearcher):
             return None
         posterior, z, y, incumbent_ids = base
         fresh = [t for t in pending if t not in self.data.by_level[self.max_level]]
-        if fresh:
+        if fresh:  # kriging believer: each running trial enters at its predicted final value
             zp = self._inputs(fresh, [self.max_level] * len(fresh))
             believed = posterior.predict_mean(zp)
             posterior = self._posterior(np.vstack([z, zp]), np.concatenate([y, believed]), self._hyper,
-                                        incumbent_ids=incumbent_ids)
+                                        incumbent_ids=incumbent_ids, fresh=fresh)
         return posterior
 
     def _base_fit(self) -> Optional[tuple[_Posterior, np.ndarray, np.ndarray, list[int]]]:
@@ -222,14 +237,15 @@ class LearningCurveGPSearcher(ModelSearcher):
                           bounds=bounds, options={"maxiter": 30})
         return _Hyper.from_vector(result.x)
 
-    def _posterior(self, z: np.ndarray, y: np.ndarray, hyper: _Hyper, incumbent_ids: list[int]) -> _Posterior:
+    def _posterior(self, z: np.ndarray, y: np.ndarray, hyper: _Hyper, incumbent_ids: list[int],
+                   fresh: Sequence[int] = ()) -> _Posterior:
         mean = float(y.mean())
         k = _matern52(z, z, hyper.lengthscales, hyper.variance) + (hyper.noise + JITTER) * np.eye(len(z))
         chol = cho_factor(k, lower=True)
         alpha = cho_solve(chol, y - mean)
         post = _Posterior(hyper, z, chol, alpha, mean, 0.0)
         mu = post.predict_mean(self._inputs(incumbent_ids, [self.max_level] * len(incumbent_ids)))
-        return _Posterior(hyper, z, chol, alpha, mean, float(mu.min()))
+        return _Posterior(hyper, z, chol, alpha, mean, float(mu.min()), tuple(incumbent_ids) + tuple(fresh))
 
     def score(self, model: _Posterior, x: np.ndarray) -> np.ndarray:
         z = np.hstack([self.candidates.columns.one_hot(x), np.ones((len(x), 1))])
@@ -240,9 +256,8 @@ class LearningCurveGPSearcher(ModelSearcher):
     def propose(self, model: _Posterior, rng: np.random.Generator) -> np.ndarray:
         uniform = self.candidates.uniform(rng, self.n_candidates)
         # Local draws around the configurations predicted best, where improvements are likeliest.
-        ids, features = self.observed_features()
-        at_max = np.full((len(ids), 1), self._fidelity([self.max_level])[0])
-        mu = model.predict_mean(np.hstack([features, at_max]))
+        ids = self.local_centres(model)
+        mu = model.predict_mean(self._inputs(ids, [self.max_level] * len(ids)))
         best = np.array([self.x[ids[i]] for i in np.argsort(mu, kind="stable")[:5]])
         local = best[rng.integers(len(best), size=self.n_candidates // 4)].copy()
         numeric = self.candidates.columns.numeric
