@@ -34,7 +34,8 @@ def main() -> None:
     parser.add_argument("--observations", type=int, nargs="+", default=[1000, 10_000])
     parser.add_argument("--fits", type=int, default=20)
     args = parser.parse_args()
-    print(f"{'observations':>12s} {'configs':>8s} {'shortlist':>10s} {'same 5':>8s} {'5th in all: median':>19s} {'worst':>6s}")
+    print(f"{'observations':>12s} {'configs':>8s} {'shortlist':>10s} {'same 5':>8s} "
+          f"{'5th in all: median':>19s} {'worst':>6s}")
     for n in args.observations:
         searcher, trials = filled_searcher(LearningCurveGPSearcher, n)
         rng = np.random.default_rng(1)
