@@ -285,3 +285,21 @@ def test_gp_reuses_its_fit_until_an_observation_arrives_and_equals_a_fresh_fit()
     live.adopt_cache(snapshot)
     assert live._fitted is not snapshot._fitted
     _assert_same_model(live, live.fit(pending), fresh_fit().fit(pending))
+
+
+def test_background_gp_fits_hand_their_current_posterior_to_the_live_searcher():
+    searcher = BackgroundFits(LearningCurveGPSearcher(SpaceCandidates(EVERY_TYPE), LEVELS, seed=2,
+                                                      random_fraction=0.0, n_candidates=32))
+    for i in range(12):
+        config = searcher.suggest(i, pending=[i - 1] if i else [])
+        assert all(valid(name, value) for name, value in config.items())
+        for r in LEVELS[:2]:
+            searcher.on_result(i, r, objective(config, r))
+        assert searcher.wait_idle(timeout=20)
+    live = searcher.inner
+    assert live._fitted is not None and live._fitted[0] == live.data.version  # adopted, and current
+    adopted = live._fitted
+    searcher.suggest(12, pending=[11])  # no new observation: the next fit reuses that posterior
+    assert searcher.wait_idle(timeout=20)
+    assert live._fitted is adopted
+    searcher.close()
