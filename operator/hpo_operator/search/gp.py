@@ -9,9 +9,9 @@ The next trial is the candidate with the largest expected improvement at
 ``t = 1`` over the best predicted final value of any configuration the fit
 saw. In a continuous space the candidates are random draws plus draws around
 the five configurations predicted best among those the fit saw and the
-``TOP_PER_LEVEL`` best observed at each level. Trials still running enter as their predicted final value ("kriging
-believer"): their neighbourhood loses its uncertainty, so simultaneous
-suggestions spread out.
+``TOP_PER_LEVEL`` best observed at each level. Trials still running enter as
+their predicted final value ("kriging believer"): their neighbourhood loses
+its uncertainty, so simultaneous suggestions spread out.
 
 Values enter as normal scores of their ranks, which keeps diverged runs
 (error 1.0, NaN) from dominating the fit. Hyperparameters are refitted by
