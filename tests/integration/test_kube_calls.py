@@ -96,3 +96,21 @@ def test_an_outdated_sidecar_role_gets_this_versions_rules(namespace, kube_api):
     current = rbac.read_namespaced_role(role["metadata"]["name"], namespace)
     assert kube_api.sanitize_for_serialization(current.rules) == role["rules"]
     assert [o.uid for o in current.metadata.owner_references] == [experiment["metadata"]["uid"]]
+
+
+def test_a_pod_gone_is_known_to_have_existed_by_its_events_since_its_trial_was_created(namespace, kube_api):
+    core = client.CoreV1Api(kube_api)
+    core.create_namespaced_event(namespace, {
+        "metadata": {"generateName": "exp-0000-1."},
+        "involvedObject": {"kind": "Pod", "namespace": namespace, "name": "exp-0000-1", "uid": "u"},
+        "reason": "Scheduled", "message": "Successfully assigned", "type": "Normal"})
+    core.create_namespaced_event(namespace, {  # about another kind of object of that name
+        "metadata": {"generateName": "exp-0001-1."},
+        "involvedObject": {"kind": "PersistentVolumeClaim", "namespace": namespace, "name": "exp-0001-1"},
+        "reason": "ProvisioningSucceeded", "message": "provisioned", "type": "Normal"})
+    api = KubeApi(kube_api)
+    assert api.pod_existed(namespace, "exp-0000-1", "2020-01-01T00:00:00Z")
+    # An Event from before the trial was created is of an earlier experiment of the same name.
+    assert not api.pod_existed(namespace, "exp-0000-1", "2999-01-01T00:00:00Z")
+    assert not api.pod_existed(namespace, "exp-0000-2", "2020-01-01T00:00:00Z")
+    assert not api.pod_existed(namespace, "exp-0001-1", "2020-01-01T00:00:00Z")

@@ -106,7 +106,7 @@ def test_operator_runs_experiments_but_cannot_read_secrets(crds_installed, names
         ("create", "hpotrials.hpo.dev", ""), ("patch", "hpotrials.hpo.dev", "status"),
         ("create", "pods", ""), ("deletecollection", "pods", ""), ("create", "persistentvolumeclaims", ""),
         ("deletecollection", "persistentvolumeclaims", ""),
-        ("create", "events", ""), ("create", "roles.rbac.authorization.k8s.io", ""),
+        ("create", "events", ""), ("list", "events", ""), ("create", "roles.rbac.authorization.k8s.io", ""),
     ]:
         assert can(cp, op, verb, resource, namespace, sub), (verb, resource, sub)
     for verb, resource, sub in [

@@ -30,6 +30,7 @@ class RecordingApi:
         self.gate = threading.Event()
         self.gate.set()
         self.pod_error: Optional[Exception] = None
+        self.pods_that_existed: set[str] = set()  # pods Kubernetes has Events of (``pod_existed``)
         self.held_status: dict[str, threading.Event] = {}  # trial -> its next status write waits for this
 
     def ensure_sidecar_identity(self, experiment):
@@ -42,6 +43,10 @@ class RecordingApi:
     def list_pods(self, namespace, experiment):
         self.calls.append(("list pods",))
         return copy.deepcopy(self.pods)
+
+    def pod_existed(self, namespace, pod, since):
+        self.calls.append(("events of", pod))
+        return pod in self.pods_that_existed
 
     def get_trial(self, namespace, name):
         return copy.deepcopy(self.created[name])

@@ -212,6 +212,7 @@ class NodeDouble:
 
     def _start(self, pod) -> None:
         name = pod.metadata.name
+        self._post_scheduled(pod)
         self.created[name] += 1
         trainer = next(c for c in pod.spec.containers if c.name != "hpo-metrics")
         sidecar = next(c for c in pod.spec.containers if c.name == "hpo-metrics")
@@ -254,6 +255,16 @@ class NodeDouble:
         self.runs[name] = run
         self.history.append(run)
         self._set_phase(name, "Running")
+
+    def _post_scheduled(self, pod) -> None:
+        """The Event kube-scheduler posts when it binds a pod to a node: a pod started here has one, as on a
+        cluster (an outage raises, and the pod waits for the next round, unstarted)."""
+        name = pod.metadata.name
+        self.core.create_namespaced_event(self.ns, {
+            "metadata": {"generateName": f"{name}."},
+            "involvedObject": {"kind": "Pod", "namespace": self.ns, "name": name, "uid": pod.metadata.uid},
+            "reason": "Scheduled", "message": f"Successfully assigned {self.ns}/{name} to the node double",
+            "type": "Normal", "source": {"component": "default-scheduler"}})
 
     def _start_pod(self, pod, poddir: Path, env: dict, side_env: dict) -> tuple[PodContainer, PodContainer]:
         """Trainer and sidecar in one private PID namespace; the sidecar with in-cluster credentials only."""

@@ -187,6 +187,30 @@ def test_a_failed_launch_batch_makes_the_next_step_rebuild_and_launch_the_same_a
     asyncio.run(scenario())
 
 
+def test_a_restarted_operator_counts_a_pod_deleted_before_it_recorded_anything_as_a_failed_run(manifest,
+                                                                                              quiet_kopf):
+    """The operator was down while a new trial's pod was deleted, before its sidecar recorded anything: no
+    pod, no record. Kubernetes' Events about the pod show it existed: that run failed, and the next one is
+    attempt 2 (a new pod name). A pod with no Event never existed: the same attempt again, no failure."""
+    async def scenario():
+        api, owner, body = await started(manifest, parallelism=2, maxRetries=1)
+        assert set(api.pods) == {"exp-0000-1", "exp-0001-1"}
+        del api.pods["exp-0000-1"], api.pods["exp-0001-1"]
+        api.pods_that_existed.add("exp-0000-1")  # (exp-0001-1's creation never reached the API server)
+        restarted = ExperimentOwner(api, "ns", "exp", LOG)
+        api.calls.clear()
+        await stepped(restarted, Seen(body, {}, {}, {}))
+        await until(lambda: not in_flight(restarted))
+        assert {("events of", "exp-0000-1"), ("events of", "exp-0001-1")} <= set(api.calls)
+        assert ("create", "Pod", "exp-0000-2") in api.calls
+        assert (api.created["exp-0000"]["status"]["attempts"], api.created["exp-0000"]["status"]["failures"]) == (2, 1)
+        assert ("create", "Pod", "exp-0001-1") in api.calls
+        assert (api.created["exp-0001"]["status"]["attempts"],
+                api.created["exp-0001"]["status"].get("failures", 0)) == (1, 0)
+
+    asyncio.run(scenario())
+
+
 def test_a_template_the_api_server_refuses_fails_the_experiment_and_stops_what_runs(manifest, quiet_kopf):
     async def scenario():
         api, owner, body = await started(manifest, parallelism=2, maxTrials=3)

@@ -25,6 +25,10 @@ class Api(Protocol):
     def list_pods(self, namespace: str, experiment: str) -> dict[str, dict]:
         """The experiment's pods, name -> ``pods.compact_pod``."""
 
+    def pod_existed(self, namespace: str, pod: str, since: str) -> bool:
+        """Kubernetes recorded an Event about this pod (scheduled, pulled, started, killed, ...) created at or
+        after ``since`` (RFC 3339): the pod existed then, though it is gone now."""
+
     def get_trial(self, namespace: str, name: str) -> dict:
         """One trial as the API server has it (not a cache)."""
 

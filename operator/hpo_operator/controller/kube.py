@@ -95,6 +95,11 @@ class KubeApi:
                                             _preload_content=False)
         return {p["metadata"]["name"]: compact_pod(p) for p in json.loads(out.data)["items"]}
 
+    def pod_existed(self, namespace: str, pod: str, since: str) -> bool:
+        out = self.core.list_namespaced_event(namespace, field_selector=f"involvedObject.kind=Pod,"
+                                              f"involvedObject.name={pod}", _preload_content=False)
+        return any(e["metadata"]["creationTimestamp"] >= since for e in json.loads(out.data)["items"])
+
     def ensure_sidecar_identity(self, experiment: dict) -> None:
         """Each object is owned by every experiment that used it (``sidecar_owner``): they go with the last
         of them, operator or not. A Role from an earlier version gets this version's rules."""

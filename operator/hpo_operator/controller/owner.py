@@ -227,7 +227,21 @@ class ExperimentOwner:
             if name in fences:
                 self.state.books[name].written["runFence"] = fences[name]
         unstarted = unstarted_runs(self.state, fenced, pods) if fresh else set()
+        if unstarted:
+            unstarted = await self.never_existed(unstarted, fenced)
         return observations, problems, unstarted, time.monotonic()
+
+    async def never_existed(self, unstarted: set[str], fenced: list[dict]) -> set[str]:
+        """Of the runs that left neither a pod nor a record, those whose pod Kubernetes never spoke of. The
+        others had a pod, deleted before its sidecar recorded anything while no operator watched: their run
+        ended (a failure, and the next attempt), not a launch to repeat as the same attempt, under the same
+        pod name."""
+        created = {o["metadata"]["name"]: o["metadata"].get("creationTimestamp") or "" for o in fenced}
+        names = sorted(unstarted)
+        existed = await self.lanes.decisions.wave(
+            lambda n=n: self.api.pod_existed(self.namespace, self.state.books[n].pod, created.get(n, ""))
+            for n in names)
+        return {name for name, was in zip(names, existed) if not was}
 
     # ---- what is in flight ------------------------------------------------------------------------
     def start_writes(self, plan: Plan, arrivals: list[float]) -> Optional[asyncio.Task]:
