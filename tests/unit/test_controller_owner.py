@@ -17,6 +17,7 @@ import time
 from kubernetes.client.rest import ApiException
 
 from hpo_operator.controller.owner import ExperimentOwner, Seen
+from hpo_operator.controller.reconcile import LAUNCHES_PER_STEP
 from support.api_double import RecordingApi, running_pod, succeeded_pod
 
 LOG = logging.getLogger("test")
@@ -207,6 +208,28 @@ def test_a_restarted_operator_counts_a_pod_deleted_before_it_recorded_anything_a
         assert ("create", "Pod", "exp-0001-1") in api.calls
         assert (api.created["exp-0001"]["status"]["attempts"],
                 api.created["exp-0001"]["status"].get("failures", 0)) == (1, 0)
+
+    asyncio.run(scenario())
+
+
+def test_a_restarted_operator_that_finds_trials_deleted_by_someone_else_stops_instead_of_starting_over(
+        manifest, quiet_kopf):
+    async def scenario():
+        api, owner, body = await started(manifest, parallelism=2, maxTrials=60)
+        # The status records 40 trials created; the API server has 2 (the garbage collector took the rest).
+        body = {**body, "status": {"phase": "Running", "trials": {"created": 40}}}
+        restarted = ExperimentOwner(api, "ns", "exp", LOG)
+        api.calls.clear()
+        assert await stepped(restarted, Seen(body, {}, {}, dict(api.pods)))
+        assert (api.experiment_status["phase"], api.experiment_status["reason"]) == ("Failed", "TrialsLost")
+        assert "records 40 trials created, the API server has 2" in api.experiment_status["message"]
+        assert not [c for c in api.calls if c[0] in ("create trial", "create", "delete pods")]
+
+        # Up to one launch batch may be counted before its trials exist (a crash during the batch).
+        body = {**body, "status": {"phase": "Running", "trials": {"created": 2 + LAUNCHES_PER_STEP}}}
+        api.experiment_status.clear()
+        assert not await stepped(ExperimentOwner(api, "ns", "exp", LOG), Seen(body, {}, {}, dict(api.pods)))
+        assert api.experiment_status.get("phase") != "Failed"
 
     asyncio.run(scenario())
 

@@ -166,6 +166,11 @@ class ExperimentOwner:
             self.meter.rebuilt(self.state)
             pods = await self.lanes.decisions.call(self.api.list_pods, self.namespace, self.name)  # first
             trial_objs = await self.lanes.decisions.call(self.api.list_trials, self.namespace, self.name)
+            lost = trials_lost(status, trial_objs)
+            if lost:
+                await self.finish_launch()
+                await self.refuse(body, status, "TrialsLost", lost)
+                return True
             observations = {o["metadata"]["name"]: observations_of(o) for o in trial_objs}
             problems = {o["metadata"]["name"]: problems_of(o) for o in trial_objs}
         # Budget edits apply; edits that would corrupt the running experiment are refused (spec_changes.py).
@@ -439,6 +444,20 @@ class ExperimentOwner:
                                  "conditions": set_condition(status, "Succeeded", "False", reason, message,
                                                              generation)}, force=True)
         self.logger.error(f"Refused experiment name={self.name}: {message}")
+
+
+def trials_lost(status: dict, trials: list[dict]) -> Optional[str]:
+    """Why the experiment cannot go on, if the API server has fewer trials than the status records created,
+    more than one launch batch can explain (its trials are counted before they exist): something else deleted
+    them. Starting again from trial 0 would repeat the search and hide the loss."""
+    created = int((status.get("trials") or {}).get("created") or 0)
+    if created - len(trials) <= LAUNCHES_PER_STEP:
+        return None
+    return (f"status.trials.created records {created} trials created, the API server has {len(trials)}: the "
+            f"others were deleted by something other than the operator (a user, or the garbage collector: on "
+            f"Kubernetes 1.20 it can take every custom resource's dependents for orphans after an API server "
+            f"restart, kubernetes/kubernetes#104342). What they recorded is gone; rather than start the search "
+            f"again from trial 0 the experiment stops. Re-create it to start over")
 
 
 async def after(written: Optional[asyncio.Task], calls: Callable):
