@@ -27,8 +27,10 @@ class RecordingApi:
         self.pods: dict[str, dict] = {}
         self.experiment_status: dict = {}
         self.binding = binds_at_once
-        self.gate = threading.Event()
+        self.gate = threading.Event()  # pod creations wait for it
         self.gate.set()
+        self.deletion_gate = threading.Event()  # pod deletions wait for it
+        self.deletion_gate.set()
         self.pod_error: Optional[Exception] = None
         self.pods_that_existed: set[str] = set()  # pods Kubernetes has Events of (``pod_existed``)
         self.held_status: dict[str, threading.Event] = {}  # trial -> its next status write waits for this
@@ -92,6 +94,7 @@ class RecordingApi:
         self.calls.append(("create", "PersistentVolumeClaim", claim["metadata"]["name"]))
 
     def delete_pods(self, namespace, experiment, attempt, trials):
+        assert self.deletion_gate.wait(10), "the test never let the pod deletion through"
         self.calls.append(("delete pods", tuple((trial, attempt) for trial in trials)))
         for trial in trials:
             self.pods.pop(f"{trial}-{attempt}", None)

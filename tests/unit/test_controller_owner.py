@@ -87,7 +87,7 @@ def test_a_decision_goes_out_while_the_last_steps_launches_are_in_flight(manifes
         await until(lambda: ("delete pods", (("exp-0001", 1),)) in api.calls)
 
         # The batch's end is news: it wakes the owner (for the free slot) before any timeout.
-        await until(lambda: all(t.done() for t in owner.deleting))
+        await until(lambda: owner.deleting is None or owner.deleting.done())
         owner.collect_deletions()
         woken = asyncio.ensure_future(owner.news(asyncio.Event(), timeout=5))
         await asyncio.sleep(0.2)
@@ -121,12 +121,34 @@ def test_a_decision_goes_out_while_another_trials_status_write_is_slow(manifest,
         assert not [c for c in api.calls if c[0] in ("delete pods", "create trial") and c[1:] != ("exp-0000",)
                     and c[1:] != ("exp-0001",)]
         release.set()
-        await until(lambda: ("delete pods", (("exp-0001", 1),)) in api.calls)
         await owner.settle()
         calls = api.calls
         assert calls.index(("status", "exp-0000", False)) < calls.index(("delete pods", (("exp-0000", 1),)))
         assert calls.index(("status", "exp-0000", False)) < calls.index(("create trial", "exp-0002"))
         assert calls.index(("status", "exp-0000", False)) < calls.index(("delete pods", (("exp-0001", 1),)))
+
+    asyncio.run(scenario())
+
+
+def test_pods_ended_while_a_deletion_is_in_flight_go_together_after_it(manifest, quiet_kopf):
+    """Steps come faster than the API server deletes: one deletion wave in flight, the rest held and sent
+    as one wave when it ends (not one request per step)."""
+    async def scenario():
+        api, owner, body = await started(manifest, parallelism=3, maxTrials=5)
+        api.deletion_gate.clear()
+        running = {f"exp-000{i}-1": running_pod() for i in range(3)}
+        observations, pods = completed("exp-0000")
+        await stepped(owner, Seen(body, observations, {}, {**running, **pods}))
+        await until(lambda: owner.deleting is not None and not owner.deleting.done())
+        for ended in (("exp-0000", "exp-0001"), ("exp-0000", "exp-0001", "exp-0002")):
+            observations, pods = completed(*ended)
+            await stepped(owner, Seen(body, observations, {}, {**running, **pods}))
+        woken = asyncio.ensure_future(owner.news(asyncio.Event(), timeout=5))
+        api.deletion_gate.set()
+        assert await woken  # the wave's end is news: deletions wait for it
+        await owner.settle()
+        assert [c for c in api.calls if c[0] == "delete pods"] == [
+            ("delete pods", (("exp-0000", 1),)), ("delete pods", (("exp-0001", 1), ("exp-0002", 1)))]
 
     asyncio.run(scenario())
 

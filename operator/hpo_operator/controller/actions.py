@@ -68,12 +68,12 @@ def deletion_batches(runs: list[tuple[str, int]]) -> list[tuple[int, list[str]]]
     return [(attempt, chunk) for attempt, trials in sorted(by_attempt.items()) for chunk in chunks(trials)]
 
 
-async def delete_ended(api: Api, lane: Lane, namespace: str, experiment: str, plan: Plan) -> None:
-    """The pods the plan ends and the claims it drops, after its decisions are on record."""
-    calls = [lambda a=a, t=t: api.delete_pods(namespace, experiment, a, t)
-             for a, t in deletion_batches(list(plan.delete_pods.values()))]
-    calls += [lambda t=chunk: api.delete_claims(namespace, experiment, t)
-              for chunk in chunks(plan.delete_claims.values())]
+async def delete_ended(api: Api, lane: Lane, namespace: str, experiment: str, runs: list[tuple[str, int]],
+                       claims: list[str]) -> None:
+    """The pods of ended runs ((trial, attempt)) and the claims of these trials, after the decisions that
+    end them are on record."""
+    calls = [lambda a=a, t=t: api.delete_pods(namespace, experiment, a, t) for a, t in deletion_batches(runs)]
+    calls += [lambda t=chunk: api.delete_claims(namespace, experiment, t) for chunk in chunks(claims)]
     await lane.wave(calls)
 
 

@@ -93,7 +93,11 @@ class ExperimentOwner:
         self.launching: Optional[asyncio.Task] = None  # the launch batch in flight, if any
         self.launching_trials: set[str] = set()
         self.launch_events: list[Event] = []  # the batch's events, posted once its trials exist
-        self.deleting: set[asyncio.Task] = set()
+        self.deleting: Optional[asyncio.Task] = None  # the deletion wave in flight, if any
+        # Deletions decided while a wave is in flight go out together after it (pod -> (trial, attempt),
+        # claim -> trial), once the decisions ``deletions_after`` stands for are on record.
+        self.held_deletions: tuple[dict, dict] = ({}, {})
+        self.deletions_after: Optional[asyncio.Task] = None
         self.refused: Optional[tuple[str, str]] = None  # (reason, message): fail the experiment with it
         self.held_events: list[tuple[Event, Optional[dict]]] = []  # with their trial's object reference
         self.events_posted_at = 0.0
@@ -123,7 +127,7 @@ class ExperimentOwner:
                 if await self.news(wakeup, interval):
                     await asyncio.sleep(batch)  # related changes arrive on two watches: one step for both
         finally:
-            for task in [self.launching, *self.deleting, *self.writing]:
+            for task in [self.launching, self.deleting, *self.writing]:
                 if task is not None:
                     task.cancel()
 
@@ -132,8 +136,9 @@ class ExperimentOwner:
         if self.launching is not None and self.launching.done():
             return True  # ended since the step: its free slots are the next step's
         waiting = asyncio.ensure_future(wakeup.wait())
-        # (a deletion's end is no news: its pods leaving reach the watch, and the next step collects it)
-        in_flight = {self.launching} if self.launching is not None else set()
+        # (a deletion's end is news only when deletions wait for it: its pods leaving reach the watch)
+        in_flight = {t for t in (self.launching, self.deleting if any(self.held_deletions) else None)
+                     if t is not None}
         try:
             done, _ = await asyncio.wait({waiting, *in_flight}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -199,8 +204,8 @@ class ExperimentOwner:
         written = self.start_writes(plan, arrivals)
         self.hold_events([ev for ev in plan.events if ev.trial not in actions.launched_trials(plan)])
         if plan.delete_pods or plan.delete_claims:
-            self.deleting.add(asyncio.ensure_future(after(written, lambda: actions.delete_ended(
-                self.api, self.lanes.deletions, self.namespace, self.name, plan))))
+            self.hold_deletions(plan, written)
+        self.start_deletions()
         if plan.launches:
             self.start_launch(plan, spec, body, written)
         self.more_launches = plan.more_launches
@@ -314,13 +319,13 @@ class ExperimentOwner:
         self.logger.warning(f"Writing decisions failed, rebuilding from the API: {error!r}")
         metrics.STEP_RETRIES.inc()
         self.state = None
+        self.held_deletions, self.deletions_after = ({}, {}), None  # (the rebuild finds what must go)
 
     async def settle(self) -> None:
         """Wait for everything in flight: decisions, the launch batch, deletions."""
         await self.settle_writes()
         await self.finish_launch()
-        if self.deleting:
-            await asyncio.wait(self.deleting)
+        await self.settle_deletions()
 
     def start_launch(self, plan: Plan, spec, body: dict, written: Optional[asyncio.Task] = None) -> None:
         books = self.state.books
@@ -363,13 +368,41 @@ class ExperimentOwner:
         self.hold_events(events, launched.refs)
         return False
 
+    def hold_deletions(self, plan: Plan, written: Optional[asyncio.Task]) -> None:
+        """Keep the plan's deletions for ``start_deletions``; they follow its decisions (``written``, which
+        stands for every decision before it too)."""
+        self.held_deletions[0].update(plan.delete_pods)
+        self.held_deletions[1].update(plan.delete_claims)
+        self.deletions_after = written
+
+    def start_deletions(self) -> None:
+        """Send the deletions held as one wave, unless one is in flight: the steps come faster than the API
+        server deletes, and a wave per step multiplied the requests."""
+        if self.deleting is not None or not any(self.held_deletions):
+            return
+        (pods, claims), written = self.held_deletions, self.deletions_after
+        self.held_deletions, self.deletions_after = ({}, {}), None
+        self.deleting = asyncio.ensure_future(after(written, lambda: actions.delete_ended(
+            self.api, self.lanes.deletions, self.namespace, self.name, list(pods.values()), list(claims.values()))))
+
     def collect_deletions(self) -> None:
-        """One that failed left a pod no run uses: the next step rebuilds from the API, which deletes it."""
-        for task in [t for t in self.deleting if t.done()]:
-            self.deleting.discard(task)
-            if task.exception() is not None:
-                self.logger.warning(f"Deleting pods failed, rebuilding from the API: {task.exception()!r}")
-                self.state = None
+        """One that failed left a pod no run uses: the next step rebuilds from the API, which deletes it (and
+        what was held is dropped: the rebuild finds it again)."""
+        if self.deleting is None or not self.deleting.done():
+            return
+        task, self.deleting = self.deleting, None
+        if task.exception() is not None:
+            self.logger.warning(f"Deleting pods failed, rebuilding from the API: {task.exception()!r}")
+            self.state = None
+            self.held_deletions, self.deletions_after = ({}, {}), None
+
+    async def settle_deletions(self) -> None:
+        """Wait until every deletion decided has been sent and answered."""
+        while self.deleting is not None or any(self.held_deletions):
+            if self.deleting is not None:
+                await asyncio.wait({self.deleting})
+            self.collect_deletions()
+            self.start_deletions()
 
     def touches_launching(self, plan: Plan) -> bool:
         """The plan writes or deletes something of a trial whose launch is still in flight."""
@@ -394,9 +427,7 @@ class ExperimentOwner:
             return False
         await self.finish_launch()
         self.collect_launch()
-        if self.deleting:
-            await asyncio.wait(self.deleting)
-            self.collect_deletions()
+        await self.settle_deletions()
         self.post_held_events(body, force=True)
         if self.refused:
             kopf.warn(body, reason=self.refused[0], message=self.refused[1])
