@@ -22,9 +22,9 @@ def make_pod(core, ns: str, experiment: str, trial: str, attempt: int, name: str
         "spec": {"automountServiceAccountToken": False, "containers": [{"name": "trainer", "image": "trainer"}]}})
 
 
-def delete_runs(api: KubeApi, ns: str, experiment: str, runs) -> int:
+def delete_runs(api: KubeApi, ns: str, experiment: str, runs, parts: int = 1) -> int:
     """Delete these runs' pods as the owner does; how many requests that took."""
-    batches = deletion_batches(runs)
+    batches = deletion_batches(runs, parts)
     for attempt, trials in batches:
         api.delete_pods(ns, experiment, attempt, trials)
     return len(batches)
@@ -54,6 +54,11 @@ def test_more_runs_than_one_request_names_are_all_deleted(namespace, kube_api):
     runs = [(t, 1) for t in trials[1:]]
     assert delete_runs(KubeApi(kube_api), namespace, "exp", runs) == 2  # DELETE_CHUNK trials a request
     assert pod_names(core, namespace) == {"exp-0000-1"}
+    # A wave of 16 parallel requests splits them evenly (7 trials a request).
+    for trial in trials:
+        make_pod(core, namespace, "exp", trial, 2)
+    assert delete_runs(KubeApi(kube_api), namespace, "exp", [(t, 2) for t in trials[1:]], parts=16) == 15
+    assert pod_names(core, namespace) == {"exp-0000-1", "exp-0000-2"}
 
 
 def test_an_append_of_a_run_judged_over_is_refused_and_the_fence_returns_what_landed(namespace, kube_api,

@@ -16,7 +16,7 @@ import time
 
 from kubernetes.client.rest import ApiException
 
-from hpo_operator.controller.owner import ExperimentOwner, Seen
+from hpo_operator.controller.owner import DELETION_WAVES_IN_FLIGHT, ExperimentOwner, Seen
 from hpo_operator.controller.reconcile import LAUNCHES_PER_STEP
 from support.api_double import RecordingApi, running_pod, succeeded_pod
 
@@ -87,7 +87,7 @@ def test_a_decision_goes_out_while_the_last_steps_launches_are_in_flight(manifes
         await until(lambda: ("delete pods", (("exp-0001", 1),)) in api.calls)
 
         # The batch's end is news: it wakes the owner (for the free slot) before any timeout.
-        await until(lambda: owner.deleting is None or owner.deleting.done())
+        await until(lambda: all(t.done() for t in owner.deleting))
         owner.collect_deletions()
         woken = asyncio.ensure_future(owner.news(asyncio.Event(), timeout=5))
         await asyncio.sleep(0.2)
@@ -130,25 +130,27 @@ def test_a_decision_goes_out_while_another_trials_status_write_is_slow(manifest,
     asyncio.run(scenario())
 
 
-def test_pods_ended_while_a_deletion_is_in_flight_go_together_after_it(manifest, quiet_kopf):
-    """Steps come faster than the API server deletes: one deletion wave in flight, the rest held and sent
-    as one wave when it ends (not one request per step)."""
+def test_pods_ended_while_deletions_are_in_flight_go_together_after_them(manifest, quiet_kopf):
+    """Steps come faster than the API server deletes: DELETION_WAVES_IN_FLIGHT waves in flight, the rest held
+    and sent as one wave when one ends (not one request per step)."""
+    assert DELETION_WAVES_IN_FLIGHT == 2
+
     async def scenario():
-        api, owner, body = await started(manifest, parallelism=3, maxTrials=5)
+        api, owner, body = await started(manifest, parallelism=4, maxTrials=6)
         api.deletion_gate.clear()
-        running = {f"exp-000{i}-1": running_pod() for i in range(3)}
-        observations, pods = completed("exp-0000")
-        await stepped(owner, Seen(body, observations, {}, {**running, **pods}))
-        await until(lambda: owner.deleting is not None and not owner.deleting.done())
-        for ended in (("exp-0000", "exp-0001"), ("exp-0000", "exp-0001", "exp-0002")):
-            observations, pods = completed(*ended)
+        trials = [f"exp-000{i}" for i in range(4)]
+        running = {f"{t}-1": running_pod() for t in trials}
+        for n in range(1, 5):
+            observations, pods = completed(*trials[:n])
             await stepped(owner, Seen(body, observations, {}, {**running, **pods}))
+            await until(lambda: len(owner.deleting) == min(n, 2))
         woken = asyncio.ensure_future(owner.news(asyncio.Event(), timeout=5))
         api.deletion_gate.set()
-        assert await woken  # the wave's end is news: deletions wait for it
+        assert await woken  # a wave's end is news while deletions wait for it
         await owner.settle()
-        assert [c for c in api.calls if c[0] == "delete pods"] == [
-            ("delete pods", (("exp-0000", 1),)), ("delete pods", (("exp-0001", 1), ("exp-0002", 1)))]
+        deletions = [c[1] for c in api.calls if c[0] == "delete pods"]
+        assert sorted(deletions[:2]) == [(("exp-0000", 1),), (("exp-0001", 1),)]
+        assert deletions[2:] == [(("exp-0002", 1), ("exp-0003", 1))]
 
     asyncio.run(scenario())
 

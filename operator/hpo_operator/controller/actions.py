@@ -33,6 +33,8 @@ SIDECAR_IMAGE = os.environ.get("HPO_SIDECAR_IMAGE", "hpo-operator:0.1.0")
 CLAIM_BIND_SECONDS = 30.0
 # Trials per deletecollection request: the label selector names them all in the URL (~40 bytes each).
 DELETE_CHUNK = 100
+# ...and at least this many, where a wave splits its trials into parallel requests (``chunks``).
+MIN_DELETE_CHUNK = 4
 # What the sidecar appends to; runFence 0 is the value its appends test (see Api.fence_trial).
 EMPTY_RECORDS = HPOTrialStatus(observations=[], problems=[], problems_posted=0, run_fence=0).model_dump(
     by_alias=True, include={"observations", "problems", "problems_posted", "run_fence"})
@@ -53,27 +55,31 @@ async def write_decisions(api: Api, lane: Lane, namespace: str, plan: Plan) -> N
                     for n, p in plan.trial_status.items() if n not in launched)
 
 
-def chunks(trials) -> list[list[str]]:
-    """The trials, sorted and without repeats, DELETE_CHUNK to a request."""
+def chunks(trials, parts: int = 1) -> list[list[str]]:
+    """The trials, sorted and without repeats, in about ``parts`` requests of at least MIN_DELETE_CHUNK and
+    at most DELETE_CHUNK trials. The API server deletes a collection one object at a time: a wave's requests
+    in parallel delete a large collection that many times sooner."""
     names = sorted(set(trials))
-    return [names[i:i + DELETE_CHUNK] for i in range(0, len(names), DELETE_CHUNK)]
+    size = min(DELETE_CHUNK, max(MIN_DELETE_CHUNK, -(-len(names) // max(parts, 1))))
+    return [names[i:i + size] for i in range(0, len(names), size)]
 
 
-def deletion_batches(runs: list[tuple[str, int]]) -> list[tuple[int, list[str]]]:
-    """(attempt, trials) per request: one deletecollection per attempt number and DELETE_CHUNK trials,
-    selected by label, instead of one request per pod."""
+def deletion_batches(runs: list[tuple[str, int]], parts: int = 1) -> list[tuple[int, list[str]]]:
+    """(attempt, trials) per request: one deletecollection per attempt number and chunk of trials
+    (``chunks``), selected by label, instead of one request per pod."""
     by_attempt: dict[int, list[str]] = {}
     for trial, attempt in runs:
         by_attempt.setdefault(attempt, []).append(trial)
-    return [(attempt, chunk) for attempt, trials in sorted(by_attempt.items()) for chunk in chunks(trials)]
+    return [(attempt, chunk) for attempt, trials in sorted(by_attempt.items()) for chunk in chunks(trials, parts)]
 
 
 async def delete_ended(api: Api, lane: Lane, namespace: str, experiment: str, runs: list[tuple[str, int]],
                        claims: list[str]) -> None:
     """The pods of ended runs ((trial, attempt)) and the claims of these trials, after the decisions that
     end them are on record."""
-    calls = [lambda a=a, t=t: api.delete_pods(namespace, experiment, a, t) for a, t in deletion_batches(runs)]
-    calls += [lambda t=chunk: api.delete_claims(namespace, experiment, t) for chunk in chunks(claims)]
+    calls = [lambda a=a, t=t: api.delete_pods(namespace, experiment, a, t)
+             for a, t in deletion_batches(runs, lane.limit)]
+    calls += [lambda t=chunk: api.delete_claims(namespace, experiment, t) for chunk in chunks(claims, lane.limit)]
     await lane.wave(calls)
 
 

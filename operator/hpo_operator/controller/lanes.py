@@ -25,6 +25,7 @@ _THREADS = ThreadPoolExecutor(max_workers=3 * API_CONCURRENCY, thread_name_prefi
 
 class Lane:
     def __init__(self, limit: int = API_CONCURRENCY):
+        self.limit = limit  # calls in flight at most
         self._slots = asyncio.Semaphore(limit)
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:

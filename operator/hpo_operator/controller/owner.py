@@ -57,6 +57,9 @@ SLOW_STEP_SECONDS = 1.0
 # Normal events (Started, Paused, ...) are held and posted at most this often, one Event per reason for
 # many trials (``events.coalesce_events``): their number follows the time, not the steps. Warnings go at once.
 EVENT_PERIOD_SECONDS = 2.0
+# Pod-deletion waves in flight at once (the API server deletes a collection one pod at a time: waves in
+# parallel delete sooner; a wave per step made twice the requests). Deletions decided meanwhile are held.
+DELETION_WAVES_IN_FLIGHT = 2
 # Steps whose decisions may be in flight at once; the next step waits for the oldest (the API server is
 # slower than the steps: a longer queue would only delay the answers).
 WRITES_IN_FLIGHT = 3
@@ -93,7 +96,7 @@ class ExperimentOwner:
         self.launching: Optional[asyncio.Task] = None  # the launch batch in flight, if any
         self.launching_trials: set[str] = set()
         self.launch_events: list[Event] = []  # the batch's events, posted once its trials exist
-        self.deleting: Optional[asyncio.Task] = None  # the deletion wave in flight, if any
+        self.deleting: list[asyncio.Task] = []  # the deletion waves in flight
         # Deletions decided while a wave is in flight go out together after it (pod -> (trial, attempt),
         # claim -> trial), once the decisions ``deletions_after`` stands for are on record.
         self.held_deletions: tuple[dict, dict] = ({}, {})
@@ -127,7 +130,7 @@ class ExperimentOwner:
                 if await self.news(wakeup, interval):
                     await asyncio.sleep(batch)  # related changes arrive on two watches: one step for both
         finally:
-            for task in [self.launching, self.deleting, *self.writing]:
+            for task in [self.launching, *self.deleting, *self.writing]:
                 if task is not None:
                     task.cancel()
 
@@ -137,7 +140,7 @@ class ExperimentOwner:
             return True  # ended since the step: its free slots are the next step's
         waiting = asyncio.ensure_future(wakeup.wait())
         # (a deletion's end is news only when deletions wait for it: its pods leaving reach the watch)
-        in_flight = {t for t in (self.launching, self.deleting if any(self.held_deletions) else None)
+        in_flight = {t for t in [self.launching, *(self.deleting if any(self.held_deletions) else [])]
                      if t is not None}
         try:
             done, _ = await asyncio.wait({waiting, *in_flight}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -376,31 +379,30 @@ class ExperimentOwner:
         self.deletions_after = written
 
     def start_deletions(self) -> None:
-        """Send the deletions held as one wave, unless one is in flight: the steps come faster than the API
-        server deletes, and a wave per step multiplied the requests."""
-        if self.deleting is not None or not any(self.held_deletions):
+        """Send the deletions held as one wave, unless DELETION_WAVES_IN_FLIGHT are: the steps come faster
+        than the API server deletes, and a wave per step multiplied the requests."""
+        if len(self.deleting) >= DELETION_WAVES_IN_FLIGHT or not any(self.held_deletions):
             return
         (pods, claims), written = self.held_deletions, self.deletions_after
         self.held_deletions, self.deletions_after = ({}, {}), None
-        self.deleting = asyncio.ensure_future(after(written, lambda: actions.delete_ended(
-            self.api, self.lanes.deletions, self.namespace, self.name, list(pods.values()), list(claims.values()))))
+        self.deleting.append(asyncio.ensure_future(after(written, lambda: actions.delete_ended(
+            self.api, self.lanes.deletions, self.namespace, self.name, list(pods.values()), list(claims.values())))))
 
     def collect_deletions(self) -> None:
         """One that failed left a pod no run uses: the next step rebuilds from the API, which deletes it (and
         what was held is dropped: the rebuild finds it again)."""
-        if self.deleting is None or not self.deleting.done():
-            return
-        task, self.deleting = self.deleting, None
-        if task.exception() is not None:
-            self.logger.warning(f"Deleting pods failed, rebuilding from the API: {task.exception()!r}")
-            self.state = None
-            self.held_deletions, self.deletions_after = ({}, {}), None
+        for task in [t for t in self.deleting if t.done()]:
+            self.deleting.remove(task)
+            if task.exception() is not None:
+                self.logger.warning(f"Deleting pods failed, rebuilding from the API: {task.exception()!r}")
+                self.state = None
+                self.held_deletions, self.deletions_after = ({}, {}), None
 
     async def settle_deletions(self) -> None:
         """Wait until every deletion decided has been sent and answered."""
-        while self.deleting is not None or any(self.held_deletions):
-            if self.deleting is not None:
-                await asyncio.wait({self.deleting})
+        while self.deleting or any(self.held_deletions):
+            if self.deleting:
+                await asyncio.wait(self.deleting)
             self.collect_deletions()
             self.start_deletions()
 
