@@ -54,6 +54,7 @@ from pathlib import Path
 
 import yaml
 
+from hpo_operator.controller.builders import DEFAULT_UID, harden, quantities_as_strings
 from hpo_operator.resources import GROUP, VERSION
 from resume_timeline import parse_trace_line, report
 
@@ -62,6 +63,9 @@ EXAMPLE = REPO / "examples" / "digits-asha.yaml"
 CLUSTER_SH = REPO / "tests" / "e2e" / "cluster.sh"
 CHART = REPO / "helm" / "hpo-operator"
 BARE_PREFIX = "bare-"
+OPERATOR_NAMESPACE = "hpo-system"
+RELEASE = "hpo"
+EXPERIMENT_PREFIX = "resume-"  # + the mode: the experiment; + "-NNNN": its trials
 TRAINER = "trainer"
 
 
@@ -127,6 +131,7 @@ class Watcher:
         self.recording = recording
         self.stop = threading.Event()
         self.following: set[str] = set()
+        self.events_seen: set[str] = set()
         self.threads: list[threading.Thread] = []
 
     def start(self) -> None:
@@ -175,7 +180,9 @@ class Watcher:
             self.recording.add(trial_record(obj))
 
     def _on_event(self, kind: str, obj: dict) -> None:
-        if kind == "ADDED":
+        uid = (obj.get("metadata") or {}).get("uid")
+        if kind == "ADDED" and uid not in self.events_seen:  # a re-list sends every Event again as ADDED
+            self.events_seen.add(uid)
             self.recording.add(event_record(obj))
 
     def _on_pod(self, kind: str, obj: dict) -> None:
@@ -236,10 +243,12 @@ def bare_pod(name: str, experiment: dict) -> dict:
         {"name": "HPO_METRICS_FILE", "value": "/work/metrics.jsonl"},
     ]
     trainer["volumeMounts"] = [{"name": "work", "mountPath": "/work"}]
-    trainer["securityContext"] = {"runAsNonRoot": True, "runAsUser": 1000, "allowPrivilegeEscalation": False,
-                                  "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-            "spec": {"restartPolicy": "Never", "containers": [trainer], "volumes": [{"name": "work", "emptyDir": {}}]}}
+    harden(trainer, set())  # as the operator hardens a trial's trainer (and no more: torch needs a writable /tmp)
+    spec = {"restartPolicy": "Never", "containers": [trainer], "volumes": [{"name": "work", "emptyDir": {}}],
+            "securityContext": {"runAsNonRoot": True, "runAsUser": DEFAULT_UID, "fsGroup": DEFAULT_UID,
+                                "seccompProfile": {"type": "RuntimeDefault"}}}
+    quantities_as_strings(spec)  # `nvidia.com/gpu: 1` from the YAML: the client wants quantity strings
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
 
 
 def run_bare_pods(core, namespace: str, experiment: dict, count: int, timeout: float) -> None:
@@ -254,6 +263,9 @@ def run_bare_pods(core, namespace: str, experiment: dict, count: int, timeout: f
             time.sleep(0.5)
         else:
             raise SystemExit(f"bare pod {name} did not finish within {timeout:.0f} s")
+        if phase == "Failed":
+            log = core.read_namespaced_pod_log(name, namespace, container=TRAINER, tail_lines=20)
+            raise SystemExit(f"bare pod {name} failed; the end of its log:\n{log}")
         time.sleep(1)  # let the log follower read the last lines
         core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
 
@@ -292,10 +304,38 @@ def setup_cluster(tag: str) -> tuple[str, str]:
     if len(archives) != 2:
         raise SystemExit(f"build-images.sh printed {archives}, expected two archives")
     _run([str(CLUSTER_SH), "load", *archives], timeout=900)
-    config = helm.Config(kubeconfig_path=kubeconfig, namespace="hpo-system")
-    config.install(str(CHART), "hpo", {"image": {"repository": "hpo-operator", "tag": tag, "pullPolicy": "Never"}},
-                   namespace="hpo-system", create_namespace=True, wait="watcher", timeout=300)
+    config = helm.Config(kubeconfig_path=kubeconfig, namespace=OPERATOR_NAMESPACE)
+    values = {"image": {"repository": "hpo-operator", "tag": tag, "pullPolicy": "Never"}}
+    if any(release["name"] == RELEASE for release in config.list(name_filter=f"^{RELEASE}$")):
+        # A second --setup: same tag, new image content; the operator's pods restart to run it. Helm never
+        # upgrades CRDs, so they are applied first.
+        _run(["kubectl", "--kubeconfig", kubeconfig, "apply", "--server-side", "--force-conflicts",
+              "-f", str(CHART / "crds")], timeout=120)
+        config.upgrade(str(CHART), RELEASE, values, namespace=OPERATOR_NAMESPACE, wait="watcher", timeout=300)
+        restart_operator(kubeconfig)
+    else:
+        config.install(str(CHART), RELEASE, values, namespace=OPERATOR_NAMESPACE, create_namespace=True,
+                       wait="watcher", timeout=300)
     return kubeconfig, f"hpo-trainer:{tag}"
+
+
+def restart_operator(kubeconfig: str, timeout: float = 300) -> None:
+    """What `kubectl rollout restart` does, then wait until the new pods are available."""
+    from kubernetes import client, config
+
+    apps = client.AppsV1Api(config.new_client_from_config(kubeconfig))
+    stamp = {"spec": {"template": {"metadata": {"annotations": {"hpo-bench/restarted-at": str(time.time())}}}}}
+    for deployment in apps.list_namespaced_deployment(OPERATOR_NAMESPACE).items:
+        apps.patch_namespaced_deployment(deployment.metadata.name, OPERATOR_NAMESPACE, stamp)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(2)
+        if all((d.status.observed_generation or 0) >= d.metadata.generation
+               and (d.status.updated_replicas or 0) == d.spec.replicas == (d.status.available_replicas or 0)
+               and not (d.status.replicas or 0) > d.spec.replicas
+               for d in apps.list_namespaced_deployment(OPERATOR_NAMESPACE).items):
+            return
+    raise SystemExit(f"the operator's deployment in {OPERATOR_NAMESPACE} did not roll out within {timeout:.0f} s")
 
 
 # --- main ---------------------------------------------------------------------------
@@ -345,7 +385,7 @@ def main() -> None:
     watcher.start()
     print(f"namespace {namespace}; recording to {path}", file=sys.stderr)
     try:
-        docs = {m: experiment_manifest(f"resume-{m}", args.trainer_image, args.trials, args.parallelism,
+        docs = {m: experiment_manifest(f"{EXPERIMENT_PREFIX}{m}", args.trainer_image, args.trials, args.parallelism,
                                        in_place=m == "inplace") for m in modes}
         if args.bare_pods:
             print(f"{args.bare_pods} bare pods, one at a time", file=sys.stderr)
@@ -384,15 +424,21 @@ def _between(records: list[dict], start: str, end: str) -> list[dict]:
     """Records of one experiment: from its start mark to a few seconds after its end mark."""
     begin = next(r["t"] for r in records if r["kind"] == "mark" and r["what"] == start)
     finish = next((r["t"] for r in records if r["kind"] == "mark" and r["what"] == end), float("inf"))
-    return [r for r in records if begin <= r["t"] <= finish + 3 and not _is_bare(r)]
+    return [r for r in records if begin <= r["t"] <= finish + 3 and not _is_bare(r)
+            and str(_name(r)).startswith(f"{EXPERIMENT_PREFIX}{start.split(' ', 1)[1]}-")]
 
 
 def _bare(records: list[dict]) -> list[dict]:
     return [r for r in records if _is_bare(r)]
 
 
+def _name(record: dict):
+    """The trial or pod a record is about (its experiment's name is its prefix)."""
+    return record.get("pod") if record["kind"] == "trace" else record.get("name")
+
+
 def _is_bare(record: dict) -> bool:
-    name = record.get("pod") if record["kind"] == "trace" else record.get("name")
+    name = _name(record)
     return isinstance(name, str) and name.startswith(BARE_PREFIX)
 
 

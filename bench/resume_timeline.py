@@ -53,6 +53,7 @@ BARE_STAGES = (
     ("process", "trainer process started"),
     ("first_line", "trainer's first line"),
     ("loaded", "ready to train"),
+    ("reported", "first epoch reported"),
 )
 
 _RESUMED_POD = re.compile(r"\bin pod (\S+)")
@@ -156,13 +157,15 @@ def _pod_stages(timeline: Timeline, records: Sequence[dict], pod: str) -> None:
 def resume_timelines(records: Sequence[dict]) -> list[Timeline]:
     records = sorted(records, key=lambda r: r["t"])
     timelines = []
+    seen = set()
     for event in records:
         if event["kind"] != "event" or event.get("reason") != "Resumed":
             continue
         match = _RESUMED_POD.search(event.get("message") or "")
-        if match is None:
+        if match is None or match.group(1) in seen:  # one resume per pod, however often its Event was seen
             continue
         pod = match.group(1)
+        seen.add(pod)
         trial = trial_of(pod)
         named = _first(records, lambda r: r["kind"] == "trial" and r["name"] == trial and r.get("pod") == pod)
         decision = min(event["t"], named["t"]) if named is not None else event["t"]
@@ -179,6 +182,7 @@ def resume_timelines(records: Sequence[dict]) -> list[Timeline]:
 def in_place_timelines(records: Sequence[dict]) -> list[Timeline]:
     records = sorted(records, key=lambda r: r["t"])
     timelines = []
+    promoted = set()
     for event in records:
         if event["kind"] != "event" or event.get("reason") != "PromotedInPlace":
             continue
@@ -187,6 +191,9 @@ def in_place_timelines(records: Sequence[dict]) -> list[Timeline]:
         if match is None:
             continue
         until = int(match.group(1))
+        if (trial, until) in promoted:  # one promotion per trial and epoch, however often its Event was seen
+            continue
+        promoted.add((trial, until))
         # The status write that raised `until` (it only grows), naming the pod that runs on.
         raised = _first(records, lambda r: r["kind"] == "trial" and r["name"] == trial and r.get("pod")
                         and r.get("until") == until)
