@@ -206,3 +206,37 @@ def test_the_sdk_marks_restore_and_report_of_a_resumed_run(tmp_path, monkeypatch
     marks = [rt.parse_trace_line(line) for line in capsys.readouterr().err.splitlines()]
     assert [(m["mark"], m["epoch"]) for m in marks] == [("restored", 1), ("reported", 2), ("reported", 3)]
     assert marks[0]["seconds"] >= 0 and marks[0]["time"] <= marks[1]["time"] <= marks[2]["time"]
+
+
+def test_an_event_seen_twice_is_one_resume_and_one_promotion():
+    # The watches re-list: an Event may arrive again, later, as ADDED; it must not count (nor time) twice.
+    again = [event(400.0, "exp-0003", "Resumed", "epochs 2..2 in pod exp-0003-2"),
+             event(400.1, "exp-0005", "PromotedInPlace", "continues to epoch 4 without a restart")]
+    assert [t.pod for t in rt.resume_timelines(RECORDING + again)] == ["exp-0003-2", "exp-0004-3"]
+    assert rt.resume_timelines(RECORDING + again)[0].decision == 100.50
+    assert len(rt.in_place_timelines(RECORDING + again)) == 1
+
+
+def test_each_experiment_is_figured_from_its_own_trials_only(tmp_path, capsys, monkeypatch):
+    marks = [{"t": 90.0, "kind": "mark", "what": "start pause", "experiment": "exp"},
+             {"t": 300.0, "kind": "mark", "what": "end pause", "phase": "Succeeded"}]
+    # Another experiment's resume, re-listed while this one ran.
+    other = [event(120.0, "other-0001", "Resumed", "epochs 2..2 in pod other-0001-2"),
+             pod(120.1, "other-0001-2", scheduled=True)]
+    path = tmp_path / "rec.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in marks + RECORDING + other))
+    monkeypatch.setattr(sys, "argv", ["resume_latency.py", "--analyse", str(path)])
+    resume_latency.main()
+    assert "resumes (new pod, checkpoint loaded): 2" in capsys.readouterr().out
+
+
+def test_a_bare_pod_is_the_trials_trainer_as_the_api_accepts_it():
+    doc = resume_latency.experiment_manifest("resume-pause", "hpo-trainer:x", 4, 2, in_place=False)
+    manifest = resume_latency.bare_pod("bare-0", doc)
+    (trainer,) = manifest["spec"]["containers"]
+    assert trainer["image"] == "hpo-trainer:x" and trainer["command"] == \
+        doc["spec"]["trialTemplate"]["spec"]["containers"][0]["command"]
+    assert all(isinstance(v, str) for part in trainer["resources"].values() for v in part.values())
+    assert trainer["securityContext"]["runAsNonRoot"] and trainer["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert not trainer["securityContext"].get("readOnlyRootFilesystem")  # torch writes to /tmp, as in a trial pod
+    assert {"name": "HPO_TRACE", "value": "1"} in trainer["env"]

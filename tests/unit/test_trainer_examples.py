@@ -59,6 +59,31 @@ def test_digits_mlp_empty_config_amp_and_a_bad_key(tmp_path):
     assert not typo.metrics_file.exists()
 
 
+def test_digits_mlp_reads_the_data_and_splits_it_as_sklearn_does_without_importing_it():
+    # The example skips importing sklearn (the larger part of its start-up); its data and its
+    # validation split must stay exactly sklearn's, or every result and table would shift.
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits_mlp = load_example("digits_mlp")
+    pixels, labels = digits_mlp.load_digits()
+    reference = load_digits()
+    np.testing.assert_array_equal(pixels, reference.data)
+    np.testing.assert_array_equal(labels, reference.target)
+    uneven = np.repeat(np.arange(7), [2, 3, 5, 8, 13, 21, 34])  # rounding ties broken at random
+    for y, test_size, seed in ((labels, 0.2, 0), (labels, 0.3, 7), (uneven, 0.25, 1), (uneven, 0.5, 3)):
+        train, val = digits_mlp.stratified_split(y, test_size, seed)
+        want_train, want_val = train_test_split(range(len(y)), test_size=test_size, random_state=seed, stratify=y)
+        assert list(train) == list(want_train) and list(val) == list(want_val), (test_size, seed)
+
+
+def test_digits_mlp_starts_without_sklearn():
+    code = (f"import runpy, sys; runpy.run_path({str(EXAMPLES / 'digits_mlp.py')!r}, run_name='digits_mlp'); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'scipy')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 # --- fashion_mnist_cnn ----------------------------------------------------------
 
 def write_idx(path, array):

@@ -15,11 +15,13 @@ amp (mixed precision: float16 on CUDA, bfloat16 on CPU), lr_schedule
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
 import math
+from pathlib import Path
 
+import numpy as np
 import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -55,13 +57,64 @@ def read_config(raw: dict) -> dict:
     return config
 
 
+def load_digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits (pixels 0..16, labels) read from the file it bundles, without importing it.
+
+    Importing sklearn (and the scipy it pulls in) took about as long as importing torch: the larger
+    part of a resumed trial's start-up. The file is found from sklearn's package location alone.
+    """
+    spec = importlib.util.find_spec("sklearn")
+    path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec and spec.origin else None
+    if path is None or not path.is_file():
+        from sklearn.datasets import load_digits as sklearn_digits  # another layout: let sklearn find it
+
+        digits = sklearn_digits()
+        return digits.data, digits.target
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        table = np.loadtxt(f, delimiter=",")
+    return table[:, :-1], table[:, -1].astype(int)
+
+
+def _approximate_mode(counts: np.ndarray, draws: int, rng: np.random.RandomState) -> np.ndarray:
+    """Per-class share of `draws`, rounded as sklearn's StratifiedShuffleSplit rounds (ties broken by `rng`)."""
+    continuous = counts / counts.sum() * draws
+    floored = np.floor(continuous)
+    need = int(draws - floored.sum())
+    if need > 0:
+        remainder = continuous - floored
+        for value in np.sort(np.unique(remainder))[::-1]:
+            (inds,) = np.where(remainder == value)
+            add = min(len(inds), need)
+            floored[rng.choice(inds, size=add, replace=False)] += 1
+            need -= add
+            if need == 0:
+                break
+    return floored.astype(int)
+
+
+def stratified_split(labels: np.ndarray, test_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) indices: the same as sklearn's train_test_split(range(n), test_size=...,
+    random_state=seed, stratify=labels), so the validation set, and every result, stay as they were."""
+    n_test = math.ceil(test_size * len(labels))
+    classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    by_class = np.split(np.argsort(inverse, kind="stable"), np.cumsum(counts)[:-1])
+    rng = np.random.RandomState(seed)
+    n_train = _approximate_mode(counts, len(labels) - n_test, rng)
+    n_val = _approximate_mode(counts - n_train, n_test, rng)
+    train: list = []
+    val: list = []
+    for i in range(len(classes)):
+        members = by_class[i].take(rng.permutation(counts[i]), mode="clip")
+        train.extend(members[: n_train[i]])
+        val.extend(members[n_train[i]: n_train[i] + n_val[i]])
+    return rng.permutation(train), rng.permutation(val)
+
+
 def load_data(device: torch.device):
-    digits = load_digits()
-    x = torch.tensor(digits.data / 16.0, dtype=torch.float32)
-    y = torch.tensor(digits.target, dtype=torch.long)
-    train_idx, val_idx = train_test_split(
-        range(len(y)), test_size=0.2, random_state=SPLIT_SEED, stratify=digits.target
-    )
+    pixels, labels = load_digits()
+    x = torch.tensor(pixels / 16.0, dtype=torch.float32)
+    y = torch.tensor(labels, dtype=torch.long)
+    train_idx, val_idx = (torch.as_tensor(i) for i in stratified_split(labels, 0.2, SPLIT_SEED))
     train = TensorDataset(x[train_idx], y[train_idx])
     return train, x[val_idx].to(device), y[val_idx].to(device)
 
