@@ -56,13 +56,15 @@ import yaml
 
 from hpo_operator.controller.builders import DEFAULT_UID, harden, quantities_as_strings
 from hpo_operator.resources import GROUP, VERSION
-from resume_timeline import parse_trace_line, report
+from resume_timeline import compare, parse_trace_line, report
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "digits-asha.yaml"
 CLUSTER_SH = REPO / "tests" / "e2e" / "cluster.sh"
 CHART = REPO / "helm" / "hpo-operator"
 BARE_PREFIX = "bare-"
+BASE_BARE_PREFIX = "base-bare-"  # bare pods of --baseline-image
+BASELINE = "base"  # the mode of the pause experiment with --baseline-image
 OPERATOR_NAMESPACE = "hpo-system"
 RELEASE = "hpo"
 EXPERIMENT_PREFIX = "resume-"  # + the mode: the experiment; + "-NNNN": its trials
@@ -147,8 +149,9 @@ class Watcher:
 
     def close(self) -> None:
         self.stop.set()
+        deadline = time.monotonic() + 15  # in all: a log still followed ends with its pod, not with `stop`
         for thread in self.threads:
-            thread.join(timeout=15)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
     def _spawn(self, target, *args) -> None:
         thread = threading.Thread(target=target, args=args, daemon=True)
@@ -251,36 +254,53 @@ def bare_pod(name: str, experiment: dict) -> dict:
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
 
 
-def run_bare_pods(core, namespace: str, experiment: dict, count: int, timeout: float) -> None:
+def run_bare_pods(core, namespace: str, experiments: dict[str, dict], count: int, timeout: float) -> None:
+    """`count` bare pods per image (prefix -> experiment), one at a time, the images taking turns."""
     for i in range(count):
-        name = f"{BARE_PREFIX}{i}"
-        core.create_namespaced_pod(namespace, bare_pod(name, experiment))
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            phase = core.read_namespaced_pod(name, namespace).status.phase
-            if phase in ("Succeeded", "Failed"):
-                break
-            time.sleep(0.5)
-        else:
-            raise SystemExit(f"bare pod {name} did not finish within {timeout:.0f} s")
-        if phase == "Failed":
-            log = core.read_namespaced_pod_log(name, namespace, container=TRAINER, tail_lines=20)
-            raise SystemExit(f"bare pod {name} failed; the end of its log:\n{log}")
-        time.sleep(1)  # let the log follower read the last lines
-        core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+        for prefix, experiment in experiments.items():
+            run_bare_pod(core, namespace, f"{prefix}{i}", experiment, timeout)
 
 
-def run_experiment(custom, namespace: str, doc: dict, timeout: float) -> str:
-    name = doc["metadata"]["name"]
-    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "hpoexperiments", doc)
+def run_bare_pod(core, namespace: str, name: str, experiment: dict, timeout: float) -> None:
+    core.create_namespaced_pod(namespace, bare_pod(name, experiment))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        status = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "hpoexperiments", name).get("status")
-        phase = (status or {}).get("phase")
+        phase = core.read_namespaced_pod(name, namespace).status.phase
         if phase in ("Succeeded", "Failed"):
-            return phase
+            break
+        time.sleep(0.5)
+    else:
+        raise SystemExit(f"bare pod {name} did not finish within {timeout:.0f} s")
+    if phase == "Failed":
+        log = core.read_namespaced_pod_log(name, namespace, container=TRAINER, tail_lines=20)
+        raise SystemExit(f"bare pod {name} failed; the end of its log:\n{log}")
+    time.sleep(1)  # let the log follower read the last lines
+    core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+
+
+def run_experiments(custom, namespace: str, docs: dict[str, dict], recording: Recording, timeout: float) -> None:
+    """Start every experiment of `docs` (mode -> manifest) at once; mark each one's start and end."""
+    for mode, doc in docs.items():
+        spec = doc["spec"]
+        print(f"experiment {doc['metadata']['name']}: {spec['budget']['maxTrials']} trials, parallelism "
+              f"{spec['budget']['parallelism']}, image {spec['trialTemplate']['spec']['containers'][0]['image']}",
+              file=sys.stderr)
+        recording.add({"kind": "mark", "what": f"start {mode}", "experiment": doc["metadata"]["name"]})
+        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "hpoexperiments", doc)
+    running = dict(docs)
+    deadline = time.monotonic() + timeout
+    while running and time.monotonic() < deadline:
         time.sleep(2)
-    raise SystemExit(f"experiment {name} did not finish within {timeout:.0f} s")
+        for mode, doc in list(running.items()):
+            name = doc["metadata"]["name"]
+            status = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "hpoexperiments", name)
+            phase = (status.get("status") or {}).get("phase")
+            if phase in ("Succeeded", "Failed"):
+                recording.add({"kind": "mark", "what": f"end {mode}", "phase": phase})
+                print(f"experiment {name}: {phase}", file=sys.stderr)
+                del running[mode]
+    if running:
+        raise SystemExit(f"experiments {sorted(running)} did not finish within {timeout:.0f} s")
 
 
 # --- --setup: the e2e cluster, images from this checkout, the chart --------------------
@@ -351,6 +371,10 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=36, help="maxTrials of each experiment (default %(default)s)")
     parser.add_argument("--parallelism", type=int, default=2, help="default %(default)s")
     parser.add_argument("--bare-pods", type=int, default=10, help="bare pods started one at a time (default %(default)s)")
+    parser.add_argument("--baseline-image", default=None,
+                        help="another trainer image to compare with in the same run: its bare pods take turns "
+                             "with the others, and a pause experiment with it runs side by side with 'pause' "
+                             "(each with half the parallelism)")
     parser.add_argument("--modes", default="pause,inplace", help="experiments to run: pause, inplace (default both)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds per experiment (default %(default)s)")
     parser.add_argument("--record", type=Path, default=None,
@@ -387,16 +411,22 @@ def main() -> None:
     try:
         docs = {m: experiment_manifest(f"{EXPERIMENT_PREFIX}{m}", args.trainer_image, args.trials, args.parallelism,
                                        in_place=m == "inplace") for m in modes}
+        bare = {BARE_PREFIX: next(iter(docs.values()))}
+        groups = [{m: docs[m]} for m in modes]
+        if args.baseline_image:
+            # Side by side, half the parallelism each: both see the same machine at the same time.
+            half = max(1, args.parallelism // 2)
+            base = experiment_manifest(f"{EXPERIMENT_PREFIX}{BASELINE}", args.baseline_image, args.trials, half,
+                                       in_place=False)
+            bare[BASE_BARE_PREFIX] = base
+            if "pause" in docs:
+                docs["pause"]["spec"]["budget"]["parallelism"] = half
+                groups[modes.index("pause")][BASELINE] = base
         if args.bare_pods:
-            print(f"{args.bare_pods} bare pods, one at a time", file=sys.stderr)
-            run_bare_pods(core, namespace, next(iter(docs.values())), args.bare_pods, timeout=600)
-        for mode, doc in docs.items():
-            print(f"experiment {doc['metadata']['name']}: {args.trials} trials, parallelism {args.parallelism}",
-                  file=sys.stderr)
-            recording.add({"kind": "mark", "what": f"start {mode}"})
-            phase = run_experiment(custom, namespace, doc, args.timeout)
-            recording.add({"kind": "mark", "what": f"end {mode}", "phase": phase})
-            print(f"experiment {doc['metadata']['name']}: {phase}", file=sys.stderr)
+            print(f"{args.bare_pods} bare pods of each image, one at a time", file=sys.stderr)
+            run_bare_pods(core, namespace, bare, args.bare_pods, timeout=600)
+        for group in groups:
+            run_experiments(custom, namespace, group, recording, args.timeout)
         time.sleep(3)  # the last watch events and log lines
     finally:
         watcher.close()
@@ -408,15 +438,23 @@ def main() -> None:
 
 
 def print_report(records: list[dict]) -> None:
-    """The figures of each experiment in the recording, the bare pods with the first."""
+    """The figures of each experiment in the recording, the bare pods with the first (the baseline image's with
+    the baseline); then, with a baseline, each stage's p50 against it."""
     modes = [r["what"].split(" ", 1)[1] for r in records if r["kind"] == "mark" and r["what"].startswith("start ")]
     starts = {r["what"]: r for r in records if r["kind"] == "mark"}
-    for i, mode in enumerate(modes):
+    first = next((m for m in modes if m != BASELINE), None)
+    parts = {}
+    for mode in modes:
         ended = starts.get(f"end {mode}", {})
+        prefix = BASE_BARE_PREFIX if mode == BASELINE else BARE_PREFIX if mode == first else None
+        parts[mode] = _between(records, f"start {mode}", f"end {mode}") + (_bare(records) if prefix else [])
         print(f"== {mode}: promoteInPlace {'true' if mode == 'inplace' else 'false'}, "
-              f"experiment {ended.get('phase', 'unfinished')} ==")
-        print(report(_between(records, f"start {mode}", f"end {mode}") + (_bare(records) if i == 0 else []),
-                     bare_prefix=BARE_PREFIX if i == 0 else None))
+              f"{'baseline image, ' if mode == BASELINE else ''}experiment {ended.get('phase', 'unfinished')} ==")
+        print(report(parts[mode], bare_prefix=prefix))
+        print()
+    if BASELINE in parts and "pause" in parts:
+        print("== pause against the baseline image, same run ==")
+        print(compare(parts["pause"], parts[BASELINE], BARE_PREFIX, BASE_BARE_PREFIX))
         print()
 
 
@@ -424,8 +462,10 @@ def _between(records: list[dict], start: str, end: str) -> list[dict]:
     """Records of one experiment: from its start mark to a few seconds after its end mark."""
     begin = next(r["t"] for r in records if r["kind"] == "mark" and r["what"] == start)
     finish = next((r["t"] for r in records if r["kind"] == "mark" and r["what"] == end), float("inf"))
+    # Its own trials and pods only: the watches re-list, so the other experiment's objects come again.
+    experiment = next(r for r in records if r["kind"] == "mark" and r["what"] == start).get("experiment")
     return [r for r in records if begin <= r["t"] <= finish + 3 and not _is_bare(r)
-            and str(_name(r)).startswith(f"{EXPERIMENT_PREFIX}{start.split(' ', 1)[1]}-")]
+            and (experiment is None or str(_name(r)) == experiment or str(_name(r)).startswith(f"{experiment}-"))]
 
 
 def _bare(records: list[dict]) -> list[dict]:
@@ -439,7 +479,7 @@ def _name(record: dict):
 
 def _is_bare(record: dict) -> bool:
     name = _name(record)
-    return isinstance(name, str) and name.startswith(BARE_PREFIX)
+    return isinstance(name, str) and name.startswith((BARE_PREFIX, BASE_BARE_PREFIX))
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ BARE_STAGES = (
     ("reported", "first epoch reported"),
 )
 
-_RESUMED_POD = re.compile(r"\bin pod (\S+)")
+_RESUMED_POD = re.compile(r"\bin pod ([a-z0-9.-]+)")  # a pod's name: DNS subdomain characters
 _CONTINUES_TO = re.compile(r"continues to epoch (\d+)")
 
 
@@ -158,13 +158,12 @@ def resume_timelines(records: Sequence[dict]) -> list[Timeline]:
     records = sorted(records, key=lambda r: r["t"])
     timelines = []
     seen = set()
-    for event in records:
-        if event["kind"] != "event" or event.get("reason") != "Resumed":
+    resumed = [(event, pod) for event in records if event["kind"] == "event" and event.get("reason") == "Resumed"
+               # One trial's Event, or the experiment's for several at once: "2 trials: a (... in pod a-3); b (...)".
+               for pod in _RESUMED_POD.findall(event.get("message") or "")]
+    for event, pod in resumed:
+        if pod in seen:  # one resume per pod, however often its Event was seen
             continue
-        match = _RESUMED_POD.search(event.get("message") or "")
-        if match is None or match.group(1) in seen:  # one resume per pod, however often its Event was seen
-            continue
-        pod = match.group(1)
         seen.add(pod)
         trial = trial_of(pod)
         named = _first(records, lambda r: r["kind"] == "trial" and r["name"] == trial and r.get("pod") == pod)
@@ -294,4 +293,25 @@ def report(records: Sequence[dict], bare_prefix: str | None = None) -> str:
     if firsts and gaps:
         lines.append(f"a resume's first epoch takes {statistics.median(firsts) / statistics.median(gaps):.0f}x "
                      f"an epoch inside a run (medians)")
+    return "\n".join(lines)
+
+
+def compare(records: Sequence[dict], baseline: Sequence[dict], bare_prefix: str, baseline_bare_prefix: str) -> str:
+    """Each stage's p50 against the same stage of a baseline recorded side by side (same machine, same time)."""
+    lines = [f"  {'p50 seconds':<38}{'this':>8}{'baseline':>10}{'ratio':>8}"]
+
+    def rows(title, ours, theirs, stages):
+        lines.append(f"  {title}")
+        for key, label in stages:
+            a = [t.stages[key] for t in ours if key in t.stages]
+            b = [t.stages[key] for t in theirs if key in t.stages]
+            if a and b:
+                pa, pb = percentile(a, 50), percentile(b, 50)
+                ratio = f"{pa / pb:.2f}x" if pb > 0 else "-"
+                lines.append(f"    {label:<36}{pa:>8.2f}{pb:>10.2f}{ratio:>8}")
+
+    rows(f"resumes (n {len(resume_timelines(records))} against {len(resume_timelines(baseline))}), "
+         f"from the decision to", resume_timelines(records), resume_timelines(baseline), RESUME_STAGES)
+    rows("bare pods, from creation to", bare_pod_timelines(records, bare_prefix),
+         bare_pod_timelines(baseline, baseline_bare_prefix), BARE_STAGES)
     return "\n".join(lines)

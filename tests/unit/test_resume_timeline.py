@@ -240,3 +240,63 @@ def test_a_bare_pod_is_the_trials_trainer_as_the_api_accepts_it():
     assert trainer["securityContext"]["runAsNonRoot"] and trainer["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert not trainer["securityContext"].get("readOnlyRootFilesystem")  # torch writes to /tmp, as in a trial pod
     assert {"name": "HPO_TRACE", "value": "1"} in trainer["env"]
+
+
+def test_an_experiments_event_for_several_trials_names_every_resume():
+    # The operator posts one Event on the experiment when several trials resume in one step.
+    grouped = [
+        trial(500.00, "exp-0007", "exp-0007-3", 4, 2, [[1, 1], [2, 2]]),
+        trial(500.01, "exp-0008", "exp-0008-2", 2, 1, [[1, 1]]),
+        event(500.05, "exp", "Resumed", "2 trials: exp-0007 (epochs 3..4 in pod exp-0007-3); "
+                                        "exp-0008 (epochs 2..2 in pod exp-0008-2)"),
+        pod(500.10, "exp-0007-3"), pod(500.12, "exp-0008-2"),
+    ]
+    timelines = rt.resume_timelines(grouped)
+    assert [(t.pod, t.decision) for t in timelines] == [("exp-0007-3", 500.00), ("exp-0008-2", 500.01)]
+    assert [t.stages for t in timelines] == [pytest.approx({"created": 0.10}), pytest.approx({"created": 0.11})]
+
+
+def renamed(records, old, new):
+    """The same records about trials, pods and Events named with another prefix."""
+    out = []
+    for r in records:
+        r = dict(r)
+        for key in ("name", "pod"):
+            if isinstance(r.get(key), str) and r[key].startswith(old):
+                r[key] = new + r[key][len(old):]
+        if r["kind"] == "event":
+            r["message"] = r["message"].replace(f"pod {old}", f"pod {new}")
+        if r["kind"] == "trial" and r.get("pod"):
+            r["pod"] = r["pod"].replace(old, new, 1)
+        out.append(r)
+    return out
+
+
+def test_a_baseline_run_side_by_side_is_compared_stage_by_stage(tmp_path, capsys, monkeypatch):
+    # The baseline experiment's resume takes twice as long at every stage; its bare pod too.
+    ours = renamed(RECORDING, "exp-", "resume-pause-")
+    slow = []
+    for r in renamed(RECORDING, "exp-", "resume-base-"):
+        r = dict(r, t=100.50 + 2 * (r["t"] - 100.50)) if 100 <= r["t"] < 150 else r
+        if r["kind"] == "trace" and "time" in r and 100 <= r["time"] < 150:
+            r["time"] = 100.50 + 2 * (r["time"] - 100.50)
+            if "process_start" in r:
+                r["process_start"] = 100.50 + 2 * (r["process_start"] - 100.50)
+        slow.append(r)
+    slow = renamed(slow, "bare-", "base-bare-")
+    marks = [{"t": 90.0, "kind": "mark", "what": "start pause", "experiment": "resume-pause"},
+             {"t": 90.0, "kind": "mark", "what": "start base", "experiment": "resume-base"},
+             {"t": 300.0, "kind": "mark", "what": "end pause", "phase": "Succeeded"},
+             {"t": 300.0, "kind": "mark", "what": "end base", "phase": "Succeeded"}]
+    path = tmp_path / "rec.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in marks + ours + slow))
+    monkeypatch.setattr(sys, "argv", ["resume_latency.py", "--analyse", str(path)])
+    resume_latency.main()
+    out = capsys.readouterr().out
+    assert "== base: promoteInPlace false, baseline image, experiment Succeeded ==" in out
+    comparison = out.split("== pause against the baseline image, same run ==")[1]
+    reported = next(line for line in comparison.splitlines() if line.strip().startswith("first epoch reported"))
+    assert reported.split()[-3:] == ["3.00", "6.00", "0.50x"]
+    bare = comparison.split("bare pods, from creation to")[1]
+    first_line = next(line for line in bare.splitlines() if line.strip().startswith("trainer's first line"))
+    assert first_line.split()[-3:] == ["2.00", "2.00", "1.00x"]  # each image's bare pod, by its own prefix
