@@ -284,6 +284,12 @@ def test_a_baseline_run_side_by_side_is_compared_stage_by_stage(tmp_path, capsys
                 r["process_start"] = 100.50 + 2 * (r["process_start"] - 100.50)
         slow.append(r)
     slow = renamed(slow, "bare-", "base-bare-")
+    for r in slow:  # the baseline's bare pod is twice as slow too (created at 10.0)
+        if (r.get("pod") or r.get("name")) == "base-bare-0":
+            r["t"] = 10.0 + 2 * (r["t"] - 10.0)
+            for key in ("time", "process_start"):
+                if key in r:
+                    r[key] = 10.0 + 2 * (r[key] - 10.0)
     marks = [{"t": 90.0, "kind": "mark", "what": "start pause", "experiment": "resume-pause"},
              {"t": 90.0, "kind": "mark", "what": "start base", "experiment": "resume-base"},
              {"t": 300.0, "kind": "mark", "what": "end pause", "phase": "Succeeded"},
@@ -294,9 +300,13 @@ def test_a_baseline_run_side_by_side_is_compared_stage_by_stage(tmp_path, capsys
     resume_latency.main()
     out = capsys.readouterr().out
     assert "== base: promoteInPlace false, baseline image, experiment Succeeded ==" in out
+    base_section = out.split("== base:")[1].split("== pause against")[0]
+    base_bare = base_section.split("bare pods (same image, no operator)")[1]
+    assert next(line for line in base_bare.splitlines()
+                if line.strip().startswith("trainer's first line")).split()[-3] == "4.00"  # its own bare pod
     comparison = out.split("== pause against the baseline image, same run ==")[1]
     reported = next(line for line in comparison.splitlines() if line.strip().startswith("first epoch reported"))
     assert reported.split()[-3:] == ["3.00", "6.00", "0.50x"]
     bare = comparison.split("bare pods, from creation to")[1]
     first_line = next(line for line in bare.splitlines() if line.strip().startswith("trainer's first line"))
-    assert first_line.split()[-3:] == ["2.00", "2.00", "1.00x"]  # each image's bare pod, by its own prefix
+    assert first_line.split()[-3:] == ["2.00", "4.00", "0.50x"]  # each image's bare pod, by its own prefix
