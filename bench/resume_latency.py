@@ -34,6 +34,12 @@ this checkout loaded on its nodes:
 
     .venv/bin/python bench/resume_latency.py --kubeconfig PATH --trainer-image hpo-trainer:e2e
 
+A trainer image against a baseline image (say, one built from an earlier
+tree) in the same run, side by side, as the machine's load may change from
+one run to the next by more than the difference:
+
+    .venv/bin/python bench/resume_latency.py --kubeconfig PATH --trainer-image NEW --baseline-image OLD --modes pause
+
 Again from a recording, without a cluster:
 
     .venv/bin/python bench/resume_latency.py --analyse /tmp/resume-latency.jsonl
