@@ -30,7 +30,23 @@ _SCHEDULE = {
     "lr_schedule": {"type": "choice", "values": ["constant", "cosine"]},
 }
 
+# Configurations that differ mostly in capacity and in how fast they learn, with
+# a sensible optimizer (momentum near 0.9, no schedule, mild regularisation): a
+# net too narrow or a rate too low is behind after one epoch and still behind
+# after the last, so early epochs already rank the rows much as the final ones.
+_CAPACITY = {
+    "learning_rate": {"type": "loguniform", "min": 1.0e-4, "max": 0.1},
+    "batch_size": {"type": "lograndint", "min": 16, "max": 128},
+    "momentum": {"type": "uniform", "min": 0.8, "max": 0.95},
+    "weight_decay": {"type": "loguniform", "min": 1.0e-6, "max": 1.0e-3},
+    "dropout": {"type": "uniform", "min": 0.0, "max": 0.2},
+    "activation": {"type": "choice", "values": ["tanh", "relu"]},
+    "n_units": {"type": "lograndint", "min": 2, "max": 256},
+    "n_layers": {"type": "randint", "min": 1, "max": 2},
+}
+
 SPACES: dict[str, dict[str, dict]] = {
+    "mlp-capacity": _CAPACITY,
     "mlp": {
         **_SGD,
         "activation": {"type": "choice", "values": ["tanh", "relu"]},
