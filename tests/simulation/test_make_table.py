@@ -112,3 +112,18 @@ def test_table_ranks_prints_each_tables_epoch_1_vs_final_rank_correlation():
                          capture_output=True, text=True, cwd=REPO, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[1].split()[:4] == ["digits_s44", "400", "81", "0.591"]
+
+
+@pytest.mark.parametrize("mode", ["min", "max"])
+def test_table_ranks_says_where_epoch_1_places_the_top_1_percent(mode):
+    import table_ranks
+
+    # 200 rows ranked the same at every epoch but the best final row, which epoch 1 puts 101st:
+    # a high correlation over all rows, and still the top row found only halfway down at epoch 1.
+    sign = 1.0 if mode == "min" else -1.0
+    curves = sign * np.arange(200, dtype=float)[:, None] * np.ones((1, 3))
+    curves[0, 0] = sign * 100.5
+    table = LearningCurveTable(name="t", metric="m", mode=mode, configs=[{}] * 200, curves=curves,
+                               epoch_seconds=np.ones((200, 3)))
+    assert table_ranks.rank_correlation(curves, 1) > 0.9
+    assert table_ranks.top_rows_epoch1_ranks(table) == [1, 101]  # top 1%: rows 1 and 0
