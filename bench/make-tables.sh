@@ -14,9 +14,10 @@ declare -A TABLES=(
   [fashion_cnn_sched_s2]="--dataset fashion_mnist --model cnn --space cnn-schedule --configs 100 --epochs 27 --seed 2 --train-size 600 --val-size 400 --image-side 14"
   [fashion_mlp_s4]="--dataset fashion_mnist --model mlp --configs 150 --epochs 27 --seed 4 --train-size 1000 --val-size 500 --image-side 14"
   [fashion_mlp_capacity_s6]="--dataset fashion_mnist --model mlp --space mlp-capacity --configs 200 --epochs 27 --seed 6 --train-size 3000 --val-size 1000 --image-side 14"
+  [fashion_mlp_capacity_s7]="--dataset fashion_mnist --model mlp --space mlp-capacity --configs 500 --epochs 27 --seed 7 --train-size 3000 --val-size 1000 --image-side 14"
   [fashion_mlp_sched_s5]="--dataset fashion_mnist --model mlp --space mlp-schedule --configs 200 --epochs 27 --seed 5 --train-size 1000 --val-size 500 --image-side 14"
 )
-ORDER=(breast_cancer_mlp_s3 fashion_mlp_sched_s5 digits_mlp_sched_s1 fashion_mlp_s4 fashion_cnn_sched_s2 fashion_mlp_capacity_s6)
+ORDER=(breast_cancer_mlp_s3 fashion_mlp_sched_s5 digits_mlp_sched_s1 fashion_mlp_s4 fashion_cnn_sched_s2 fashion_mlp_capacity_s6 fashion_mlp_capacity_s7)
 for name in "${@:-${ORDER[@]}}"; do
   args=${TABLES[$name]:?unknown table $name; known: ${ORDER[*]}}
   if [ -e "tables/$name.json" ]; then
