@@ -2,13 +2,10 @@
 
 The Kubernetes client is synchronous: its calls run on one thread pool the
 whole operator shares. Each experiment's owner sends them through three lanes
-of its own (decisions and reads, launches, deletions), each with a bound on
-the calls in flight, so a wave of new pods never holds up the answer a trainer
-waits for at a rung, nor a slow deletion of a collection of pods a launch.
-Decisions get three times the others' bound: when hundreds of trials reach a
-rung together, their status writes are the burst a trainer waits on, and the
-API server (etcd commits writes in groups) answers more of them at once in
-about the time it answers one. A wave's calls run in parallel (each is a round trip; in
+of its own (decisions and reads, launches, deletions), each with at most
+API_CONCURRENCY calls in flight, so a wave of new pods never holds up the
+answer a trainer waits for at a rung, nor a slow deletion of a collection of
+pods a launch. A wave's calls run in parallel (each is a round trip; in
 sequence they made a step of a thousand-trial experiment take seconds); it
 ends when all have, and raises the first error.
 """
@@ -22,10 +19,8 @@ from typing import Any, Callable, Iterable, TypeVar
 
 T = TypeVar("T")
 
-API_CONCURRENCY = int(os.environ.get("HPO_API_CONCURRENCY", "16"))  # launches, deletions
-DECISION_CONCURRENCY = 3 * API_CONCURRENCY  # decisions and reads
-API_THREADS = DECISION_CONCURRENCY + 2 * API_CONCURRENCY
-_THREADS = ThreadPoolExecutor(max_workers=API_THREADS, thread_name_prefix="hpo-api")
+API_CONCURRENCY = int(os.environ.get("HPO_API_CONCURRENCY", "16"))
+_THREADS = ThreadPoolExecutor(max_workers=3 * API_CONCURRENCY, thread_name_prefix="hpo-api")
 
 
 class Lane:
@@ -48,5 +43,5 @@ class Lane:
 class Lanes:
     """One experiment's three lanes."""
 
-    def __init__(self, limit: int = API_CONCURRENCY, decisions: int = DECISION_CONCURRENCY):
-        self.decisions, self.launches, self.deletions = Lane(decisions), Lane(limit), Lane(limit)
+    def __init__(self, limit: int = API_CONCURRENCY):
+        self.decisions, self.launches, self.deletions = Lane(limit), Lane(limit), Lane(limit)
