@@ -130,6 +130,29 @@ def test_a_decision_goes_out_while_another_trials_status_write_is_slow(manifest,
     asyncio.run(scenario())
 
 
+def test_a_trials_status_waits_only_for_writes_of_it_still_in_flight(manifest, quiet_kopf):
+    """Once a trial's write has landed, its next one goes out at once, though another trial's write from a
+    later step is still in flight (the chain orders writes of the same trial, nothing more)."""
+    async def scenario():
+        api, owner, body = await started(manifest)
+        pods = {"exp-0000-1": running_pod(), "exp-0001-1": running_pod()}
+        problem = {"reason": "bad_metrics_line", "message": "line 3 is not JSON", "attempt": 1}
+        release_first = api.hold_status("exp-0000")
+        await owner.step(Seen(body, {}, {"exp-0000": [problem]}, pods))  # held
+        release = api.hold_status("exp-0001")
+        await owner.step(Seen(body, {}, {"exp-0000": [problem], "exp-0001": [problem]}, pods))  # held
+        release_first.set()
+        await until(lambda: ("status", "exp-0000", False) in api.calls)
+        await owner.step(Seen(body, {}, {"exp-0000": [problem, problem], "exp-0001": [problem]}, pods))
+        await until(lambda: api.calls.count(("status", "exp-0000", False)) == 2, seconds=3)
+        assert ("status", "exp-0001", False) not in api.calls
+        release.set()
+        await owner.settle()
+        assert api.created["exp-0000"]["status"]["problemsPosted"] == 2
+
+    asyncio.run(scenario())
+
+
 def test_pods_ended_while_deletions_are_in_flight_go_together_after_them(manifest, quiet_kopf):
     """Steps come faster than the API server deletes: DELETION_WAVES_IN_FLIGHT waves in flight, the rest held
     and sent as one wave when one ends (not one request per step)."""

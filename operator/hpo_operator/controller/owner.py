@@ -92,7 +92,7 @@ class ExperimentOwner:
         self.written_at = 0.0
         self.more_launches = False  # the last step left free slots for the next one
         self.writing: list[asyncio.Task] = []  # the decisions in flight, a chain, oldest first
-        self.writing_trials: set[str] = set()  # the trials they write
+        self.writing_trials: dict[asyncio.Task, set[str]] = {}  # link -> the trials it writes
         self.launching: Optional[asyncio.Task] = None  # the launch batch in flight, if any
         self.launching_trials: set[str] = set()
         self.launch_events: list[Event] = []  # the batch's events, posted once its trials exist
@@ -228,7 +228,7 @@ class ExperimentOwner:
         (``reconcile.runs_to_read``). Returns the inputs with them, the runs a rebuild found never started,
         and when this ended."""
         to_read, to_fence = runs_to_confirm(self.state, pods, observations, self.clock(), fresh)
-        if self.writing_trials.intersection(to_read, to_fence) and not await self.settle_writes():
+        if self.trials_being_written().intersection(to_read, to_fence) and not await self.settle_writes():
             raise DecisionsLost("writing the decisions of an earlier step failed")  # (the next step rebuilds)
         fences = {name: int(self.state.books[name].written.get("runFence") or 0) + 1 for name in to_fence}
         trials = await actions.read_ended_runs(self.api, self.lanes.decisions, self.namespace, to_read, fences)
@@ -266,11 +266,15 @@ class ExperimentOwner:
         if not trials:
             self.meter.written(arrivals)
             return before
-        overlaps = bool(trials & self.writing_trials)
-        self.writing_trials |= trials
+        overlaps = bool(trials & self.trials_being_written())
         link = asyncio.ensure_future(self.write_link(plan, before, overlaps, arrivals))
         self.writing.append(link)
+        self.writing_trials[link] = trials
         return link
+
+    def trials_being_written(self) -> set[str]:
+        """The trials of the links still in flight (links end in order: the done ones are the oldest)."""
+        return {trial for link, trials in self.writing_trials.items() if not link.done() for trial in trials}
 
     async def write_link(self, plan: Plan, before: Optional[asyncio.Task], overlaps: bool,
                          arrivals: list[float]) -> None:
@@ -299,17 +303,16 @@ class ExperimentOwner:
             await asyncio.wait({self.writing[0]})
         while self.writing and self.writing[0].done():
             link = self.writing.pop(0)
+            del self.writing_trials[link]
             if link.exception() is not None:
                 self.lost_decisions(link.exception())
-        if not self.writing:
-            self.writing_trials = set()
 
     async def settle_writes(self) -> bool:
         """Wait for every decision in flight; False if one was not written (the state must be rebuilt)."""
         if not self.writing:
             return True
         await asyncio.wait({self.writing[-1]})  # (each link ends after the ones before it)
-        links, self.writing, self.writing_trials = self.writing, [], set()
+        links, self.writing, self.writing_trials = self.writing, [], {}
         errors = [link.exception() for link in links]
         if errors[-1] is not None:
             self.lost_decisions(errors[-1])
