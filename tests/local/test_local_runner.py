@@ -191,7 +191,9 @@ def observed(results: Path) -> int:
 
 
 def test_ctrl_c_then_resume_loses_and_repeats_no_epoch(tmp_path, write_manifest):
-    doc = curve_manifest(name="interrupted", trials=8, parallelism=1, seconds=0.05, max_resource=9)
+    # 0.3 s epochs: the ~17 epochs left after the 8th outlast a loaded machine's delay in seeing it (at 0.05 s
+    # the run once ended before the Ctrl-C came, and exited 0)
+    doc = curve_manifest(name="interrupted", trials=8, parallelism=1, seconds=0.3, max_resource=9)
     path = write_manifest(doc)
     out = tmp_path / "runs"
     proc = hpo("run", str(path), "--out", str(out))
