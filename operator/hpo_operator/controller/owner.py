@@ -91,8 +91,8 @@ class ExperimentOwner:
         self.written: dict = {}  # the experiment status this owner last wrote
         self.written_at = 0.0
         self.more_launches = False  # the last step left free slots for the next one
-        self.writing: list[asyncio.Task] = []  # the decisions in flight, a chain, oldest first
-        self.writing_trials: dict[asyncio.Task, set[str]] = {}  # link -> the trials it writes
+        # The decisions in flight, a chain of links, oldest first: link -> the trials it writes.
+        self.writing: dict[asyncio.Task, set[str]] = {}
         self.launching: Optional[asyncio.Task] = None  # the launch batch in flight, if any
         self.launching_trials: set[str] = set()
         self.launch_events: list[Event] = []  # the batch's events, posted once its trials exist
@@ -262,19 +262,18 @@ class ExperimentOwner:
         whose success means they and every decision before them are on record (None: nothing in flight)."""
         launched = actions.launched_trials(plan)
         trials = set(plan.trial_status) - launched
-        before = self.writing[-1] if self.writing else None
+        before = next(reversed(self.writing), None)
         if not trials:
             self.meter.written(arrivals)
             return before
         overlaps = bool(trials & self.trials_being_written())
         link = asyncio.ensure_future(self.write_link(plan, before, overlaps, arrivals))
-        self.writing.append(link)
-        self.writing_trials[link] = trials
+        self.writing[link] = trials
         return link
 
     def trials_being_written(self) -> set[str]:
         """The trials of the links still in flight (links end in order: the done ones are the oldest)."""
-        return {trial for link, trials in self.writing_trials.items() if not link.done() for trial in trials}
+        return {trial for link, trials in self.writing.items() if not link.done() for trial in trials}
 
     async def write_link(self, plan: Plan, before: Optional[asyncio.Task], overlaps: bool,
                          arrivals: list[float]) -> None:
@@ -300,10 +299,9 @@ class ExperimentOwner:
         """Forget the links written; the oldest is waited for while WRITES_IN_FLIGHT are in flight. One that
         failed leaves the state ahead of the API: rebuilt in this step."""
         if len(self.writing) >= WRITES_IN_FLIGHT:
-            await asyncio.wait({self.writing[0]})
-        while self.writing and self.writing[0].done():
-            link = self.writing.pop(0)
-            del self.writing_trials[link]
+            await asyncio.wait({next(iter(self.writing))})
+        for link in [link for link in self.writing if link.done()]:  # (the oldest: links end in order)
+            del self.writing[link]
             if link.exception() is not None:
                 self.lost_decisions(link.exception())
 
@@ -311,8 +309,8 @@ class ExperimentOwner:
         """Wait for every decision in flight; False if one was not written (the state must be rebuilt)."""
         if not self.writing:
             return True
-        await asyncio.wait({self.writing[-1]})  # (each link ends after the ones before it)
-        links, self.writing, self.writing_trials = self.writing, [], {}
+        await asyncio.wait({next(reversed(self.writing))})  # (each link ends after the ones before it)
+        links, self.writing = list(self.writing), {}
         errors = [link.exception() for link in links]
         if errors[-1] is not None:
             self.lost_decisions(errors[-1])
@@ -325,7 +323,7 @@ class ExperimentOwner:
         self.logger.warning(f"Writing decisions failed, rebuilding from the API: {error!r}")
         metrics.STEP_RETRIES.inc()
         self.state = None
-        self.held_deletions, self.deletions_after = ({}, {}), None  # (the rebuild finds what must go)
+        self.drop_held_deletions()  # (the rebuild finds what must go)
 
     async def settle(self) -> None:
         """Wait for everything in flight: decisions, the launch batch, deletions."""
@@ -387,9 +385,12 @@ class ExperimentOwner:
         if len(self.deleting) >= DELETION_WAVES_IN_FLIGHT or not any(self.held_deletions):
             return
         (pods, claims), written = self.held_deletions, self.deletions_after
-        self.held_deletions, self.deletions_after = ({}, {}), None
+        self.drop_held_deletions()
         self.deleting.append(asyncio.ensure_future(after(written, lambda: actions.delete_ended(
             self.api, self.lanes.deletions, self.namespace, self.name, list(pods.values()), list(claims.values())))))
+
+    def drop_held_deletions(self) -> None:
+        self.held_deletions, self.deletions_after = ({}, {}), None
 
     def collect_deletions(self) -> None:
         """One that failed left a pod no run uses: the next step rebuilds from the API, which deletes it (and
@@ -399,7 +400,7 @@ class ExperimentOwner:
             if task.exception() is not None:
                 self.logger.warning(f"Deleting pods failed, rebuilding from the API: {task.exception()!r}")
                 self.state = None
-                self.held_deletions, self.deletions_after = ({}, {}), None
+                self.drop_held_deletions()
 
     async def settle_deletions(self) -> None:
         """Wait until every deletion decided has been sent and answered."""
