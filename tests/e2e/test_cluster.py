@@ -196,8 +196,23 @@ def assert_events_tell_every_ending(events: list[dict], trials: list[dict], expe
 
 
 def operator_log(cluster) -> str:
-    return cluster.kubectl("logs", "-n", OPERATOR_NS, "-l", f"app.kubernetes.io/instance={RELEASE}",
-                           "--tail=-1").stdout
+    """The running operator pods' logs, read pod by pod. A label-selected `kubectl logs` fails outright when
+    any one pod's log cannot be read at that moment (a replaced pod still going away), and says nothing
+    about which; here a pod's read is retried and a lasting failure names the pod and kubectl's error."""
+    pods = get(cluster, "pods", OPERATOR_NS, selector=f"app.kubernetes.io/instance={RELEASE}")["items"]
+    running = [p["metadata"]["name"] for p in pods
+               if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")]
+    assert running, [(p["metadata"]["name"], p["status"].get("phase")) for p in pods]
+    logs = []
+    for pod in running:
+        for _ in range(5):
+            out = cluster.kubectl("logs", "-n", OPERATOR_NS, pod, "--tail=-1", check=False)
+            if out.returncode == 0:
+                break
+            time.sleep(2)
+        assert out.returncode == 0, (pod, out.stderr)
+        logs.append(out.stdout)
+    return "\n".join(logs)
 
 
 def assert_normal_finish_logs_no_warning(cluster) -> None:
