@@ -6,7 +6,7 @@ import time
 import pytest
 
 from hpo_trainer import checkpoint
-from hpo_trainer.fsutil import temp_path_for
+from hpo_trainer.fsutil import atomic_file, temp_path_for
 
 
 def names(directory):
@@ -16,7 +16,8 @@ def names(directory):
 def test_save_names_files_by_epoch_and_keeps_the_last_two(tmp_path):
     for epoch in range(1, 6):
         checkpoint.save(tmp_path, epoch, {"epoch": epoch, "blob": b"\x00" * epoch})
-    assert names(tmp_path) == ["epoch-000004.ckpt", "epoch-000005.ckpt"]
+    # The checkpoint pruning dropped waits as the spare the next save writes over.
+    assert names(tmp_path) == [checkpoint.SPARE_NAME, "epoch-000004.ckpt", "epoch-000005.ckpt"]
     found = checkpoint.latest(tmp_path)
     assert (found.epoch, found.payload) == (5, {"epoch": 5, "blob": b"\x00" * 5})
     assert checkpoint.checkpoint_epoch(tmp_path) == 5
@@ -106,6 +107,52 @@ def test_save_leaves_no_temp_files_and_replaces_atomically(tmp_path, monkeypatch
     monkeypatch.undo()
     assert names(tmp_path) == ["epoch-000001.ckpt"]
     assert checkpoint.latest(tmp_path).payload == "first"
+
+
+def test_a_save_writes_over_the_dropped_checkpoint_in_place(tmp_path):
+    big, small = b"\x01" * 300_000, b"\x02" * 1_000
+    for epoch in (1, 2, 3):
+        checkpoint.save(tmp_path, epoch, big)
+    spare = tmp_path / checkpoint.SPARE_NAME
+    dropped = spare.stat().st_ino  # epoch 1's file, dropped when epoch 3 was saved
+    path = checkpoint.save(tmp_path, 4, small)
+    # Epoch 4 reuses epoch 1's blocks (same inode), cut to its own length: no byte of the old payload is left.
+    assert path.stat().st_ino == dropped
+    assert path.read_bytes() == checkpoint.encode(small)
+    assert checkpoint.latest(tmp_path).payload == small
+    assert [e for e, _ in checkpoint.list_checkpoints(tmp_path)] == [3, 4]
+    assert spare.exists() and spare.stat().st_ino != dropped  # epoch 2 is the next spare
+
+
+def test_a_failed_write_over_the_spare_loses_no_checkpoint(tmp_path, monkeypatch):
+    for epoch in (1, 2, 3):
+        checkpoint.save(tmp_path, epoch, epoch)
+    real_write = os.write
+
+    def failing_write(fd, data):
+        real_write(fd, bytes(data)[:3])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", failing_write)
+    with pytest.raises(OSError, match="No space"):
+        checkpoint.save(tmp_path, 4, 4)
+    monkeypatch.undo()
+    assert names(tmp_path) == ["epoch-000002.ckpt", "epoch-000003.ckpt"]  # the spare went, nothing else
+    assert checkpoint.latest(tmp_path).payload == 3
+    checkpoint.save(tmp_path, 4, 4)
+    assert checkpoint.latest(tmp_path).payload == 4
+
+
+def test_a_spare_being_written_looks_alive_to_stale_temp_cleaners(tmp_path):
+    spare = tmp_path / checkpoint.SPARE_NAME
+    spare.write_bytes(b"old checkpoint")
+    old = time.time() - checkpoint.STALE_TEMP_SECONDS - 60
+    os.utime(spare, (old, old))
+    with atomic_file(tmp_path / "epoch-000001.ckpt", spare=spare) as fd:
+        # A cleaner sweeping the folder now (another writer's prune) must not take the temp file.
+        assert os.fstat(fd).st_mtime > time.time() - checkpoint.STALE_TEMP_SECONDS
+        os.write(fd, b"new")
+    assert (tmp_path / "epoch-000001.ckpt").read_bytes() == b"new"
 
 
 def test_serializers(tmp_path):

@@ -12,6 +12,11 @@ already imported by the trainer (tensors are stored efficiently), plain pickle
 otherwise, so a trainer that does not use torch never pays for importing it.
 The payload streams between the serializer and the file: saving and loading
 hold no second copy of it in memory.
+
+The checkpoint that pruning drops is not deleted but kept as the folder's
+spare (``.spare.ckpt``, never read as a checkpoint), and the next save writes
+over it in place (see fsutil.atomic_file): the folder holds keep + 1 files
+between saves, as many as it held during every save before.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ DEFAULT_KEEP = 2
 STALE_TEMP_SECONDS = 600.0
 
 _NAME = re.compile(r"^epoch-(\d{6,})\.ckpt$")
+# Not a checkpoint name (no epoch) and not a temp name: neither listed nor cleaned as stale.
+SPARE_NAME = ".spare.ckpt"
 _PICKLE_BUFFER = 1 << 16
 
 
@@ -164,7 +171,7 @@ def save(
     serializer = _serializer(serializer)
     directory = Path(directory)
     final = checkpoint_path(directory, epoch)
-    with atomic_file(final) as fd:
+    with atomic_file(final, spare=directory / SPARE_NAME) as fd:
         _write_frame(payload, serializer, partial(write_all, fd))
     _prune(directory, epoch, keep)
     return final
@@ -174,9 +181,20 @@ def _prune(directory: Path, epoch: int, keep: int) -> None:
     existing = list_checkpoints(directory)
     older = [path for e, path in existing if e <= epoch]
     doomed = [path for e, path in existing if e > epoch] + older[:-keep]
+    spare = directory / SPARE_NAME
     for path in doomed:
-        path.unlink(missing_ok=True)
+        if spare.exists():
+            path.unlink(missing_ok=True)
+        else:
+            _replace_if_present(path, spare)  # the next save writes over it
     _remove_stale_temps(directory)
+
+
+def _replace_if_present(source: Path, target: Path) -> None:
+    try:
+        os.replace(source, target)
+    except FileNotFoundError:
+        pass  # another cleaner took it
 
 
 def _remove_stale_temps(directory: Path) -> None:

@@ -47,19 +47,31 @@ def is_temp_name(name: str) -> bool:
 
 
 @contextmanager
-def atomic_file(final: Path) -> Iterator[int]:
+def atomic_file(final: Path, *, spare: Path | None = None) -> Iterator[int]:
     """Yield the fd of a new temp file that replaces `final` when the block ends without error.
 
     On success: fsync, rename over `final`, fsync the folder. Readers see
     either the old file or the complete new one, never a mix. On error the
     temp file is removed; a writer killed half way leaves only a temp file,
     which `is_temp_name` lets readers skip.
+
+    `spare`: a file the caller no longer needs (see checkpoint.py). When it
+    exists it becomes the temp file and is written over from its start, then
+    cut to the new length. Rewriting blocks a file already owns spares the file
+    system allocating new ones and freeing old ones (on a volume mounted with
+    `discard`, also trimming them): for a 1 GB checkpoint on an ext4 disk that
+    took longer than writing the data.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     temp = temp_path_for(final)
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    fd = _take_spare(spare, temp) if spare is not None else None
+    recycled = fd is not None
+    if fd is None:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         yield fd
+        if recycled:
+            os.ftruncate(fd, os.lseek(fd, 0, os.SEEK_CUR))  # drop the spare's old bytes past the new end
         os.fsync(fd)
     except BaseException:
         os.close(fd)
@@ -68,3 +80,14 @@ def atomic_file(final: Path) -> Iterator[int]:
     os.close(fd)
     os.replace(temp, final)
     fsync_dir(final.parent)
+
+
+def _take_spare(spare: Path, temp: Path) -> int | None:
+    """`spare` renamed to `temp` and opened for writing over; None when there is no spare."""
+    try:
+        os.rename(spare, temp)
+        # Its modification time is its last write; as a temp file it must look alive to stale-temp cleaners.
+        os.utime(temp)
+        return os.open(temp, os.O_WRONLY)
+    except FileNotFoundError:
+        return None
