@@ -1,6 +1,6 @@
-"""What the trainer SDK costs a training loop, and how fast it checkpoints a ResNet-18-sized model.
+"""What the trainer SDK costs a training loop.
 
-1. Training throughput of the digits MLP example (its data, model and loop,
+Training throughput of the digits MLP example (its data, model and loop,
    imported from trainer_image/examples/digits_mlp.py) with the SDK
    (``torch_state.save`` + ``hpo_trainer.report`` every epoch, both fsynced)
    against the identical loop without them, in one process, the two variants
@@ -22,13 +22,8 @@
    is the time spent inside save + report as a share of the plain epoch time,
    measured directly in the SDK runs (less noisy than the A/B difference).
 
-2. Checkpoint save and load of a ResNet-18 (11.7M parameters, built here with
-   torch.nn: torchvision is not needed) with SGD-momentum state, through
-   ``torch_state.save``/``restore`` (frame + SHA-256, temp file, fsync,
-   rename, fsync of the folder; restore verifies the checksum and loads with
-   weights_only=True) against plain ``torch.save``/``torch.load`` into the
-   same folder, and ``torch.save`` + fsync to show what durability alone
-   costs. Loads read a file just written, i.e. from the page cache.
+Checkpoint save and load speed against plain torch is bench/checkpoint_speed.py
+(which builds its ResNet-18 from this module).
 
     .venv/bin/python bench/trainer_overhead.py [--device cuda|cpu] [--repeats 5] [--epochs 5]
 
@@ -200,120 +195,6 @@ def bench_loop(example, setting: str, device: torch.device, epochs: int, repeats
     }
 
 
-# --- 2. checkpoint save / load of a ResNet-18 -----------------------------------
-
-class BasicBlock(nn.Module):
-    def __init__(self, inplanes: int, planes: int, stride: int = 1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = None
-        if stride != 1 or inplanes != planes:
-            self.downsample = nn.Sequential(nn.Conv2d(inplanes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
-
-    def forward(self, x):
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
-
-
-class ResNet18(nn.Module):
-    """torchvision's resnet18 layout (ImageNet stem, 1000 classes): 11,689,512 parameters."""
-
-    def __init__(self, num_classes: int = 1000):
-        super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)
-        )
-        layers, inplanes = [], 64
-        for planes, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
-            layers += [BasicBlock(inplanes, planes, stride), BasicBlock(planes, planes)]
-            inplanes = planes
-        self.layers = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, num_classes))
-
-    def forward(self, x):
-        return self.head(self.layers(self.stem(x)))
-
-
-def bench_checkpoint(device: torch.device, repeats: int, scratch: Path) -> tuple[int, list[dict]]:
-    torch.manual_seed(0)
-    model = ResNet18().to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    # One step so the optimizer holds its momentum buffers (one more copy of the weights).
-    loss = model(torch.randn(2, 3, 64, 64, device=device)).square().mean()
-    loss.backward()
-    optimizer.step()
-    sync(device)
-    params = sum(p.numel() for p in model.parameters())
-
-    folder = scratch / "resnet18"
-    ctx_save = TrialContext.for_local(folder, until_epoch=repeats + 1, start_epoch=0)
-    plain_path = ctx_save.checkpoint_dir / "plain.pt"
-    fsync_path = ctx_save.checkpoint_dir / "plain-fsync.pt"
-    ctx_save.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-
-    def sdk_save(i: int) -> Path:
-        return torch_state.save(ctx_save, i + 1, model=model, optimizer=optimizer)
-
-    def sdk_load(i: int) -> None:
-        ctx = TrialContext.for_local(folder, until_epoch=repeats + 1, start_epoch=i + 1)
-        assert torch_state.restore(ctx, model=model, optimizer=optimizer) == i + 1
-
-    def plain_save(i: int) -> Path:
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, plain_path)
-        return plain_path
-
-    def plain_load(i: int) -> None:
-        state = torch.load(plain_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-
-    def fsync_save(i: int) -> Path:
-        with open(fsync_path, "wb") as f:
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        return fsync_path
-
-    def timed(fn, i: int) -> tuple[float, Path | None]:
-        sync(device)
-        t = time.perf_counter()
-        result = fn(i)
-        sync(device)
-        return time.perf_counter() - t, result
-
-    variants = {
-        "hpo_trainer.torch_state": (sdk_save, sdk_load),
-        "torch.save/torch.load": (plain_save, plain_load),
-        "torch.save + fsync": (fsync_save, None),
-    }
-    times = {name: {"save": [], "load": [], "bytes": 0} for name in variants}
-    for name, (save, load) in variants.items():  # warm-up
-        save(0)
-        if load is not None:
-            load(0)
-    for i in range(repeats):
-        for name, (save, load) in variants.items():
-            seconds, path = timed(save, i)
-            times[name]["save"].append(seconds)
-            times[name]["bytes"] = path.stat().st_size
-            if load is not None:
-                times[name]["load"].append(timed(load, i)[0])
-    rows = []
-    for name, t in times.items():
-        mb = t["bytes"] / 1e6
-        save_s = statistics.median(t["save"])
-        load_s = statistics.median(t["load"]) if t["load"] else None
-        rows.append({"name": name, "mb": mb, "save_s": save_s, "load_s": load_s})
-    shutil.rmtree(folder)
-    return params, rows
-
-
 # --- main ----------------------------------------------------------------------
 
 def main() -> None:
@@ -339,7 +220,7 @@ def main() -> None:
         scratch_parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="hpo-trainer-bench-", dir=scratch_parent) as tmp:
         scratch = Path(tmp)
-        print("1. digits MLP training loop, without vs with the SDK (save + report every epoch)")
+        print("digits MLP training loop, without vs with the SDK (save + report every epoch)")
         print(f"{'setting':<9}{'samples/epoch':>14}{'epoch ms':>10}{'plain samples/s':>17}"
               f"{'SDK samples/s':>15}{'overhead':>10}{'noise':>8}{'SDK ms/epoch':>14}{'in SDK calls':>14}")
         loops = []
@@ -357,17 +238,6 @@ def main() -> None:
         verdict = "met" if wide["in_calls"] < TARGET_OVERHEAD else "NOT met"
         print(f"target: SDK overhead < {TARGET_OVERHEAD:.0%} (wide setting, time in SDK calls): "
               f"{wide['in_calls']:.1%} ({verdict})\n")
-
-        params, rows = bench_checkpoint(device, args.repeats, scratch)
-        print(f"2. checkpoint of a ResNet-18 ({params / 1e6:.2f}M parameters) + SGD momentum state, "
-              f"median of {args.repeats}, folder {scratch}")
-        print(f"{'writer':<26}{'MB':>8}{'save s':>9}{'save MB/s':>11}{'load s':>9}{'load MB/s':>11}")
-        for r in rows:
-            load = (f"{r['load_s']:>9.3f}{r['mb'] / r['load_s']:>11,.0f}" if r["load_s"] is not None
-                    else f"{'-':>9}{'-':>11}")
-            print(f"{r['name']:<26}{r['mb']:>8.1f}{r['save_s']:>9.3f}{r['mb'] / r['save_s']:>11,.0f}{load}")
-        print("loads read a file just written (page cache); torch_state.restore also verifies the SHA-256")
-
 
 if __name__ == "__main__":
     main()
