@@ -13,6 +13,17 @@ def names(directory):
     return sorted(p.name for p in directory.iterdir())
 
 
+def disk_fills_up(monkeypatch):
+    """Every os.write from now on writes a few bytes, then fails as a full disk does."""
+    real_write = os.write
+
+    def failing_write(fd, data):
+        real_write(fd, bytes(data)[:3])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", failing_write)
+
+
 def test_save_names_files_by_epoch_and_keeps_the_last_two(tmp_path):
     for epoch in range(1, 6):
         checkpoint.save(tmp_path, epoch, {"epoch": epoch, "blob": b"\x00" * epoch})
@@ -95,13 +106,7 @@ def test_temp_file_of_a_killed_writer_is_ignored_then_cleaned(tmp_path):
 def test_save_leaves_no_temp_files_and_replaces_atomically(tmp_path, monkeypatch):
     checkpoint.save(tmp_path, 1, "first")
     # Make the write fail half way: the old file must stay intact and no temp file remain.
-    real_write = os.write
-
-    def failing_write(fd, data):
-        real_write(fd, bytes(data)[:10])
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(os, "write", failing_write)
+    disk_fills_up(monkeypatch)
     with pytest.raises(OSError, match="No space"):
         checkpoint.save(tmp_path, 1, "second")
     monkeypatch.undo()
@@ -127,13 +132,7 @@ def test_a_save_writes_over_the_dropped_checkpoint_in_place(tmp_path):
 def test_a_failed_write_over_the_spare_loses_no_checkpoint(tmp_path, monkeypatch):
     for epoch in (1, 2, 3):
         checkpoint.save(tmp_path, epoch, epoch)
-    real_write = os.write
-
-    def failing_write(fd, data):
-        real_write(fd, bytes(data)[:3])
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(os, "write", failing_write)
+    disk_fills_up(monkeypatch)
     with pytest.raises(OSError, match="No space"):
         checkpoint.save(tmp_path, 4, 4)
     monkeypatch.undo()
