@@ -129,6 +129,14 @@ def test_a_save_writes_over_the_dropped_checkpoint_in_place(tmp_path):
     assert spare.exists() and spare.stat().st_ino != dropped  # epoch 2 is the next spare
 
 
+def test_the_last_save_keeps_no_spare(tmp_path):
+    for epoch in (1, 2, 3):
+        checkpoint.save(tmp_path, epoch, epoch)
+    checkpoint.save(tmp_path, 4, 4, last=True)  # a finished trial's folder: its checkpoints only
+    assert names(tmp_path) == ["epoch-000003.ckpt", "epoch-000004.ckpt"]
+    assert checkpoint.latest(tmp_path).payload == 4
+
+
 def test_a_failed_write_over_the_spare_loses_no_checkpoint(tmp_path, monkeypatch):
     for epoch in (1, 2, 3):
         checkpoint.save(tmp_path, epoch, epoch)

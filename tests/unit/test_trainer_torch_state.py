@@ -136,6 +136,9 @@ def test_pause_at_9_and_resume_to_27_in_new_processes_equals_straight_run(tmp_pa
     procs = [start_trainer(straight), start_trainer(paused)]
     for proc in procs:
         finish(proc)
+    # A paused run leaves a spare for the run that resumes it; a finished one leaves its checkpoints only.
+    assert (paused.checkpoint_dir / checkpoint.SPARE_NAME).exists()
+    assert not (straight.checkpoint_dir / checkpoint.SPARE_NAME).exists()
     resumed = TrialContext.for_local(tmp_path / "paused", config=config, until_epoch=27, max_epoch=27)
     assert resumed.start_epoch == 9
     finish(start_trainer(resumed))
@@ -143,6 +146,8 @@ def test_pause_at_9_and_resume_to_27_in_new_processes_equals_straight_run(tmp_pa
     a = checkpoint.latest(straight.checkpoint_dir)
     b = checkpoint.latest(resumed.checkpoint_dir)
     assert a.epoch == b.epoch == 27
+    assert [e for e, _ in checkpoint.list_checkpoints(resumed.checkpoint_dir)] == [26, 27]
+    assert not (resumed.checkpoint_dir / checkpoint.SPARE_NAME).exists()
     assert a.payload["model"].keys() == b.payload["model"].keys()
     for name, tensor in a.payload["model"].items():
         assert tensor.numpy().tobytes() == b.payload["model"][name].numpy().tobytes(), name

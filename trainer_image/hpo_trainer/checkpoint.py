@@ -156,13 +156,15 @@ def save(
     *,
     keep: int = DEFAULT_KEEP,
     serializer: str | None = None,
+    last: bool = False,
 ) -> Path:
     """Write the checkpoint of `epoch` atomically, then prune the folder.
 
     Pruning keeps the `keep` newest checkpoints up to `epoch` and deletes any
     newer than `epoch`: those belong to a run that was rolled back (the runner
     resumed from an earlier epoch), and leaving them would make `latest()`
-    pick up a future that no longer exists.
+    pick up a future that no longer exists. `last`: no save follows this one
+    (the trial's final epoch), so no spare is kept for the next.
     """
     if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
         raise ValueError(f"epoch must be a non-negative int, not {epoch!r}")
@@ -173,17 +175,19 @@ def save(
     final = checkpoint_path(directory, epoch)
     with atomic_file(final, spare=directory / SPARE_NAME) as fd:
         _write_frame(payload, serializer, partial(write_all, fd))
-    _prune(directory, epoch, keep)
+    _prune(directory, epoch, keep, keep_spare=not last)
     return final
 
 
-def _prune(directory: Path, epoch: int, keep: int) -> None:
+def _prune(directory: Path, epoch: int, keep: int, keep_spare: bool) -> None:
     existing = list_checkpoints(directory)
     older = [path for e, path in existing if e <= epoch]
     doomed = [path for e, path in existing if e > epoch] + older[:-keep]
     spare = directory / SPARE_NAME
+    if not keep_spare:
+        spare.unlink(missing_ok=True)
     for path in doomed:
-        if spare.exists():
+        if not keep_spare or spare.exists():
             path.unlink(missing_ok=True)
         else:
             _replace_if_present(path, spare)  # the next save writes over it

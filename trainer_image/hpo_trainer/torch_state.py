@@ -184,7 +184,8 @@ def save(
         model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
         generators=generators, extra=extra,
     )
-    return checkpoint.save(ctx.checkpoint_dir, epoch, state, keep=keep, serializer="torch")
+    return checkpoint.save(ctx.checkpoint_dir, epoch, state, keep=keep, serializer="torch",
+                           last=epoch >= ctx.max_epoch)
 
 
 def restore(
