@@ -187,10 +187,10 @@ def _prune(directory: Path, epoch: int, keep: int, keep_spare: bool) -> None:
     if not keep_spare:
         spare.unlink(missing_ok=True)
     for path in doomed:
-        if not keep_spare or spare.exists():
-            path.unlink(missing_ok=True)
-        else:
+        if keep_spare and not spare.exists():
             _replace_if_present(path, spare)  # the next save writes over it
+        else:
+            path.unlink(missing_ok=True)
     _remove_stale_temps(directory)
 
 

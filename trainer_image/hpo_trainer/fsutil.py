@@ -65,13 +65,11 @@ def atomic_file(final: Path, *, spare: Path | None = None) -> Iterator[int]:
     final.parent.mkdir(parents=True, exist_ok=True)
     temp = temp_path_for(final)
     fd = _take_spare(spare, temp) if spare is not None else None
-    recycled = fd is not None
     if fd is None:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         yield fd
-        if recycled:
-            os.ftruncate(fd, os.lseek(fd, 0, os.SEEK_CUR))  # drop the spare's old bytes past the new end
+        os.ftruncate(fd, os.lseek(fd, 0, os.SEEK_CUR))  # a spare's old bytes past the new end go (new file: no-op)
         os.fsync(fd)
     except BaseException:
         os.close(fd)

@@ -13,7 +13,7 @@ from kubernetes.client.rest import ApiException
 
 from hpo_operator.controller import metrics
 from hpo_operator.controller.builders import LABEL_ATTEMPT, LABEL_EXPERIMENT, LABEL_TRIAL, sidecar_owner, sidecar_rbac
-from hpo_operator.controller.lanes import API_CONCURRENCY
+from hpo_operator.controller.lanes import API_THREADS
 from hpo_operator.controller.pods import compact_pod
 from hpo_operator.resources import EXPERIMENT_PLURAL, GROUP, TRIAL_PLURAL, VERSION
 
@@ -55,7 +55,7 @@ class KubeApi:
             except config.ConfigException:
                 config.load_kube_config()
             configuration = client.Configuration.get_default_copy()
-            configuration.connection_pool_maxsize = 3 * API_CONCURRENCY  # decisions and fences, launches, deletions
+            configuration.connection_pool_maxsize = API_THREADS  # a connection for every API thread
             api_client = client.ApiClient(configuration)
             api_client.rest_client.request = metrics.count_requests(api_client.rest_client.request)
             cls._instance = cls(api_client)

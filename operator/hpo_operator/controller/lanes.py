@@ -20,7 +20,8 @@ from typing import Any, Callable, Iterable, TypeVar
 T = TypeVar("T")
 
 API_CONCURRENCY = int(os.environ.get("HPO_API_CONCURRENCY", "16"))
-_THREADS = ThreadPoolExecutor(max_workers=3 * API_CONCURRENCY, thread_name_prefix="hpo-api")
+API_THREADS = 3 * API_CONCURRENCY  # one per call the three lanes can have in flight
+_THREADS = ThreadPoolExecutor(max_workers=API_THREADS, thread_name_prefix="hpo-api")
 
 
 class Lane:
