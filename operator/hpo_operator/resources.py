@@ -8,7 +8,9 @@ serialises as it, so status records and results files stay the same JSON.
 
 from __future__ import annotations
 
+import math
 from enum import Enum
+from typing import Optional
 
 GROUP = "hpo.dev"
 VERSION = "v1alpha1"
@@ -57,6 +59,13 @@ class ExperimentPhase(_StrEnum):
 
 
 FINISHED_EXPERIMENT_PHASES = frozenset({ExperimentPhase.SUCCEEDED, ExperimentPhase.FAILED})
+
+
+def text_value(value: Optional[float]) -> Optional[str]:
+    """An objective value as the status columns show it (``lastValue``, ``bestValue``)."""
+    if value is None:
+        return None
+    return "NaN" if not math.isfinite(value) else f"{value:.6g}"
 
 
 class PodPhase(_StrEnum):

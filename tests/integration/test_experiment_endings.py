@@ -51,6 +51,10 @@ def test_with_mode_max_the_highest_value_is_the_best_trial(crds_installed, names
     assert len(done) == 4 and len(set(done.values())) > 1, done  # distinct values: the ranking means something
     best = min(done, key=lambda name: (-done[name], name))  # the highest value; a tie goes to the lower id
     assert status["best"]["trial"] == best and status["best"]["value"] == done[best], (status["best"], done)
+    for t in trials(kube_api, namespace):  # `kubectl get hpotrials` shows each trial's latest epoch and value
+        last = t["status"]["observations"][-1]
+        assert t["status"]["lastEpoch"] == last["epoch"], t
+        assert float(t["status"]["lastValue"]) == pytest.approx(last["value"], rel=1e-5), t
 
 
 def test_a_failed_experiment_stops_its_other_running_pods(crds_installed, namespace, kube_api, operator, tmp_path):

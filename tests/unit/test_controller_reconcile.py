@@ -14,6 +14,8 @@ from hpo_operator.controller.builders import build_trial
 from hpo_operator.controller.reconcile import Plan, step
 from hpo_operator.controller.state import ExperimentState, problems_of
 from hpo_operator.controller.trials import observations_of
+from hpo_operator.sidecar.reporter import observation_patch
+from hpo_trainer.metrics import MetricRecord
 from hpo_operator.spec import experiment_spec_from_dict
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -54,10 +56,16 @@ class World:
         return plan
 
     def report(self, trial: str, *values) -> None:
-        """The sidecar's part: append observations after those on record."""
-        obs = self.trials[trial]["status"]["observations"]
+        """The sidecar's part: its patch (``observation_patch``) for each epoch after those on record."""
+        status = self.trials[trial]["status"]
         for v in values:
-            obs.append({"epoch": len(obs) + 1, "value": v})
+            record = MetricRecord(len(status["observations"]) + 1, "val_error", float("nan") if v is None else v)
+            for op in observation_patch(record):
+                key = op["path"].split("/")[2]
+                if op["path"].endswith("/-"):
+                    status[key].append(op["value"])
+                else:
+                    status[key] = op["value"]
 
     def pod_ends(self, trial: str, phase: str = "Succeeded", exit_code: int = 0) -> None:
         pod = self.trials[trial]["status"]["pod"]

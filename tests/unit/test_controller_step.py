@@ -16,7 +16,7 @@ import logging
 
 from hpo_operator.controller.owner import ExperimentOwner, Seen
 from hpo_operator.controller.reconcile import (
-    LAUNCHES_PER_STEP, LAZY_ACK, POD_APPEAR_GRACE, ToConfirm, runs_ended, runs_to_confirm, runs_to_read, step,
+    LAUNCHES_PER_STEP, POD_APPEAR_GRACE, ToConfirm, runs_ended, runs_to_confirm, runs_to_read, step,
     unstarted_runs,
 )
 from hpo_operator.controller.state import ExperimentState
@@ -136,17 +136,17 @@ def test_a_trainer_that_exits_0_short_of_its_epochs_is_a_failure_retried_from_it
     assert op.records["exp-0000"]["status"]["failures"] == 1
 
 
-def test_progress_is_acknowledged_lazily_and_decisions_at_once(manifest):
+def test_progress_costs_no_write_and_decisions_are_written_at_once(manifest):
     op = Operator(manifest)
     op.step()
-    plan = op.step({"exp-0000": [(1, 0.5)]}, {"exp-0000-1": running_pod()}, at=timedelta(seconds=1))
-    assert "exp-0000" not in plan.trial_status  # mid-run progress: no write yet
-    plan = op.step({"exp-0000": [(1, 0.5)]}, {"exp-0000-1": running_pod()}, at=timedelta(seconds=1) + LAZY_ACK)
-    assert plan.trial_status["exp-0000"]["processed"] == 1  # written at most LAZY_ACK late
-    # The epoch the run was launched to reach is a decision: written in the same step.
+    for seconds in (1, 60, 3600):  # mid-run progress: the sidecar's append already shows it
+        plan = op.step({"exp-0000": [(1, 0.5)]}, {"exp-0000-1": running_pod()}, at=timedelta(seconds=seconds))
+        assert "exp-0000" not in plan.trial_status
+    # The epoch the run was launched to reach is a decision: written in the same step, acknowledging all three.
     plan = op.step({"exp-0000": [(1, 0.5), (2, 0.4), (3, 0.3)]}, {"exp-0000-1": running_pod()},
-                   at=timedelta(seconds=2) + LAZY_ACK)
+                   at=timedelta(seconds=3601))
     assert plan.trial_status["exp-0000"]["processed"] == 3
+    assert not {"lastEpoch", "lastValue"} & set(plan.trial_status["exp-0000"])  # the sidecar's columns
 
 
 def test_a_lagging_cache_never_feeds_an_observation_twice(manifest):

@@ -22,6 +22,10 @@ class Unprocessable(Exception):
     status = 422  # what the API server answers a JSON patch appending to a list that is not there
 
 
+# What the sidecar may write: its appends, its problems, and the progress columns it sends with each append.
+PATHS = ("/status/observations/-", "/status/problems/-", "/status/problems", "/status/lastEpoch", "/status/lastValue")
+
+
 class Status:
     """The trial's status as the sidecar sees it, applying its JSON patches (observations and problems)."""
 
@@ -47,29 +51,34 @@ class Status:
 
     def append(self, patch: list[dict]) -> dict:
         self.requests += 1
-        *tests, op = patch
+        tests, ops = [op for op in patch if op["op"] == "test"], [op for op in patch if op["op"] != "test"]
         for test in tests:  # the API server applies a patch only if its tests hold
-            assert test["op"] == "test" and test["path"] == "/status/runFence"
+            assert test["path"] == "/status/runFence"
             if self.doc.get("runFence") != test["value"]:
                 raise Unprocessable("the server rejected our request due to an error in our request")
-        assert op["op"] == "add" and op["path"] in ("/status/observations/-", "/status/problems/-", "/status/problems")
+        assert all(op["op"] == "add" and op["path"] in PATHS for op in ops)
         if self.fail_next:
             self.fail_next -= 1
             if self.applied_despite_error:  # the request timed out after the server applied it
-                self._apply(op)
+                self._apply(ops)
             raise TimeoutError("read timed out")
-        self._apply(op)
+        self._apply(ops)
         return self.copy()  # the API server answers a patch with the object
 
-    def _apply(self, op: dict) -> None:
-        json.dumps(op, allow_nan=False)  # what the API server gets must be plain JSON
-        if op["path"].endswith("/-") and op["path"].split("/")[2] not in self.doc:
-            raise Unprocessable("the server rejected our request: add operation does not apply: doc is missing "
-                                f"path: {op['path']}")
-        if op["path"] == "/status/problems":
-            self.doc["problems"] = op["value"]
-        else:
-            self.doc[op["path"].split("/")[2]].append(op["value"])
+    def _apply(self, ops: list[dict]) -> None:
+        """All of a patch or none of it, as the API server applies one."""
+        doc = self.copy()
+        for op in ops:
+            json.dumps(op, allow_nan=False)  # what the API server gets must be plain JSON
+            key = op["path"].split("/")[2]
+            if not op["path"].endswith("/-"):
+                doc[key] = op["value"]
+            elif key not in doc:
+                raise Unprocessable("the server rejected our request: add operation does not apply: doc is "
+                                    f"missing path: {op['path']}")
+            else:
+                doc[key].append(op["value"])
+        self.doc = doc
 
 
 def run_sidecar(tmp_path: Path, status: Status, lines: list[str], done_after_polls: int = 1, **kwargs) -> Sidecar:
@@ -92,6 +101,7 @@ def test_every_epoch_is_appended_in_order(tmp_path):
     assert status.doc["observations"] == [{"epoch": 1, "value": 0.9}, {"epoch": 2, "value": 0.7},
                                           {"epoch": 3, "value": 0.5}]
     assert sidecar.sent == 3
+    assert (status.doc["lastEpoch"], status.doc["lastValue"]) == (3, "0.5")  # kubectl's columns, same requests
 
 
 def test_bad_lines_are_skipped_and_reported_once_per_reason(tmp_path):
@@ -108,6 +118,7 @@ def test_nan_is_sent_as_null(tmp_path):
     status = Status()
     run_sidecar(tmp_path, status, ['{"epoch": 1, "val_error": NaN}'])
     assert status.doc["observations"] == [{"epoch": 1, "value": None}]
+    assert status.doc["lastValue"] == "NaN"
 
 
 @pytest.mark.parametrize("applied", [False, True])

@@ -136,8 +136,10 @@ def test_every_status_field_the_sidecar_reads_and_writes_is_in_the_schema(tmp_pa
     def append(patch: list[dict]) -> dict:
         patches.append(patch)
         for op in patch:
-            if op["op"] == "add":
+            if op["op"] == "add" and op["path"].endswith("/-"):
                 doc[op["path"].split("/")[2]].append(op["value"])
+            elif op["op"] == "add":
+                doc[op["path"].split("/")[2]] = op["value"]
         doc["decidedEpoch"] = max(o["epoch"] for o in doc["observations"])  # the operator's answer, at once
         return RecordedStatus(json.loads(json.dumps(doc)), reads)
 
@@ -152,7 +154,8 @@ def test_every_status_field_the_sidecar_reads_and_writes_is_in_the_schema(tmp_pa
             append, trainer_done=lambda: next(polls) >= 2, poll_seconds=0, retry_seconds=0, attempt=1,
             run_fence=0).run(deadline=None)
     ops = [op for patch in patches for op in patch]
-    assert {op["path"] for op in ops} == {"/status/runFence", "/status/observations/-", "/status/problems/-"}
+    assert {op["path"] for op in ops} == {"/status/runFence", "/status/observations/-", "/status/problems/-",
+                                          "/status/lastEpoch", "/status/lastValue"}
     for op in ops:
         assert pruned(op["value"], at(TRIAL, op["path"]), op["path"]) == [], op
     assert {"observations", "problems", "runFence", "until", "decidedEpoch"} <= reads

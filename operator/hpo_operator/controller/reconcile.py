@@ -20,15 +20,13 @@ from hpo_operator.controller.events import Event
 from hpo_operator.controller.pods import failed_pod_kept, output_tail, pod_problem, run_outcome
 from hpo_operator.controller.state import ExperimentState, TrialBook
 from hpo_operator.controller.status import experiment_status, pod_problem_conditions
-from hpo_operator.controller.trials import changed, status_of, text_value
+from hpo_operator.controller.trials import changed, status_of
 from hpo_operator.engine import Launch
-from hpo_operator.resources import ExperimentPhase, TrialPhase
+from hpo_operator.resources import ExperimentPhase, TrialPhase, text_value
 from hpo_operator.scheduling import Decision
 
 # A pod the operator created may reach its watch cache a moment later: absent that long, it is not "vanished".
 POD_APPEAR_GRACE = timedelta(seconds=30)
-# Observations that changed nothing but progress are acknowledged (status.processed) lazily, at most this late.
-LAZY_ACK = timedelta(seconds=30)
 # A launch is two or three requests in sequence (the new trial, its status, its pod). The launches of a
 # step go out as one batch, at most this many; the next batch (the next step's) waits for it, so new pods
 # never crowd out the API server's answers to decisions.
@@ -227,10 +225,9 @@ def act_on_observations(state: ExperimentState, given: StepInput, plan: Plan) ->
                 elif trial.until > until_before:
                     plan.events.append(Event(name, "Normal", "PromotedInPlace",
                                              f"continues to epoch {trial.until} without a restart"))
-            if decision is Decision.CONTINUE and epoch < until_before and trial.until == until_before:
-                book.lazy_since = book.lazy_since or given.now  # progress only: acknowledged later
-            else:
-                touched.add(name)
+            if not (decision is Decision.CONTINUE and epoch < until_before and trial.until == until_before):
+                touched.add(name)  # (progress alone is acknowledged with the trial's next write: the
+                # sidecar's append already shows it in the trial's columns, and a rebuild feeds it again)
     return touched
 
 
@@ -369,10 +366,10 @@ def close_experiment(state: ExperimentState, given: StepInput, plan: Plan, pause
 
 
 def trial_status_patches(state: ExperimentState, given: StepInput, touched: set[str]) -> dict[str, dict]:
-    """Status patches of the trials that changed (progress-only ones at most LAZY_ACK late)."""
+    """Status patches of the trials that changed."""
     patches = {}
     for name, book in state.books.items():
-        if name not in touched and not (book.lazy_since and given.now - book.lazy_since >= LAZY_ACK):
+        if name not in touched:
             continue
         t = state.engine.trials[book.trial_id]
         claim, sub = checkpoint_location(given.spec, state.name, name)
@@ -385,7 +382,6 @@ def trial_status_patches(state: ExperimentState, given: StepInput, touched: set[
             desired["conditions"] = pod_problem_conditions(book.written.get("conditions"), book.pod_problem,
                                                            given.now)
         patch = changed(book.written, desired)
-        book.lazy_since = None
         if patch:
             patches[name] = patch
             book.written.update(patch)

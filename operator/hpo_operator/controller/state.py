@@ -30,7 +30,6 @@ class TrialBook:
     pod: Optional[str]
     written: dict  # the operator's status fields as on record
     problems_posted: int = 0  # sidecar problems already posted as events
-    lazy_since: Optional[datetime] = None  # progress not yet acknowledged in status since then
     has_records: bool = True  # status.observations exists (written empty before the trial's first pod)
     pod_problem: Optional[tuple[str, str]] = None  # (Kubernetes' reason, message) keeping its pod from starting
     pod_problems_posted: set = field(default_factory=set)  # reasons posted as Warnings for its current pod

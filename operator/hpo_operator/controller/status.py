@@ -10,9 +10,8 @@ from datetime import datetime, timezone
 from typing import Optional
 
 from hpo_operator.controller.builders import checkpoint_location
-from hpo_operator.controller.trials import text_value
 from hpo_operator.engine import ExperimentEngine
-from hpo_operator.resources import ExperimentPhase
+from hpo_operator.resources import ExperimentPhase, text_value
 from hpo_operator.spec.status import HPOExperimentStatus
 
 # The condition, on a trial and on its experiment, saying what keeps a trial's pod from starting (True, with

@@ -9,7 +9,6 @@ is generated from, so the operator cannot write a field the API server would pru
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -65,12 +64,6 @@ def read_trial(obj: dict) -> TrialView:
     return TrialView(obj, status, state, processed, status.pod, status.decided_epoch)
 
 
-def text_value(value: Optional[float]) -> Optional[str]:
-    if value is None:
-        return None
-    return "NaN" if not math.isfinite(value) else f"{value:.6g}"
-
-
 def status_of(state: TrialState, processed: int, pod: Optional[str], decided_epoch: int,
               checkpoint: Optional[str], phase: Optional[str] = None) -> dict:
     """The operator's part of a trial's status (never ``observations``: the sidecar appends those).
@@ -86,8 +79,6 @@ def status_of(state: TrialState, processed: int, pod: Optional[str], decided_epo
         ("pod", pod),
         ("message", state.message or None),
         ("checkpoint", checkpoint),
-        ("last_epoch", state.last_epoch or None),
-        ("last_value", text_value(state.last_value)),
     )}
 
 
@@ -98,7 +89,7 @@ _ALIAS = {name: info.alias or name for name, info in HPOTrialStatus.model_fields
 # Every field of a trial's status the operator writes (by alias).
 OPERATOR_FIELDS = tuple(HPOTrialStatus.model_fields[f].alias for f in (
     "phase", "until", "processed", "decided_epoch", "attempts", "failures", "pod", "message", "checkpoint",
-    "last_epoch", "last_value", "problems_posted", "run_fence", "last_output", "conditions"))
+    "problems_posted", "run_fence", "last_output", "conditions"))
 
 
 def has_records(trial_obj: dict) -> bool:

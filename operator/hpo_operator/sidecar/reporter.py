@@ -29,6 +29,7 @@ from typing import Callable, Optional
 from hpo_trainer import contract
 from hpo_trainer.metrics import MetricLineError, MetricRecord, MetricsReader
 
+from hpo_operator.resources import text_value
 from hpo_operator.sidecar.problems import (
     EPOCHS_REPEATED, FILE_TRUNCATED, FILE_UNREADABLE, problem_entry, problem_patch, recorded,
 )
@@ -38,7 +39,10 @@ log = logging.getLogger("hpo.sidecar")
 
 def observation_patch(record: MetricRecord, attempt: Optional[int] = None, fence: Optional[int] = None
                       ) -> list[dict]:
-    """``fence``: the trial's ``status.runFence`` when this run started; the append then only applies while
+    """The append, and the trial's progress columns (``lastEpoch``, ``lastValue``) in the same request: a
+    trial's progress costs no write of the operator's.
+
+    ``fence``: the trial's ``status.runFence`` when this run started; the append then only applies while
     it is unchanged (the operator raises it when it judges the run over)."""
     value = record.value if math.isfinite(record.value) else None  # JSON has no NaN: null ranks worst
     observation = {"epoch": record.epoch, "value": value}
@@ -47,7 +51,9 @@ def observation_patch(record: MetricRecord, attempt: Optional[int] = None, fence
     if attempt is not None:
         observation["attempt"] = attempt
     guard = [] if fence is None else [{"op": "test", "path": "/status/runFence", "value": fence}]
-    return guard + [{"op": "add", "path": "/status/observations/-", "value": observation}]
+    return guard + [{"op": "add", "path": "/status/observations/-", "value": observation},
+                    {"op": "add", "path": "/status/lastEpoch", "value": record.epoch},
+                    {"op": "add", "path": "/status/lastValue", "value": text_value(record.value)}]
 
 
 class RunFenced(Exception):

@@ -115,8 +115,10 @@ class HPOTrialStatus(StatusModel):
                            "scheduler, so that after a restart each is acted on exactly once.")
     decided_epoch: int = Field(default=0, ge=0, description="The epoch of the operator's latest decision; the "
                                "sidecar hands it with until to a trainer waiting at that epoch (promote in place).")
-    last_epoch: Optional[int] = Field(default=None, ge=0, description="Latest epoch processed, for kubectl columns.")
-    last_value: Optional[str] = Field(default=None, description="Latest objective as text, for kubectl columns.")
+    last_epoch: Optional[int] = Field(default=None, ge=0, description=(
+        "Latest epoch reported, for kubectl columns (the sidecar writes it with each observation)."))
+    last_value: Optional[str] = Field(default=None, description=(
+        "Latest objective as text, for kubectl columns (the sidecar writes it with each observation)."))
     observations: Optional[list[Observation]] = Field(default=None, description=(
         "Appended by the sidecar, one per epoch. Written empty by the operator before the trial's first pod: "
         "absent means the sidecar has nothing to append to yet."))
