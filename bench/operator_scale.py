@@ -1,6 +1,6 @@
 """How the operator's cost grows with the work, against a real API server.
 
-    .venv/bin/python bench/operator_scale.py            # all scenarios (~30 min on 2 cores)
+    .venv/bin/python bench/operator_scale.py            # all scenarios (30 to 50 min on 2 cores)
     .venv/bin/python bench/operator_scale.py --quick    # a tenth of the sizes (~2 min)
     .venv/bin/python bench/operator_scale.py --only running-100 --json out.json
 
