@@ -143,9 +143,10 @@ def bad_input_rows(cp, api, workdir: Path) -> list[str]:
     by_operator = [o for o in outcomes if o.verdict == bad_input.REFUSED_BY_OPERATOR]
     missed = [o for o in outcomes if o.verdict not in (bad_input.REFUSED_BY_SCHEMA, bad_input.REFUSED_BY_OPERATOR)]
     unnamed = [o for o in outcomes if o.verdict != bad_input.NOT_REFUSED and not o.names_field]
-    created = [o for o in outcomes if o.trials or o.pods]
+    # (an accepted manifest runs: its trials are no leftover; a refused one must leave none)
+    created = [o for o in outcomes if (o.trials or o.pods) and o.verdict != bad_input.NOT_REFUSED]
     rows = ["| bad input | injected | refused by the API server's schema | refused by the operator (Failed, "
-            "condition, Warning Event) | not refused | message does not name the field | left trials or pods |",
+            "condition, Warning Event) | not refused | message does not name the field | refused, left trials or pods |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
             f"| invalid HPOExperiment manifests (tests/data/invalid_manifests/, kubectl apply --validate=false) | "
             f"{len(outcomes)} | {len(by_schema)} | {len(by_operator)} | {len(missed)} | {len(unnamed)} | "
