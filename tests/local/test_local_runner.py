@@ -190,14 +190,20 @@ def observed(results: Path) -> int:
         return 0
 
 
+def ctrl_c_delivered() -> None:
+    """In the child: SIGINT raises KeyboardInterrupt, as in a terminal. A suite started in the background of
+    a non-interactive shell inherits SIGINT ignored, Python then installs no handler, and the run would finish
+    as if no Ctrl-C came."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_then_resume_loses_and_repeats_no_epoch(tmp_path, write_manifest):
-    # 0.3 s epochs and rungs up to 27: the 30 epochs left after the 8th (38 in all) outlast a loaded machine's delay
-    # in seeing it (with epochs of 0.05 s, and later with maxResource 9 and some 11 epochs left, the run once
-    # ended before the Ctrl-C came, and exited 0)
-    doc = curve_manifest(name="interrupted", trials=8, parallelism=1, seconds=0.3, max_resource=27)
+    # 0.3 s epochs: the ~17 epochs left after the 8th outlast a loaded machine's delay in seeing it (at 0.05 s
+    # the run once ended before the Ctrl-C came, and exited 0)
+    doc = curve_manifest(name="interrupted", trials=8, parallelism=1, seconds=0.3, max_resource=9)
     path = write_manifest(doc)
     out = tmp_path / "runs"
-    proc = hpo("run", str(path), "--out", str(out))
+    proc = hpo("run", str(path), "--out", str(out), preexec_fn=ctrl_c_delivered)
     results = out / "interrupted" / "results.json"
     try:  # real progress before interrupting, or the test fails: an early SIGINT would check nothing
         wait_for(lambda: observed(results) >= 8, 60, "8 epochs on record before Ctrl-C")
@@ -225,7 +231,7 @@ def test_ctrl_c_then_resume_loses_and_repeats_no_epoch(tmp_path, write_manifest)
 
     # With one worker the decisions do not depend on timing: the interrupted-and-resumed
     # experiment ends exactly as an undisturbed one.
-    clean = curve_manifest(name="undisturbed", trials=8, parallelism=1, seconds=0.0, max_resource=27)
+    clean = curve_manifest(name="undisturbed", trials=8, parallelism=1, seconds=0.0, max_resource=9)
     _, reference = run_local(clean, write_manifest(clean), tmp_path / "runs")
     strip = lambda d: [(t["config"]["row"], t["phase"], [e for e, _ in t["observations"]]) for t in d["trials"]]  # noqa: E731
     assert strip(final) == strip(reference)
