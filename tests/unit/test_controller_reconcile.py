@@ -15,8 +15,9 @@ from hpo_operator.controller.reconcile import Plan, step
 from hpo_operator.controller.state import ExperimentState, problems_of
 from hpo_operator.controller.trials import observations_of
 from hpo_operator.sidecar.reporter import observation_patch
-from hpo_trainer.metrics import MetricRecord
 from hpo_operator.spec import experiment_spec_from_dict
+from hpo_trainer.metrics import MetricRecord
+from support.status_patch import apply_adds
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 EXPERIMENT = {"apiVersion": "hpo.dev/v1alpha1", "kind": "HPOExperiment",
@@ -60,12 +61,7 @@ class World:
         status = self.trials[trial]["status"]
         for v in values:
             record = MetricRecord(len(status["observations"]) + 1, "val_error", float("nan") if v is None else v)
-            for op in observation_patch(record):
-                key = op["path"].split("/")[2]
-                if op["path"].endswith("/-"):
-                    status[key].append(op["value"])
-                else:
-                    status[key] = op["value"]
+            apply_adds(status, observation_patch(record))
 
     def pod_ends(self, trial: str, phase: str = "Succeeded", exit_code: int = 0) -> None:
         pod = self.trials[trial]["status"]["pod"]

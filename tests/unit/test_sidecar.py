@@ -16,6 +16,7 @@ import pytest
 from hpo_operator.sidecar.problems import problem_entry
 from hpo_operator.sidecar.reporter import Sidecar, control_document, trainer_exited
 from hpo_trainer.metrics import MetricsWriter
+from support.status_patch import MissingList, apply_adds
 
 
 class Unprocessable(Exception):
@@ -68,16 +69,12 @@ class Status:
     def _apply(self, ops: list[dict]) -> None:
         """All of a patch or none of it, as the API server applies one."""
         doc = self.copy()
-        for op in ops:
-            json.dumps(op, allow_nan=False)  # what the API server gets must be plain JSON
-            key = op["path"].split("/")[2]
-            if not op["path"].endswith("/-"):
-                doc[key] = op["value"]
-            elif key not in doc:
-                raise Unprocessable("the server rejected our request: add operation does not apply: doc is "
-                                    f"missing path: {op['path']}")
-            else:
-                doc[key].append(op["value"])
+        json.dumps(ops, allow_nan=False)  # what the API server gets must be plain JSON
+        try:
+            apply_adds(doc, ops)
+        except MissingList as missing:
+            raise Unprocessable("the server rejected our request: add operation does not apply: doc is "
+                                f"missing path: {missing}") from None
         self.doc = doc
 
 

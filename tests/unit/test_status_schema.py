@@ -23,6 +23,7 @@ from hpo_operator.sidecar.reporter import Sidecar
 from hpo_operator.spec import experiment_spec_from_dict
 from hpo_operator.spec.crd import experiment_crd, trial_crd
 from hpo_trainer.metrics import MetricsWriter
+from support.status_patch import apply_adds
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 
@@ -135,11 +136,7 @@ def test_every_status_field_the_sidecar_reads_and_writes_is_in_the_schema(tmp_pa
 
     def append(patch: list[dict]) -> dict:
         patches.append(patch)
-        for op in patch:
-            if op["op"] == "add" and op["path"].endswith("/-"):
-                doc[op["path"].split("/")[2]].append(op["value"])
-            elif op["op"] == "add":
-                doc[op["path"].split("/")[2]] = op["value"]
+        apply_adds(doc, patch)
         doc["decidedEpoch"] = max(o["epoch"] for o in doc["observations"])  # the operator's answer, at once
         return RecordedStatus(json.loads(json.dumps(doc)), reads)
 

@@ -225,9 +225,11 @@ def act_on_observations(state: ExperimentState, given: StepInput, plan: Plan) ->
                 elif trial.until > until_before:
                     plan.events.append(Event(name, "Normal", "PromotedInPlace",
                                              f"continues to epoch {trial.until} without a restart"))
-            if not (decision is Decision.CONTINUE and epoch < until_before and trial.until == until_before):
-                touched.add(name)  # (progress alone is acknowledged with the trial's next write: the
-                # sidecar's append already shows it in the trial's columns, and a rebuild feeds it again)
+            # Progress alone is acknowledged with the trial's next write: the sidecar's append already shows
+            # it in the trial's columns, and a rebuild feeds it again.
+            progress_only = decision is Decision.CONTINUE and epoch < until_before and trial.until == until_before
+            if not progress_only:
+                touched.add(name)
     return touched
 
 
