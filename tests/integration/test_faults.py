@@ -114,7 +114,10 @@ def test_an_operator_started_during_an_api_server_outage_serves_experiments_once
         operator.start()
         time.sleep(4)
         crds_installed.start_apiserver()
-        wait_for(lambda: len(trials(kube_api, namespace)) == 2, timeout=60, what="the operator creating the trials")
+        try:
+            wait_for(lambda: len(trials(kube_api, namespace)) == 2, timeout=60, what="the operator creating the trials")
+        except AssertionError as err:
+            raise AssertionError(f"{err}; the operator's log:\n{operator.logs()}") from None
         assert operator.proc.poll() is None, operator.logs()
         assert "Waiting for the API server to serve" in operator.logs()
     finally:

@@ -1,5 +1,6 @@
 """The operator's own API calls against the real API server: batched deletions take exactly the runs
-named; a run's fence stops its sidecar's late appends; the sidecar's Role follows an upgrade."""
+named; a run's fence stops its sidecar's late appends; the sidecar's Role follows an upgrade; what the
+operator watches is found served."""
 
 from __future__ import annotations
 
@@ -119,3 +120,9 @@ def test_a_pod_gone_is_known_to_have_existed_by_its_events_since_its_trial_was_c
     assert not api.pod_existed(namespace, "exp-0000-1", "2999-01-01T00:00:00Z")
     assert not api.pod_existed(namespace, "exp-0000-2", "2020-01-01T00:00:00Z")
     assert not api.pod_existed(namespace, "exp-0001-1", "2020-01-01T00:00:00Z")
+
+
+def test_the_real_api_server_with_the_crds_installed_serves_everything_the_operator_watches(crds_installed,
+                                                                                           kube_api):
+    """The start-up wait (``KubeApi.unserved_resources``) reads the real discovery documents as kopf does."""
+    assert KubeApi(kube_api).unserved_resources() == []

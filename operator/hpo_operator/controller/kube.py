@@ -34,6 +34,11 @@ def _create(create, *args, **kwargs) -> None:
             raise
 
 
+def _resource_names(ask) -> set[str]:
+    """The resource names of one discovery document (``ask``: a client call for it)."""
+    return {r["name"] for r in json.loads(ask(_preload_content=False).data)["resources"]}
+
+
 class KubeApi:
     """``api.Api`` on the Kubernetes Python client."""
 
@@ -44,6 +49,7 @@ class KubeApi:
         self.custom = client.CustomObjectsApi(api_client)
         self.rbac = client.RbacAuthorizationV1Api(api_client)
         self.storage = client.StorageV1Api(api_client)
+        self.apis = client.ApisApi(api_client)
         self._binds_at_once: dict[Optional[str], bool] = {}
         self._sidecar_ready: set[str] = set()  # uids of the experiments whose sidecar identity is in place
 
@@ -62,16 +68,18 @@ class KubeApi:
         return cls._instance
 
     def unserved_resources(self) -> list[str]:
-        """Of the resources the operator watches, those the API server does not serve yet (its discovery
-        documents). A restarted API server answers requests before it lists the CRDs' resources, and kopf,
-        which scans them once at start, would then never watch them."""
+        """Of the resources the operator watches, those the API server does not serve yet, read the way kopf
+        discovers them: the group list (``/apis``) first, then each listed version's resources. A restarted API
+        server answers requests before it lists the CRDs' resources, and it serves ``/apis/<group>/<version>``
+        a moment before ``/apis`` names the group; kopf, which scans once at start, would never watch them."""
         served: set[str] = set()
-        for ask in (self.core.get_api_resources,
-                    lambda **kw: self.custom.get_api_resources(GROUP, VERSION, **kw)):
-            try:
-                served |= {r["name"] for r in json.loads(ask(_preload_content=False).data)["resources"]}
-            except Exception:  # not answering, or the group is not listed yet: its resources are missing
-                pass
+        try:
+            served |= _resource_names(self.core.get_api_resources)
+            groups = json.loads(self.apis.get_api_versions(_preload_content=False).data)["groups"]
+            if any(g["name"] == GROUP and VERSION in {v["version"] for v in g["versions"]} for g in groups):
+                served |= _resource_names(lambda **kw: self.custom.get_api_resources(GROUP, VERSION, **kw))
+        except Exception:  # not answering, or the group is not served yet: its resources are missing
+            pass
         return [name for name in ("pods", EXPERIMENT_PLURAL, TRIAL_PLURAL) if name not in served]
 
     def list_trials(self, namespace: str, experiment: str) -> list[dict]:
