@@ -39,7 +39,7 @@ from peerbench.protocol import Protocol, load_space
 from peerbench.rows import DRAWS
 from peerbench.summary import format_rows, summarise
 
-SYNE_TUNE = {"syne-bohb": "bohb", "syne-mobster": "mobster", "syne-hypertune": "hypertune"}
+SYNE_TUNE = {"syne-bohb": "bohb", "syne-mobster": "mobster", "syne-hypertune": "hypertune", "syne-asha": "asha"}
 OPTUNA = "optuna-tpe"
 PEERS = [*SYNE_TUNE, OPTUNA]
 

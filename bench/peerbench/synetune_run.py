@@ -47,7 +47,7 @@ from peerbench.rows import RowPool
 METRIC = "objective"
 ELAPSED = "elapsed_time"
 RESOURCE = "epoch"
-SEARCHERS = {"bohb": "kde", "mobster": "bayesopt", "hypertune": "hypertune"}
+SEARCHERS = {"bohb": "kde", "mobster": "bayesopt", "hypertune": "hypertune", "asha": "random"}
 
 
 def config_space(space: dict[str, dict]) -> dict:

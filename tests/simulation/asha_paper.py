@@ -5,7 +5,7 @@ Algorithm 2 (with the minimum early-stopping rate s = 0):
 
     get_job():
         for k = top rung - 1, ..., 1, 0:
-            candidates = top_k(rung k, |rung k| / eta)
+            candidates = top_k(rung k, |rung k| / eta)   (here: those at or below the 1/eta quantile)
             promotable = {t in candidates : t not already promoted}
             if promotable is not empty: return promotable[0], k + 1
         draw a new configuration; return it, 0
@@ -18,12 +18,17 @@ is ``max_resource`` itself (a trial there is complete, never promoted).
 
 Two choices the paper leaves open, taken as the project documents them in
 docs/architecture.md: equal losses rank the lower trial id first, and a
-diverged loss (NaN or infinite) ranks worst and is never promoted.
+diverged loss (NaN or infinite) ranks worst and is never promoted. One the
+project makes differently (docs/schedulers.md): ``top_k`` takes the losses at
+or below their 1/eta quantile, interpolated as ``numpy.quantile`` does (Syne
+Tune's pivot), not ``|rung k| / eta`` rounded down.
 """
 
 from __future__ import annotations
 
 import math
+
+import numpy as np
 
 
 class PaperASHA:
@@ -52,13 +57,20 @@ class PaperASHA:
         for k in reversed(range(len(self.levels))):
             rung = self.rungs[k]
             ranked = sorted(rung, key=lambda t: (self._loss(rung[t]), t))
-            top = ranked[:len(rung) // self.eta]
+            top = ranked[:self._top_k_size(len(rung), self.eta)]
             promotable = [t for t in top if t not in self.promoted[k] and math.isfinite(rung[t])]
             if promotable:
                 self.promoted[k].add(promotable[0])
                 return "resume", promotable[0], self.resource(k + 1)
         self.trials += 1
         return "new", self.trials - 1, self.resource(0)
+
+    @staticmethod
+    def _top_k_size(n: int, eta: int) -> int:
+        if n < 2:
+            return 0  # one loss has no quantile to rank against
+        # Positions 0..n-1 stand for the sorted losses: those at or below the quantile's position.
+        return int(np.sum(np.arange(n) <= np.quantile(np.arange(n), 1 / eta)))
 
     def job_done(self, trial: int, resource: int, value: float) -> None:
         """A job that trained ``trial`` to ``resource`` returned ``value``."""

@@ -69,17 +69,21 @@ HAND_CURVES = {  # trial -> its value at epochs 1, 2, 3, ... (epochs between run
     0: [.5] * 9, 1: [.4, .4, .35] + [.35] * 6, 2: [.6] * 9, 3: [.3, .3, .2] + [.2] * 6,
     4: [.7] * 9, 5: [.45] * 9, 6: [.1, .1, .15] + [.12] * 6, 7: [.9] * 9,
 }
-# eta 3, rungs at epochs 1 and 3, max 9; one worker. Worked out from Algorithm 2 by hand:
+# eta 3, rungs at epochs 1 and 3, max 9; one worker. Worked out from Algorithm 2 by hand, top_k as the
+# records at or below the 1/eta quantile: none of 1 record, 1 of 2 or 3, 2 of 4 to 6, 3 of 7.
 HAND_STREAM = [
-    ("new", 0, 1), ("new", 1, 1), ("new", 2, 1),
-    ("resume", 1, 3),  # the epoch-1 rung holds .5 .4 .6; its top floor(3/3) = 1 is trial 1
-    ("new", 3, 1),  # the epoch-3 rung holds one record (top 0); trial 1, the epoch-1 rung's top one, went already
-    ("resume", 3, 3),  # epoch-1 rung: four records, top 1, and trial 3 (.3) is now the best
-    ("new", 4, 1),  # epoch-3 rung: two records, top 0; epoch-1 rung: top 1 is trial 3, promoted
-    ("new", 5, 1),  # epoch-1 rung: six records, top 2 are trials 3 and 1, both promoted
-    ("new", 6, 1),
-    ("resume", 6, 3),  # epoch-1 rung: seven records, top 2: trials 6 (.1) and 3, and 6 was not promoted
-    ("resume", 6, 9),  # epoch-3 rung: .35 .2 .15, top 1: trial 6; the highest rung goes first
+    ("new", 0, 1),  # the epoch-1 rung holds .5: one record ranks nothing
+    ("new", 1, 1),
+    ("resume", 1, 3),  # epoch-1 rung: .5 .4, top 1: trial 1
+    ("new", 2, 1),  # epoch-3 rung: one record; epoch-1 rung: .5 .4 .6, top 1 is trial 1, promoted
+    ("new", 3, 1),
+    ("resume", 3, 3),  # epoch-1 rung: four records, top 2: trials 3 (.3) and 1, and 3 was not promoted
+    ("resume", 3, 9),  # epoch-3 rung: .35 .2, top 1: trial 3; the highest rung goes first
+    ("new", 4, 1),  # trial 3 is complete; every top trial of both rungs was promoted
+    ("new", 5, 1),  # epoch-1 rung: five records, top 2: trials 3 and 1
+    ("new", 6, 1),  # six records, top 2: the same
+    ("resume", 6, 3),  # seven records, top 3: trials 6 (.1), 3 and 1, and 6 was not promoted
+    ("resume", 6, 9),  # epoch-3 rung: .35 .2 .15, top 1: trial 6
     ("new", 7, 1),  # trial 6 is complete; every top trial of both rungs was promoted
 ]
 

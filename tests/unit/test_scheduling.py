@@ -33,7 +33,7 @@ def test_asha_promotes_the_top_third_highest_rung_first():
     s = ASHA("min", 1, 9, 3, promote_in_place=False)
     start(s, 3)
     assert [s.on_result(i, 1, v) for i, v in enumerate([0.5, 0.3, 0.9])] == [P, P, P]
-    # three records at rung 1: floor(3/3) = 1 promotable, the best (trial 1)
+    # three records at rung 1: the top 1/3 (those at or below the 1/3 quantile) is 1 record, trial 1
     assert s.next_job() == Job.resume(1, 3)
     assert s.next_job() == Job.new(3, 1)  # trial 0 ranks 2nd of 3: not in the top third
     assert s.on_result(1, 2, 0.25) == C
@@ -42,10 +42,23 @@ def test_asha_promotes_the_top_third_highest_rung_first():
         assert s.next_job() == Job.new(tid, 1)
     for tid, v in zip([3, 4, 5, 6], [0.6, 0.1, 0.8, 0.7]):
         assert s.on_result(tid, 1, v) == P
-    # rung 1 now holds 7 records: floor(7/3) = 2 promotable: trial 1 (promoted) and trial 4 (0.1)
+    # rung 1 now holds 7 records, its top third 3 of them: trials 4 (0.1), 1 (promoted) and 0 (0.5)
     # rung 3 holds 1 record: nothing promotable there
     assert s.next_job() == Job.resume(4, 3)
+    assert s.next_job() == Job.resume(0, 3)
     assert s.next_job() == Job.new(7, 1)
+
+
+def test_a_rung_of_two_records_promotes_its_better_one_and_a_rung_of_one_nothing():
+    """The 1/eta quantile of two values lies between them: the better one is inside. (ASHA's paper,
+    counting floor(n / eta), would hold it back until a third record arrived.)"""
+    s = ASHA("min", 1, 9, 3, promote_in_place=False)
+    start(s, 2)
+    assert s.on_result(0, 1, 0.5) == P
+    assert s.next_job() == Job.new(2, 1)  # one record ranks nothing
+    assert s.on_result(1, 1, 0.4) == P
+    assert s.next_job() == Job.resume(1, 3)
+    assert s.next_job() == Job.new(3, 1)  # trial 0 is the worse of two
 
 
 def test_promote_in_place_continues_without_a_pause():
@@ -83,26 +96,26 @@ def test_stopping_type_keeps_the_top_third_and_stops_the_rest():
 
 
 def test_end_game_trains_the_leaders_to_full_resource_when_no_new_trial_may_start():
-    s = ASHA("min", 1, 27, 3, promote_in_place=False, max_trials=4)
-    start(s, 4)
-    for tid, v in enumerate([0.4, 0.3, 0.2, 0.1]):
+    s = ASHA("min", 1, 27, 3, promote_in_place=False, max_trials=3)
+    start(s, 3)
+    for tid, v in enumerate([0.4, 0.3, 0.1]):
         assert s.on_result(tid, 1, v) == P
-    # 4 records at rung 1: quota 1: trial 3 goes to rung 3
-    assert s.next_job() == Job.resume(3, 3)
-    # no new trial allowed; rung 3 is empty, trial 3 is running past rung 1: wait for it
+    # 3 records at rung 1, top third 1: trial 2 goes to rung 3
+    assert s.next_job() == Job.resume(2, 3)
+    # no new trial allowed; rung 3 is empty, trial 2 is running past rung 1: wait for it
     assert s.next_job() is None
-    s.on_result(3, 2, 0.1)
-    assert s.on_result(3, 3, 0.05) == P
-    # rung 3 holds 1 record (quota 0): without the end game nobody would ever reach 27
-    assert s.next_job() == Job.resume(3, 9)
-    assert s.next_job() is None  # trial 3 leads; the others are not trained further
+    s.on_result(2, 2, 0.1)
+    assert s.on_result(2, 3, 0.05) == P
+    # rung 3 holds 1 record (ranks nothing): without the end game nobody would ever reach 27
+    assert s.next_job() == Job.resume(2, 9)
+    assert s.next_job() is None  # trial 2 leads; the others are not trained further
     for e in range(4, 10):
-        s.on_result(3, e, 0.04)
-    assert s.next_job() == Job.resume(3, 27)
+        s.on_result(2, e, 0.04)
+    assert s.next_job() == Job.resume(2, 27)
     for e in range(10, 28):
-        s.on_result(3, e, 0.03)
-    s.on_trial_end(3, "completed")
-    assert s.trials[3].status == "completed"
+        s.on_result(2, e, 0.03)
+    s.on_trial_end(2, "completed")
+    assert s.trials[2].status == "completed"
     # the leader is done: the end game only uses the highest filled rung, whose trials all moved on
     assert s.next_job() is None
 

@@ -2,7 +2,7 @@
 
 ``promotion`` type (pause and resume): a new trial trains to the first rung
 and pauses; ``next_job`` promotes, highest rung first, the best paused trial
-that ranks in the top ``floor(n_k / eta)`` of its rung, else starts a new
+that ranks in the top 1/eta of its rung (``rungs.top_count``), else starts a new
 trial. ``stopping`` type: a trial trains to ``max_resource`` unless, at a
 rung, it ranks outside the top ``max(1, floor(n_k / eta))``.
 

@@ -10,14 +10,23 @@ from sortedcontainers import SortedList
 Entry = tuple[float, int]  # (rank key: smaller is better, trial id: earlier wins ties)
 
 
+def top_count(n: int, eta: float) -> int:
+    """How many of ``n`` records rank inside the top 1/eta: those at or better than the 1/eta quantile of
+    the values, interpolated between neighbours as ``numpy.quantile`` does (Syne Tune's pivot), which is
+    ``floor((n - 1) / eta) + 1``. ASHA's paper counts ``floor(n / eta)``: one fewer at most sizes, and
+    none below eta records, so the sparse upper rungs held their best trial back until eta records
+    arrived (docs/schedulers.md has the figures of both)."""
+    return int((n - 1) // eta) + 1 if n > 0 else 0
+
+
 class Rung:
     """Results recorded at one resource level.
 
     ``records`` holds every trial that reached the level; ``candidates`` those
     paused here and not yet promoted. Promotion rule (ASHA, Algorithm 2): the
-    best candidate is promotable when it ranks inside the top
-    ``floor(len(records) / eta)`` of all records. The best candidate ranks
-    highest of all candidates, so if it is not inside, none is.
+    best candidate is promotable when it ranks inside the top 1/eta of all
+    records, counted as :func:`top_count`. The best candidate ranks highest of
+    all candidates, so if it is not inside, none is.
     """
 
     __slots__ = ("level", "records", "candidates", "_entry")
@@ -59,15 +68,15 @@ class Rung:
         best = self.candidates[0]
         if best[0] == math.inf:
             return None  # diverged (NaN/inf) trials never earn more resource
-        quota = int(len(self.records) // eta)
-        return best[1] if self.records.bisect_left(best) < quota else None
+        if len(self.records) < 2:
+            return None  # a rung of one record ranks nothing
+        return best[1] if self.records.bisect_left(best) < top_count(len(self.records), eta) else None
 
     def continues(self, trial_id: int, eta: float) -> bool:
         """Stopping rule: the trial ranks inside the top ``max(1, floor(n / eta))`` of this rung.
 
-        Ties with the cutoff value continue (the trial's own record counts, as in
-        Optuna's SuccessiveHalvingPruner).
-        """
+        Ties with the cutoff value continue (the trial's own record counts), as in Optuna's
+        SuccessiveHalvingPruner, which tests/simulation/test_reference_schedulers.py holds it to."""
         key = self._entry[trial_id][0]
         if key == math.inf:
             return False  # NaN/inf: diverged, stop (as Optuna's pruner does)
