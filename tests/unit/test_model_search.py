@@ -128,6 +128,20 @@ def test_table_candidates_are_rows_used_at_most_once(cls):
     assert searcher.exhausted(30) and searcher.suggest(30) is None
 
 
+def test_kde_in_a_table_tries_the_row_nearest_its_best_draw_not_an_empty_corner():
+    """In a table the kde runs the algorithm of a continuous space, held to the rows: the best of its draws
+    from the good density, then the unused row nearest to it. Scoring every unused row instead picked
+    the one in a corner nothing was observed in (l/g there tends to (bad + 1) / (good + 1))."""
+    observed = [float(v) for v in np.logspace(-3, 0, 40)]  # errors lowest near lr = 1e-2
+    configs = [{"lr": v} for v in observed] + [{"lr": 1.2e-2}, {"lr": 1e-5}]  # two unused rows
+    for seed in range(10):
+        searcher = DensityRatioSearcher(TableCandidates(configs), LEVELS, seed=seed, random_fraction=0.0)
+        for i, lr in enumerate(observed):
+            searcher.remember(i, {"row": i})
+            searcher.on_result(i, 27, (math.log10(lr) + 2) ** 2)
+        assert searcher.suggest(len(observed)) == {"row": 40}, seed
+
+
 def test_engine_restore_rebuilds_the_searcher():
     spec = HPOExperimentSpec.model_validate({
         "objective": {"metric": "loss", "mode": "min"},

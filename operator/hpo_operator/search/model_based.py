@@ -153,12 +153,15 @@ class ModelSearcher(ABC):
             if model is None:
                 return None
             if self.candidates.finite:
-                rows = self.candidates.unused_rows(list(self.configs.values()))
-                scores = self.score(model, self.candidates.x[rows])
-                return self.candidates.decode_row(int(rows[int(np.argmax(scores))]))
+                unused = self.candidates.unused_rows(list(self.configs.values()))
+                return self.candidates.decode_row(self.pick_row(model, rng, unused))
             x = self.propose(model, rng)
             scores = self.score(model, x)
             return self.candidates.decode(x[int(np.argmax(scores))])
+
+    def pick_row(self, model: Any, rng: np.random.Generator, unused: np.ndarray) -> int:
+        """Of a finite space's unused rows (a table, in simulation), the one to try: the best scored."""
+        return int(unused[int(np.argmax(self.score(model, self.candidates.x[unused])))])
 
     # ---- the model -----------------------------------------------------------
     @abstractmethod
