@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -68,6 +68,7 @@ class Scenario:
     max_resource: int = 27
     scheduler: str = "asha"  # "fifo": every trial trains max_resource epochs (what an epoch costs alone)
     epoch_seconds: Optional[float] = None  # the pace, if not the default's (see epoch_seconds_for)
+    searcher: str = "random"  # --searcher kde: what a model fitted per suggestion costs the operator
 
 
 def scenarios(scale: float) -> list[Scenario]:
@@ -98,7 +99,7 @@ def manifest(name: str, s: Scenario, seed: int) -> dict:
         "spec": {
             "objective": {"metric": "val_error", "mode": "min"},
             "searchSpace": {"row": {"type": "randint", "min": 0, "max": 399}},
-            "searcher": {"algorithm": "random", "seed": seed},
+            "searcher": {"algorithm": s.searcher, "seed": seed},
             "scheduler": ({"algorithm": "asha", "type": "promotion", "maxResource": s.max_resource}
                           if s.scheduler == "asha" else {"algorithm": s.scheduler, "maxResource": s.max_resource}),
             "budget": {"maxTrials": s.trials, "parallelism": s.parallelism, "maxRetries": 0},
@@ -315,10 +316,13 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=float, default=1200, help="seconds per scenario before giving up")
     parser.add_argument("--epoch-seconds", type=float,
                         help="seconds per epoch in every scenario (default: scaled to ~100 epochs/s in total)")
+    parser.add_argument("--searcher", choices=("random", "kde", "gp"), default="random",
+                        help="every experiment's searcher (default random; kde is the manifest default's)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--logs", type=Path, default=Path("/tmp/hpo-scale-bench"), help="operator logs go here")
     args = parser.parse_args(argv)
-    chosen = [s for s in scenarios(0.1 if args.quick else 1.0) if not args.only or s.name in args.only]
+    chosen = [replace(s, searcher=args.searcher)
+              for s in scenarios(0.1 if args.quick else 1.0) if not args.only or s.name in args.only]
     curves = json.loads(TABLE.read_text())["curves"]
     pace: dict[str, float] = {}
     results = []
@@ -336,6 +340,7 @@ def main(argv=None) -> int:
                 r = run_scenario(cp, admin, node, s, args.timeout, args.logs, pace, args.epoch_seconds)
                 print(json.dumps(asdict(r)), file=sys.stderr, flush=True)
                 results.append(r)
+    print(f"searcher: {args.searcher}")
     print_table(results)
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))

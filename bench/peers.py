@@ -1,6 +1,6 @@
 """Reference HPO libraries next to the project's own methods, on the same tables, in one run.
 
-Runs Syne Tune 0.13 (BOHB, MOBSTER, HyperTune on HyperbandScheduler, promotion
+Runs Syne Tune 0.13 (BOHB, MOBSTER, HyperTune and ASHA over random rows on HyperbandScheduler, promotion
 type, in its simulator backend) and Optuna (multivariate TPE with
 HyperbandPruner) under the protocol of ``hpo simulate`` (8 workers, 10 s per
 run start, epoch times x1000, 1000 trials at most) and the project's methods

@@ -1,4 +1,4 @@
-"""Syne Tune 0.13's BOHB, MOBSTER and HyperTune on a table, in its own simulator backend.
+"""Syne Tune 0.13's BOHB, MOBSTER, HyperTune and ASHA (random rows) on a table, in its own simulator backend.
 
 Each runs on ``HyperbandScheduler`` (promotion type: pause and resume, as the
 project's ASHA) over a ``BlackboxTabular`` built from the table, driven by
@@ -12,7 +12,7 @@ backend, which on a shared machine measures the neighbours), and no default
 configuration is tried first. Decisions happen on a tick of ``tick`` simulated
 seconds while every worker is busy.
 
-The GP searchers pick among the table's rows (``restrict_configurations``);
+The GP searchers and the random one pick among the table's rows (``restrict_configurations``);
 the KDE searcher ignores that option in 0.13, so :class:`RowRestrictedKDE`
 snaps its proposals to the nearest row not yet tried (peerbench.rows).
 """

@@ -45,10 +45,10 @@ class Objective(SpecModel):
 
 class SearcherSpec(SpecModel):
     algorithm: Literal["random", "grid", "kde", "gp"] = Field(
-        default="random",
-        description="How new configurations are chosen. random; grid; kde: density ratio of good to bad "
-        "configurations at the highest well-filled rung (BOHB); gp: Gaussian process over configuration and "
-        "epoch, expected improvement at maxResource (MOBSTER).",
+        default="kde",
+        description="How new configurations are chosen. random; grid; kde (the default): density ratio of good "
+        "to bad configurations at the highest well-filled rung (BOHB), random draws until it has enough; gp: "
+        "Gaussian process over configuration and epoch, expected improvement at maxResource (MOBSTER).",
     )
     seed: int = Field(default=0, ge=0, le=2**32 - 1, description="Seed; the same seed gives the same configurations.")
     grid_points: int = Field(default=5, ge=2, le=1000, description="Grid: values per continuous parameter.")
