@@ -1,5 +1,5 @@
-"""Model-based search under the default scheduler (adaptive) on the real API server, with the operator
-killed while its model has observations to learn from."""
+"""The default search (the adaptive scheduler over the kde searcher) on the real API server, with the
+operator killed while its model has observations to learn from."""
 
 from __future__ import annotations
 
@@ -17,16 +17,16 @@ pytestmark = pytest.mark.timeout(420)
 
 
 def model_manifest(name: str, *, trials: int, parallelism: int) -> dict:
-    """The kde searcher; no scheduler algorithm, only maxResource, so the default scheduler runs."""
+    """No searcher and no scheduler algorithm, only maxResource: the manifest default runs."""
     return node_manifest(name, trials=trials, parallelism=parallelism, gpu=True, maxRetries=2, maxFailedTrials=2,
-                         searcher={"algorithm": "kde"}, scheduler={"maxResource": 9})
+                         scheduler={"maxResource": 9})
 
 
 def test_model_search_survives_operator_kills_and_never_changes_a_config(crds_installed, namespace, kube_api,
                                                                         operator, tmp_path):
     doc = model_manifest("default-search", trials=24, parallelism=3)
     spec = HPOExperimentSpec.model_validate(doc["spec"])
-    assert spec.scheduler.algorithm == "adaptive"  # the default scheduler
+    assert (spec.scheduler.algorithm, spec.searcher.algorithm) == ("adaptive", "kde")  # the default search
     seen: dict[str, dict] = {}
 
     def record_configs():
