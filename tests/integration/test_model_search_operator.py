@@ -19,7 +19,7 @@ pytestmark = pytest.mark.timeout(420)
 def model_manifest(name: str, *, trials: int, parallelism: int) -> dict:
     """No searcher and no scheduler algorithm, only maxResource: the manifest default runs."""
     return node_manifest(name, trials=trials, parallelism=parallelism, gpu=True, maxRetries=2, maxFailedTrials=2,
-                         scheduler={"maxResource": 9})
+                         searcher=None, scheduler={"maxResource": 9})
 
 
 def test_model_search_survives_operator_kills_and_never_changes_a_config(crds_installed, namespace, kube_api,

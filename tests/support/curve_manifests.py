@@ -33,10 +33,16 @@ def curve_manifest(name="curves", *, trials=6, parallelism=2, max_resource=9, al
     }
 
 
-def node_manifest(name: str, *, trials: int, parallelism: int, scheduler: dict, searcher: dict | None = None,
-                  seconds_per_epoch: float | None = None, gpu: bool = False, **budget) -> dict:
+RANDOM_SEARCHER = {"algorithm": "random"}
+
+
+def node_manifest(name: str, *, trials: int, parallelism: int, scheduler: dict,
+                  searcher: dict | None = RANDOM_SEARCHER, seconds_per_epoch: float | None = None, gpu: bool = False,
+                  **budget) -> dict:
     """An experiment for the integration tier's node double (tests/support/node_double.py): each trial
-    replays one row of digits_s44 with the test trainer at the path the double runs it from."""
+    replays one row of digits_s44 with the test trainer at the path the double runs it from. Random draws,
+    which the simulator's runs that tests compare with make too; ``searcher=None`` names no searcher, so
+    the manifest default's runs."""
     space = {
         "row": {"type": "randint", "min": 0, "max": 399},
         "table": {"type": "choice", "values": [str(TABLES / "digits_s44.json")]},
