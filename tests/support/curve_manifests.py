@@ -60,5 +60,5 @@ def node_manifest(name: str, *, trials: int, parallelism: int, scheduler: dict,
         "trialTemplate": {"spec": {"containers": [trainer]}},
     }
     if searcher is not None:
-        spec["searcher"] = searcher
+        spec["searcher"] = dict(searcher)  # a copy: RANDOM_SEARCHER is shared by every call
     return {"apiVersion": API_VERSION, "kind": EXPERIMENT_KIND, "metadata": {"name": name}, "spec": spec}
