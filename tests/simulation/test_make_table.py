@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 
@@ -127,3 +128,27 @@ def test_table_ranks_says_where_epoch_1_places_the_top_1_percent(mode):
                                epoch_seconds=np.ones((200, 3)))
     assert table_ranks.rank_correlation(curves, 1) > 0.9
     assert table_ranks.top_rows_epoch1_ranks(table) == [1, 101]  # top 1%: rows 1 and 0
+
+
+def _script_tables() -> dict[str, str]:
+    """make-tables.sh's table names and their make_table.py arguments."""
+    text = (BENCH / "make-tables.sh").read_text()
+    return {m.group(1): m.group(2) for m in re.finditer(r'^\s*\[(\w+)\]="([^"]+)"', text, re.M)}
+
+
+def test_every_generated_table_in_the_repo_is_what_make_tables_sh_would_make():
+    """The tuning/reported split (bench/tables/README.md) rests on these commands: each shipped generated
+    table must come from its script line (same arguments), draw its rows from its space with its seed,
+    and state the epoch-1 correlation its curves give."""
+    scripted = _script_tables()
+    shipped = {p.stem: p for p in (BENCH / "tables").glob("*.json")
+               if "generator" in json.loads(p.read_text())}
+    assert set(scripted) == set(shipped), "make-tables.sh and bench/tables/ disagree"
+    for name, path in shipped.items():
+        doc = json.loads(path.read_text())
+        args = make_table.parse_args([*scripted[name].split(), "--out", f"tables/{name}.json"])
+        assert doc["generator"]["arguments"] == make_table._recorded_arguments(args), name
+        assert doc["search_space"] == SPACES[args.space], name
+        assert doc["configs"] == draw_configs(SPACES[args.space], args.configs, args.seed), name
+        rho = make_table.epoch1_rank_correlation(np.array(doc["curves"]))
+        assert doc["epoch1_final_spearman"] == pytest.approx(rho, abs=1e-4), name
