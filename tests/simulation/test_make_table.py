@@ -141,11 +141,10 @@ def test_every_generated_table_in_the_repo_is_what_make_tables_sh_would_make():
     table must come from its script line (same arguments), draw its rows from its space with its seed,
     and state the epoch-1 correlation its curves give."""
     scripted = _script_tables()
-    shipped = {p.stem: p for p in (BENCH / "tables").glob("*.json")
-               if "generator" in json.loads(p.read_text())}
+    tables = {p.stem: json.loads(p.read_text()) for p in (BENCH / "tables").glob("*.json")}
+    shipped = {name: doc for name, doc in tables.items() if "generator" in doc}
     assert set(scripted) == set(shipped), "make-tables.sh and bench/tables/ disagree"
-    for name, path in shipped.items():
-        doc = json.loads(path.read_text())
+    for name, doc in shipped.items():
         args = make_table.parse_args([*scripted[name].split(), "--out", f"tables/{name}.json"])
         assert doc["generator"]["arguments"] == make_table._recorded_arguments(args), name
         assert doc["search_space"] == SPACES[args.space], name
