@@ -86,7 +86,7 @@ class ExperimentEngine:
         self.budget = spec.budget
         if searcher is None:
             searcher = make_searcher(spec.searcher, spec.search_space, levels=fidelity_levels(spec.scheduler),
-                                     mode=self.mode)
+                                     mode=self.mode, scheduler=spec.scheduler)
             if background_fits and isinstance(searcher, ModelSearcher):
                 # Fits run in a worker thread; a decision never waits for one (search/background.py).
                 searcher = BackgroundFits(searcher)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 
@@ -14,12 +15,15 @@ from hpo_operator.engine import ExperimentEngine
 from hpo_operator.search import DensityRatioSearcher, LearningCurveGPSearcher, RandomSearcher, finite_values
 from hpo_operator.search.background import BackgroundFits
 from hpo_operator.search.features import SpaceCandidates, TableCandidates
+from hpo_operator.search.kde import BOHB, FOCUSED, _Density
+from hpo_operator.search.searchers import make_searcher
 from hpo_operator.spec.experiment import HPOExperimentSpec
 from hpo_operator.spec.search_space import Choice, Domain, FinRange, LogRandInt, LogUniform, RandInt, Uniform
 
 domain = TypeAdapter(Domain).validate_python
 LEVELS = [1, 3, 9, 27]
-SEARCHERS = [DensityRatioSearcher, LearningCurveGPSearcher]
+BOHB_KDE = functools.partial(DensityRatioSearcher, recipe=BOHB)  # the kde under ASHA
+SEARCHERS = [DensityRatioSearcher, BOHB_KDE, LearningCurveGPSearcher]
 
 EVERY_TYPE = {
     "lr": domain({"type": "loguniform", "min": 1e-4, "max": 1.0}),
@@ -162,6 +166,85 @@ def test_engine_restore_rebuilds_the_searcher():
     restored.restore([t for t in engine.trials.values()])
     assert restored.searcher.data.by_level == engine.searcher.data.by_level
     assert restored.next_launch().trial.config == engine.next_launch().trial.config
+
+
+def _manifest(scheduler: dict) -> HPOExperimentSpec:
+    return HPOExperimentSpec.model_validate({
+        "objective": {"metric": "loss"},
+        "searchSpace": {"lr": {"type": "loguniform", "min": 1e-4, "max": 1.0}},
+        "scheduler": scheduler,
+        "trialTemplate": {"spec": {"containers": [{"name": "t", "image": "x"}]}},
+    })
+
+
+@pytest.mark.parametrize("scheduler, recipe", [
+    ({"maxResource": 27}, FOCUSED),  # the manifest default: the adaptive scheduler
+    ({"algorithm": "asha", "maxResource": 27}, BOHB),
+    ({"algorithm": "asha", "type": "stopping", "maxResource": 27}, FOCUSED),
+    ({"algorithm": "hyperband", "maxResource": 27}, FOCUSED),
+    ({"algorithm": "fifo", "maxResource": 27}, FOCUSED),
+])
+def test_the_kde_runs_bohbs_recipe_under_asha_promotion_and_the_focused_one_elsewhere(scheduler, recipe):
+    """The recipe follows the scheduler the manifest names, on a cluster (the engine, its fits in the
+    background) and in simulation alike, so a restarted operator rebuilds the same searcher."""
+    spec = _manifest(scheduler)
+    engine = ExperimentEngine("e", spec)
+    assert engine.searcher.inner.recipe is recipe
+    assert engine.searcher.inner.random_fraction == spec.searcher.random_fraction == 0.2
+    simulated = make_searcher(spec.searcher, {}, levels=LEVELS, candidates=TableCandidates([{"lr": 0.1}]),
+                              scheduler=spec.scheduler)
+    assert simulated.recipe is recipe
+
+
+def _observed(searcher, n, level=27):
+    for i in range(n):
+        config = {"lr": float(10 ** (-4 + 4 * i / max(n - 1, 1))), "momentum": (i * 0.37) % 0.99}
+        searcher.remember(i, config)
+        searcher.on_result(i, level, objective({**config, "act": "relu", "dropout": 0.1}))
+
+
+def test_bohbs_recipe_fits_only_where_good_and_bad_both_hold_more_points_than_dimensions():
+    """Two dimensions: a good set of max(2, 15%) points needs 20 observations to hold 3, more than 2;
+    until then every draw is random. The focused recipe fits from d + 2 = 4 observations."""
+    space = {k: EVERY_TYPE[k] for k in ("lr", "momentum")}
+    for n, fits in [(19, False), (20, True)]:
+        bohb = DensityRatioSearcher(SpaceCandidates(space), LEVELS, recipe=BOHB)
+        _observed(bohb, n)
+        assert (bohb.fit([]) is not None) is fits, n
+        if fits:
+            model = bohb.fit([])
+            assert (len(model.good.points), len(model.bad.points)) == (3, 17)
+    focused = DensityRatioSearcher(SpaceCandidates(space), LEVELS, recipe=FOCUSED)
+    _observed(focused, 4)
+    assert focused.fit([]) is not None
+
+
+def test_running_trials_count_as_bad_in_the_focused_recipe_only():
+    space = {k: EVERY_TYPE[k] for k in ("lr", "momentum")}
+    for recipe, bad in [(FOCUSED, 17 + 2), (BOHB, 17)]:
+        searcher = DensityRatioSearcher(SpaceCandidates(space), LEVELS, recipe=recipe)
+        _observed(searcher, 20)
+        for running in (20, 21):
+            searcher.remember(running, {"lr": 0.5, "momentum": 0.5})
+        assert len(searcher.fit([20, 21]).bad.points) == bad, recipe.name
+
+
+def test_bohbs_densities_have_scotts_bandwidth_per_column_and_no_uniform_floor():
+    """BOHB's kernels: Scott's rule per numeric column, at least 0.1, so a column whose good values
+    spread wider gets wider kernels; no uniform component, so a region far from every point has a
+    density near 0 where the focused recipe's stays near the uniform prior's 1/(n + 1)."""
+    space = {k: EVERY_TYPE[k] for k in ("lr", "momentum")}
+    searcher = DensityRatioSearcher(SpaceCandidates(space), LEVELS, recipe=BOHB)
+    rng = np.random.default_rng(0)
+    points = np.column_stack([rng.uniform(0.0, 1.0, 40), rng.uniform(0.45, 0.55, 40)])
+    bohb = _Density.fit(points, searcher.candidates.columns, BOHB)
+    scott = points[:, 0].std() * 40 ** (-1 / 6)
+    assert bohb.bandwidth[0] == pytest.approx(scott) and bohb.bandwidth[0] > 0.1
+    assert bohb.bandwidth[1] == 0.1  # Scott's 0.02 on the narrow column, held at the floor
+    focused = _Density.fit(points, searcher.candidates.columns, FOCUSED)
+    far = np.array([[0.5, 0.0]])  # momentum far outside the points' band
+    assert bohb.log_pdf(far)[0] < -10
+    assert focused.log_pdf(far)[0] == pytest.approx(-np.log(41), abs=0.01)
 
 
 class _SlowModel(DensityRatioSearcher):

@@ -23,6 +23,40 @@ from hpo_operator.search.features import Columns
 from hpo_operator.search.model_based import ModelSearcher
 
 MAX_BAD = 256  # densities over more points cost time and change little
+CATEGORY_BANDWIDTH = 0.2  # Aitchison-Aitken weight: the chance a kernel moves a category elsewhere
+
+
+@dataclass(frozen=True)
+class KdeRecipe:
+    """How the densities are fitted and searched. Two recipes are used (docs/schedulers.md, "The
+    default" and "Model-based searchers"): :data:`FOCUSED` under schedulers that train a share of
+    trials to the end (the default's), :data:`BOHB` under ASHA, which stops a wrong guess at its
+    first rung and so gains from wider draws."""
+
+    name: str
+    bandwidth: Optional[float]  # one Gaussian sd for every numeric column, or None: Scott's rule per column
+    uniform_prior: bool  # mix each density with the uniform prior (TPE), so no region has density 0
+    widen: float  # draws from l use the bandwidths times this (BOHB's bandwidth_factor)
+    draws: int  # candidates drawn from l per suggestion
+    running_as_bad: bool  # running trials count as bad (Optuna's constant liar)
+    bohb_sizes: bool  # good set max(d, 15%), fitted only where good and bad both hold more than d points
+
+
+FOCUSED = KdeRecipe("focused", bandwidth=0.1, uniform_prior=True, widen=1.0, draws=256, running_as_bad=True,
+                    bohb_sizes=False)
+# BOHB as Syne Tune 0.13 runs it (its MultiFidelityKernelDensityEstimator), but for the random share,
+# which stays the manifest's randomFraction (0.2 measured as well as BOHB's 1/3 under ASHA).
+BOHB = KdeRecipe("bohb", bandwidth=None, uniform_prior=False, widen=3.0, draws=64, running_as_bad=False,
+                 bohb_sizes=True)
+
+
+def recipe_for(algorithm: str, type: str = "promotion") -> KdeRecipe:
+    """The recipe under a scheduler (its ``algorithm`` and ``type``). Under ASHA's promotion type a wrong
+    guess costs one rung and then waits paused, so BOHB's wider draws pay; under the default (adaptive)
+    scheduler, FIFO or Hyperband, whose trials partly run to the end, and under ASHA's stopping type,
+    exploiting the good points harder measured better (docs/schedulers.md, "The kde under ASHA")."""
+    return BOHB if (algorithm, type) == ("asha", "promotion") else FOCUSED
+MIN_SCOTT_BANDWIDTH = 0.1  # Scott's rule on a handful of near-identical points gives kernels too narrow to move
 
 
 @dataclass(frozen=True)
@@ -30,13 +64,22 @@ class _Density:
     points: np.ndarray  # (n, d)
     bandwidth: np.ndarray  # (d,): Gaussian sd for numeric columns, Aitchison-Aitken weight for categorical ones
     columns: Columns
+    uniform_prior: bool = True
 
     @staticmethod
-    def fit(points: np.ndarray, columns: Columns, bandwidth: float) -> "_Density":
-        # One bandwidth for every numeric column (they all span [0, 1]): Scott's rule on the handful
-        # of good points BOHB fits gave kernels too wide or too narrow to exploit what was learned
-        # (on the synthetic function of tests/unit/test_model_search.py, 0.28 against 0.16 median).
-        return _Density(points, np.where(columns.numeric, bandwidth, 0.2), columns)
+    def fit(points: np.ndarray, columns: Columns, recipe: KdeRecipe) -> "_Density":
+        if recipe.bandwidth is not None:
+            # One bandwidth for every numeric column (they all span [0, 1]): Scott's rule on the handful
+            # of good points gave kernels too wide or too narrow to exploit what was learned when every
+            # trial is trained far (on the synthetic function of tests/unit/test_model_search.py, 0.28
+            # against 0.16 median).
+            numeric = np.full(len(columns.levels), recipe.bandwidth)
+        else:
+            n, d = points.shape
+            scott = points.std(axis=0) * n ** (-1.0 / (d + 4))
+            numeric = np.maximum(scott, MIN_SCOTT_BANDWIDTH)
+        return _Density(points, np.where(columns.numeric, numeric, CATEGORY_BANDWIDTH), columns,
+                        recipe.uniform_prior)
 
     def log_pdf(self, x: np.ndarray) -> np.ndarray:
         """Log density at each row of ``x``: kernel mixture with the uniform prior as one more component."""
@@ -50,6 +93,8 @@ class _Density:
             else:
                 same = np.abs(diff) < 0.5
                 log_k += np.where(same, np.log(1 - bw), np.log(bw / max(levels - 1, 1))) + np.log(levels)
+        if not self.uniform_prior:
+            return logsumexp(log_k, axis=1) - np.log(n)
         prior = np.zeros((len(x), 1))  # the uniform density on the unit cube (categories: 1/levels * levels)
         return logsumexp(np.hstack([log_k, prior]), axis=1) - np.log(n + 1)
 
@@ -74,17 +119,24 @@ class _Model:
 class DensityRatioSearcher(ModelSearcher):
     """BOHB-style searcher; see the module docstring."""
 
-    def __init__(self, *args, gamma: float = 0.15, bandwidth: float = 0.1, widen: float = 1.0, **kwargs):
+    def __init__(self, *args, gamma: float = 0.15, recipe: KdeRecipe = FOCUSED, **kwargs):
+        kwargs.setdefault("n_candidates", recipe.draws)
         super().__init__(*args, **kwargs)
         self.gamma = gamma
-        self.bandwidth = bandwidth
-        self.widen = widen
-        self.min_points = len(self.candidates.columns.levels) + 2
+        self.recipe = recipe
+        self.dims = len(self.candidates.columns.levels)
+
+    def good_count(self, n: int) -> Optional[int]:
+        """How many of ``n`` observations at a level are good, or None if that is too few for a model."""
+        if self.recipe.bohb_sizes:
+            n_good = max(self.dims, int(self.gamma * n))
+            return n_good if n_good > self.dims and n - n_good > self.dims else None
+        return max(2, int(np.ceil(self.gamma * n))) if n >= self.dims + 2 else None
 
     def fit_level(self) -> Optional[int]:
         """The highest fidelity level with enough observations for a model, or None."""
         for level in reversed(self.data.levels):
-            if len(self.data.by_level[level]) >= self.min_points:
+            if self.good_count(len(self.data.by_level[level])) is not None:
                 return level
         return None
 
@@ -94,29 +146,31 @@ class DensityRatioSearcher(ModelSearcher):
             return None
         observed = self.data.by_level[level]
         ids = sorted(observed, key=lambda t: (observed[t], t))
-        n_good = max(2, int(np.ceil(self.gamma * len(ids))))
+        n_good = self.good_count(len(ids))
         good = ids[:n_good]
-        bad = ids[n_good:] + [t for t in pending if t not in observed]
+        bad = ids[n_good:]
+        if self.recipe.running_as_bad:
+            bad += [t for t in pending if t not in observed]
         bad = sorted(bad)[-MAX_BAD:]  # the most recent trials when there are many
         columns = self.candidates.columns
-        return _Model(_Density.fit(np.array([self.x[t] for t in good]), columns, self.bandwidth),
-                      _Density.fit(np.array([self.x[t] for t in bad]), columns, self.bandwidth))
+        return _Model(_Density.fit(np.array([self.x[t] for t in good]), columns, self.recipe),
+                      _Density.fit(np.array([self.x[t] for t in bad]), columns, self.recipe))
 
     def score(self, model: _Model, x: np.ndarray) -> np.ndarray:
         return model.good.log_pdf(x) - model.bad.log_pdf(x)
 
     def propose(self, model: _Model, rng: np.random.Generator) -> np.ndarray:
-        return self.candidates.snap(model.good.sample(rng, self.n_candidates, self.widen))
+        return self.candidates.snap(model.good.sample(rng, self.n_candidates, self.recipe.widen))
 
     def pick_row(self, model: _Model, rng: np.random.Generator, unused: np.ndarray) -> int:
         """The unused row nearest to the best draw from ``l``: the algorithm of a continuous space. Scoring
         every row instead takes the ratio's maximum where ``g`` is thinnest, which is often a row far from
         every good point (an empty corner of the space, where ``l/g`` tends to (bad + 1) / (good + 1))."""
-        draws = model.good.sample(rng, self.n_candidates, self.widen)
+        draws = model.good.sample(rng, self.n_candidates, self.recipe.widen)
         best = draws[int(np.argmax(self.score(model, draws)))]
         gap = np.abs(self.candidates.x[unused] - best)
         distance = np.where(self.candidates.columns.numeric, gap ** 2, (gap >= 0.5).astype(float)).sum(axis=1)
         return int(unused[int(np.argmin(distance))])
 
 
-__all__ = ["DensityRatioSearcher"]
+__all__ = ["BOHB", "FOCUSED", "DensityRatioSearcher", "KdeRecipe", "recipe_for"]

@@ -19,7 +19,7 @@ import numpy as np
 from hpo_operator.search.domains import finite_values, sample
 from hpo_operator.search.features import SpaceCandidates
 from hpo_operator.search.gp import LearningCurveGPSearcher
-from hpo_operator.search.kde import DensityRatioSearcher
+from hpo_operator.search.kde import DensityRatioSearcher, recipe_for
 
 
 class Searcher(Protocol):
@@ -117,19 +117,25 @@ MODEL_SEARCHERS = ("kde", "gp")
 
 
 def make_searcher(spec, space: Mapping[str, Any], *, levels: Sequence[int] = (1,), mode: str = "min",
-                  candidates: Optional[Any] = None) -> Searcher:
+                  candidates: Optional[Any] = None, scheduler: Optional[Any] = None) -> Searcher:
     """Searcher from a ``SearcherSpec``.
 
     ``levels``: the fidelities a model-based searcher fits on (the scheduler's rungs and
-    maxResource); ``candidates``: what it chooses among (default: draws from ``space``)."""
+    maxResource); ``candidates``: what it chooses among (default: draws from ``space``);
+    ``scheduler``: the ``SchedulerSpec``, which picks the kde's recipe (None: the default scheduler)."""
     if spec.algorithm == "random":
         return RandomSearcher(space, seed=spec.seed)
     if spec.algorithm == "grid":
         return GridSearcher(space, grid_points=spec.grid_points, seed=spec.seed)
     if spec.algorithm in MODEL_SEARCHERS:
-        cls = DensityRatioSearcher if spec.algorithm == "kde" else LearningCurveGPSearcher
-        return cls(candidates or SpaceCandidates(space), levels, mode=mode, seed=spec.seed,
-                   random_fraction=spec.random_fraction)
+        candidates = candidates or SpaceCandidates(space)
+        if spec.algorithm == "kde":
+            return DensityRatioSearcher(candidates, levels, mode=mode, seed=spec.seed,
+                                        random_fraction=spec.random_fraction,
+                                        recipe=recipe_for(scheduler.algorithm, scheduler.type) if scheduler
+                                        else recipe_for("adaptive"))
+        return LearningCurveGPSearcher(candidates, levels, mode=mode, seed=spec.seed,
+                                       random_fraction=spec.random_fraction)
     raise ValueError(f"searcher.algorithm: unknown {spec.algorithm!r}")
 
 

@@ -62,7 +62,8 @@ def table_searcher(table: LearningCurveTable, searcher_spec: Optional[SearcherSp
                              "draws='without-repeats'")
         return make_searcher(searcher_spec.model_copy(update={"seed": seed}), {},
                              levels=fidelity_levels(scheduler_spec), mode=table.mode,
-                             candidates=TableCandidates(table.configs, table.space))
+                             candidates=TableCandidates(table.configs, table.space),
+                             scheduler=scheduler_spec)
     if repeats:
         # The same random searcher a manifest with searchSpace {row: randint 0..N-1} gets, so an
         # operator or `hpo run` experiment over the table makes the very same draws.
