@@ -47,7 +47,8 @@ class SearcherSpec(SpecModel):
     algorithm: Literal["random", "grid", "kde", "gp"] = Field(
         default="kde",
         description="How new configurations are chosen. random; grid; kde (the default): density ratio of good "
-        "to bad configurations at the highest well-filled rung (BOHB), random draws until it has enough; gp: "
+        "to bad configurations at the highest well-filled rung (BOHB), random draws until it has enough; under "
+        "asha with type promotion it runs BOHB's own recipe (per-parameter bandwidths, wider draws); gp: "
         "Gaussian process over configuration and epoch, expected improvement at maxResource (MOBSTER).",
     )
     seed: int = Field(default=0, ge=0, le=2**32 - 1, description="Seed; the same seed gives the same configurations.")
