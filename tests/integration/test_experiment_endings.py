@@ -67,6 +67,10 @@ def test_a_failed_experiment_stops_its_other_running_pods(crds_installed, namesp
         # The other trials' pods go; the failed trial's last pod stays for `kubectl logs` (docs/operator.md).
         wait_for(lambda: {p.metadata.name for p in core.list_namespaced_pod(namespace).items} == {"failing-0001-1"},
                  60, 0.5, "every pod but the failed run's deleted")
+        # The node double sees a deletion on its next pass; leaving the block before that would stop
+        # it with those runs still going, which it records as lost with the kubelet.
+        wait_for(lambda: all(run.ended for run in node.history if run.pod != "failing-0001-1"), 30, 0.2,
+                 "the node to end the deleted pods' runs")
     assert (status["phase"], status["reason"]) == ("Failed", "MaxFailedTrialsReached"), status
     by_name = {t["metadata"]["name"]: t["status"] for t in trials(kube_api, namespace)}
     assert by_name["failing-0001"]["phase"] == "Failed"

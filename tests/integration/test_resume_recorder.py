@@ -37,7 +37,10 @@ def test_the_recorder_sees_a_resume_as_it_happens(crds_installed, kube_api, name
             "metadata": {"generateName": "exp-"}, "involvedObject": {"kind": "HPOTrial", "name": TRIAL,
                                                                    "namespace": namespace},
             "reason": "Resumed", "message": f"epochs 2..2 in pod {POD}", "type": "Normal"})
-        wait_for(lambda: core.list_namespaced_service_account(namespace).items, 30, what="the default ServiceAccount")
+        # Admission refuses a pod until the token controller has given the default ServiceAccount its
+        # token (a 500 "No API token found"), which comes a moment after the account itself.
+        wait_for(lambda: any(sa.secrets for sa in core.list_namespaced_service_account(namespace).items
+                             if sa.metadata.name == "default"), 30, what="the default ServiceAccount's token")
         core.create_namespaced_pod(namespace, {
             "metadata": {"name": POD}, "spec": {"nodeName": "node-1", "containers": [
                 {"name": "trainer", "image": "hpo-trainer:e2e"}]}})
