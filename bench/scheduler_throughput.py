@@ -106,7 +106,8 @@ def suggest_ms(cls, observations: int, repeats: int = 15) -> float:
 
 
 # The kde runs one recipe under the default scheduler and BOHB's under ASHA (search/kde.py).
-MODEL_SEARCHERS = (("kde", DensityRatioSearcher), ("kde under asha", functools.partial(DensityRatioSearcher, recipe=BOHB)),
+TIMED_SEARCHERS = (("kde", DensityRatioSearcher),
+                   ("kde under asha", functools.partial(DensityRatioSearcher, recipe=BOHB)),
                    ("gp", LearningCurveGPSearcher))
 
 
@@ -115,11 +116,11 @@ def searcher_costs(sizes: list[int]) -> None:
     results = {}
     for n in sizes:
         base = suggest_ms(RandomSearcher, n, repeats=50)
-        for name, cls in MODEL_SEARCHERS:
+        for name, cls in TIMED_SEARCHERS:
             ms = suggest_ms(cls, n)
             results[(name, n)] = ms
             print(f"{name:16s} {n:12,d} {ms:15.1f} {ms / base:9.0f}x", flush=True)
-    for name, _ in MODEL_SEARCHERS:
+    for name, _ in TIMED_SEARCHERS:
         ms = results.get((name, 1000))
         if ms is not None:
             print(f"target: suggestion at 1,000 observations <= 50 ms (median): {name} {ms:.1f} ms "

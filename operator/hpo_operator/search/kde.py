@@ -3,12 +3,15 @@
 At the highest fidelity level holding enough observations, the trials split
 into good (the best ``gamma`` share) and bad; a product-kernel density is
 fitted to each (Gaussian kernels on numeric columns, Aitchison-Aitken kernels
-on categorical ones, each mixed with the uniform prior as TPE does), and the
-candidate with the largest ``l(x) / g(x)`` among draws from ``l`` is tried
-next; in simulation, the table's unused row nearest to it (as the peer
-benchmark holds Syne Tune's BOHB to a table's rows). Trials still
-running count as bad until they report at that level (Optuna's "constant
-liar"), which spreads simultaneous suggestions apart.
+on categorical ones), and the candidate with the largest ``l(x) / g(x)``
+among draws from ``l`` is tried next; in simulation, the table's unused row
+nearest to it (as the peer benchmark holds Syne Tune's BOHB to a table's
+rows). How the densities are sized, smoothed and drawn from is a
+:class:`KdeRecipe`, chosen by the scheduler: ``FOCUSED`` (each density mixed
+with the uniform prior as TPE does, and trials still running counted as bad
+until they report at that level, Optuna's "constant liar", which spreads
+simultaneous suggestions apart) or ``BOHB`` (BOHB's own sizes, bandwidths and
+wider draws).
 """
 
 from __future__ import annotations
@@ -24,14 +27,15 @@ from hpo_operator.search.model_based import ModelSearcher
 
 MAX_BAD = 256  # densities over more points cost time and change little
 CATEGORY_BANDWIDTH = 0.2  # Aitchison-Aitken weight: the chance a kernel moves a category elsewhere
+MIN_SCOTT_BANDWIDTH = 0.1  # Scott's rule on a handful of near-identical points gives kernels too narrow to move
 
 
 @dataclass(frozen=True)
 class KdeRecipe:
-    """How the densities are fitted and searched. Two recipes are used (docs/schedulers.md, "The
-    default" and "Model-based searchers"): :data:`FOCUSED` under schedulers that train a share of
-    trials to the end (the default's), :data:`BOHB` under ASHA, which stops a wrong guess at its
-    first rung and so gains from wider draws."""
+    """How the densities are fitted and searched. Two recipes are used (:func:`recipe_for`;
+    docs/schedulers.md, "The kde under ASHA"): :data:`BOHB` under ASHA's promotion type, which pauses
+    a wrong guess at its first rung and so gains from wider draws; :data:`FOCUSED` under every other
+    scheduler (the default's among them)."""
 
     name: str
     bandwidth: Optional[float]  # one Gaussian sd for every numeric column, or None: Scott's rule per column
@@ -56,7 +60,6 @@ def recipe_for(algorithm: str, type: str = "promotion") -> KdeRecipe:
     scheduler, FIFO or Hyperband, whose trials partly run to the end, and under ASHA's stopping type,
     exploiting the good points harder measured better (docs/schedulers.md, "The kde under ASHA")."""
     return BOHB if (algorithm, type) == ("asha", "promotion") else FOCUSED
-MIN_SCOTT_BANDWIDTH = 0.1  # Scott's rule on a handful of near-identical points gives kernels too narrow to move
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,8 @@ class _Density:
                         recipe.uniform_prior)
 
     def log_pdf(self, x: np.ndarray) -> np.ndarray:
-        """Log density at each row of ``x``: kernel mixture with the uniform prior as one more component."""
+        """Log density at each row of ``x``: the kernel mixture, with the uniform prior as one more
+        component where the recipe asks for it."""
         n = len(self.points)
         log_k = np.zeros((len(x), n))
         for j, levels in enumerate(self.columns.levels):

@@ -130,10 +130,9 @@ def make_searcher(spec, space: Mapping[str, Any], *, levels: Sequence[int] = (1,
     if spec.algorithm in MODEL_SEARCHERS:
         candidates = candidates or SpaceCandidates(space)
         if spec.algorithm == "kde":
+            recipe = recipe_for("adaptive") if scheduler is None else recipe_for(scheduler.algorithm, scheduler.type)
             return DensityRatioSearcher(candidates, levels, mode=mode, seed=spec.seed,
-                                        random_fraction=spec.random_fraction,
-                                        recipe=recipe_for(scheduler.algorithm, scheduler.type) if scheduler
-                                        else recipe_for("adaptive"))
+                                        random_fraction=spec.random_fraction, recipe=recipe)
         return LearningCurveGPSearcher(candidates, levels, mode=mode, seed=spec.seed,
                                        random_fraction=spec.random_fraction)
     raise ValueError(f"searcher.algorithm: unknown {spec.algorithm!r}")
