@@ -261,16 +261,28 @@ def _adaptive(type="promotion", **kw):
     return TrustedRungs("min", 1, 9, 3, type=type, **kw)
 
 
+def _curve(first, final, epoch):
+    """A learning curve: ``first`` at epoch 1, then a straight line down to ``final`` at epoch 9."""
+    return first + (final - first) * (epoch - 1) / 8
+
+
 def _probes(s, finals, first):
-    """Start len(finals) trials (probes while no rung is trusted) and report epochs 1..9 for each:
-    ``first[i]`` at epoch 1, then a straight line down to ``finals[i]`` at epoch 9."""
+    """Start len(finals) trials (the first wave: probes while no rung is trusted) and report epochs
+    1..9 for each in turn, along :func:`_curve`, until the scheduler pauses or stops it. Returns the
+    jobs and each trial's last decision."""
     jobs = [s.next_job() for _ in finals]
-    assert all(j.kind == "new" and j.until == 9 for j in jobs), jobs  # probes run to the end
+    assert all(j.kind == "new" and j.until == 9 for j in jobs), jobs  # probes are granted the end
+    assert all(s.trials[j.trial_id].bracket == s.first_wave_bracket for j in jobs)
+    last = []
     for job, f, a in zip(jobs, finals, first):
         for epoch in range(1, 10):
-            assert s.on_result(job.trial_id, epoch, a + (f - a) * (epoch - 1) / 8) == C
-        s.on_trial_end(job.trial_id, "completed")
-    return jobs
+            decision = s.on_result(job.trial_id, epoch, _curve(a, f, epoch))
+            if decision != C:
+                break
+        if decision == C:
+            s.on_trial_end(job.trial_id, "completed")
+        last.append(decision)
+    return jobs, last
 
 
 @pytest.mark.parametrize("type", ["promotion", "stopping"])
@@ -281,7 +293,7 @@ def test_adaptive_runs_everything_to_the_end_while_early_ranks_mislead(type):
     assert s.trusted() == [False, False]
     assert s.agreement(0)[:2] == (-1.0, 8)
     job = s.next_job()
-    assert job.until == 9 and s.trials[job.trial_id].bracket == s.probe_bracket
+    assert job.until == 9 and s.trials[job.trial_id].bracket == s.first_wave_bracket
     # No rung judges: a trial far worse than all others at epoch 1 continues.
     assert s.on_result(job.trial_id, 1, 5.0) == C
 
@@ -289,8 +301,9 @@ def test_adaptive_runs_everything_to_the_end_while_early_ranks_mislead(type):
 @pytest.mark.parametrize("type", ["promotion", "stopping"])
 def test_adaptive_judges_from_the_first_rung_once_early_ranks_agree(type):
     s = _adaptive(type)
-    finals = [0.1 * i for i in range(1, 9)]
-    _probes(s, finals, first=[f + 0.5 for f in finals])  # same order at every epoch
+    finals = [0.1 * i for i in range(8, 0, -1)]  # each ranks best so far, so the first wave all runs on
+    _, last = _probes(s, finals, first=[f + 0.5 for f in finals])  # same order at every epoch
+    assert last == [C] * 8
     assert s.trusted() == [True, True]
     jobs = [s.next_job() for _ in range(3)]
     assert all(s.trials[j.trial_id].bracket == 0 for j in jobs)
@@ -306,9 +319,51 @@ def test_adaptive_judges_from_the_first_rung_once_early_ranks_agree(type):
         assert s.on_result(jobs[1].trial_id, 1, 0.0) == C and s.until_of(jobs[1].trial_id) == 3
 
 
+@pytest.mark.parametrize("type", ["promotion", "stopping"])
+def test_adaptive_first_wave_runs_on_only_in_a_trusted_rungs_better_half(type):
+    s = _adaptive(type)
+    jobs, last = _probes(s, [0.1 * i for i in range(1, 9)], first=[0.1 * i + 0.5 for i in range(1, 9)])
+    # Reported best first, each later trial ranks last. Trial 5's epoch 3 gives rung 1 its sixth pair
+    # with epoch 3, so rung 1 is trusted; from then on a first-wave trial outside the better half of a
+    # rung's records pauses there (promotion) or stops: trial 5 at rung 3, trials 6 and 7 at rung 1.
+    out = P if type == "promotion" else S
+    assert s.trusted()[0] and last == [C] * 5 + [out] * 3
+    assert [s.trials[j.trial_id].observations[-1][0] for j in jobs[5:]] == [3, 1, 1]
+
+
+@pytest.mark.parametrize("type", ["promotion", "stopping"])
+def test_adaptive_first_wave_at_a_trusted_rung_needs_the_better_half(type):
+    s = _adaptive(type)
+    jobs = [s.next_job() for _ in range(8)]  # the first wave: started while no rung is trusted
+    finals = [0.8 - 0.1 * i for i in range(6)]  # each ranks best so far: none falls behind
+    for job, f in zip(jobs, finals):
+        for epoch in range(1, 10):
+            assert s.on_result(job.trial_id, epoch, _curve(f + 0.5, f, epoch)) == C
+        s.on_trial_end(job.trial_id, "completed")
+    assert s.trusted() == [True, True]
+    # Rung 1 holds 0.8 .. 1.3. Third of seven: inside the better half (four), runs on. Fifth of eight:
+    # outside it (four), though ASHA's rules never judge a probe.
+    assert s.on_result(jobs[6].trial_id, 1, 0.95) == C
+    assert s.on_result(jobs[7].trial_id, 1, 1.05) == (P if type == "promotion" else S)
+    if type == "stopping":
+        return
+    # Paused, it is a rung-1 candidate like any other, and a restarted scheduler holds it so too: once
+    # enough worse trials fill rung 1 it ranks in the top third, and ASHA resumes it to the end.
+    restored = _adaptive(type)
+    restored.restore(TrialRecord(t.trial_id, t.bracket, t.until, t.status, list(t.observations))
+                     for t in s.trials.values())
+    for sched in (s, restored):
+        new_trials = 0
+        while (job := sched.next_job()).kind == "new":
+            assert job.until == 1 and sched.on_result(job.trial_id, 1, 2.0) == P
+            new_trials += 1
+        assert job == Job.resume(jobs[7].trial_id, 9, s.first_wave_bracket)
+        assert new_trials == 5  # top third of 13 records: 5 (floor(12 / 3) + 1); it ranks 5th
+
+
 def test_adaptive_keeps_probing_a_share_of_trials():
     s = _adaptive(probe_fraction=0.25)
-    finals = [0.1 * i for i in range(1, 9)]
+    finals = [0.1 * i for i in range(8, 0, -1)]
     _probes(s, finals, first=[f + 0.5 for f in finals])
     brackets = [s.trials[s.next_job().trial_id].bracket for _ in range(200)]
     share = brackets.count(s.probe_bracket) / len(brackets)

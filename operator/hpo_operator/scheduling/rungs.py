@@ -50,6 +50,10 @@ class Rung:
         if candidate:
             self.candidates.add(entry)
 
+    def make_candidate(self, trial_id: int) -> None:
+        """A trial already recorded here pauses here after all."""
+        self.candidates.add(self._entry[trial_id])
+
     def drop_candidate(self, trial_id: int) -> None:
         entry = self._entry.get(trial_id)
         if entry is not None and entry in self.candidates:
@@ -82,3 +86,11 @@ class Rung:
             return False  # NaN/inf: diverged, stop (as Optuna's pruner does)
         cutoff_index = max(1, int(len(self.records) // eta)) - 1
         return key <= self.records[cutoff_index][0]
+
+    def ranks_within(self, trial_id: int, share: float) -> bool:
+        """The trial ranks inside the best ``max(1, ceil(n * share))`` of this rung's ``n`` records
+        (earlier trials win ties); a diverged (NaN/inf) trial never does."""
+        entry = self._entry[trial_id]
+        if entry[0] == math.inf:
+            return False
+        return self.records.bisect_left(entry) < max(1, math.ceil(len(self.records) * share))

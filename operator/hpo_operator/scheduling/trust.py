@@ -17,13 +17,23 @@ with a later fidelity, and judges at a rung only while they agree:
 * A new trial that is not a probe starts in bracket ``s``, the lowest
   trusted rung, and is judged (ASHA's rules, ``type: promotion`` or
   ``stopping``) at trusted rungs from ``s`` up; it runs through the others.
+* The *first wave*, the probes started while no rung was trusted, holds
+  every worker until trust is measured. Once a rung is trusted, a
+  first-wave trial that reaches it or any rung above it runs on only while
+  it ranks in the better half of the rung's records (``FIRST_WAVE_KEEP``);
+  otherwise it pauses there (promotion type: a candidate ASHA may promote
+  later) or stops (stopping type). The half, not ASHA's top ``1/eta``: these
+  trials were started blind and are the furthest trained, and where the
+  first trials to finish already win, pausing them is what delays the
+  target (docs/schedulers.md has the figures of both).
 
 Where the first epochs mislead, no rung is trusted and every trial trains to
 the end, as random search does; where they rank well, rung 0 is trusted
 after the first probes and trials stop as early as ASHA's. The bracket (the
-rung index a trial was first judged from, ``len(levels)`` for a probe) is
-part of the trial's record, and trust is a function of the probes' recorded
-values, so :meth:`restore` rebuilds the same scheduler.
+rung index a trial was first judged from, ``len(levels)`` for a probe and
+``len(levels) + 1`` for a first-wave probe) is part of the trial's record,
+and trust is a function of the probes' recorded values, so :meth:`restore`
+rebuilds the same scheduler.
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ from hpo_operator.scheduling.base import Decision, Job, Mode, Scheduler, TrialRe
 from hpo_operator.scheduling.rungs import Rung
 
 MAX_EVIDENCE = 500  # probes per agreement measure: the newest, so old evidence fades and cost stays bounded
+FIRST_WAVE_KEEP = 0.5  # share of a trusted rung's records a first-wave trial must rank within to run on
 
 
 class TrustedRungs(Scheduler):
@@ -55,6 +66,7 @@ class TrustedRungs(Scheduler):
         self.rungs = [Rung(r) for r in self.levels]
         self.index_of = {r: k for k, r in enumerate(self.levels)}
         self.probe_bracket = len(self.levels)
+        self.first_wave_bracket = len(self.levels) + 1  # probes started while no rung was trusted
         # Probes' values (rank keys) at each rung level and at max_resource.
         self._probe_values: dict[int, dict[int, float]] = {r: {} for r in self.levels + [max_resource]}
         self._trust: Optional[list[bool]] = None  # cached; None after new probe evidence
@@ -90,13 +102,20 @@ class TrustedRungs(Scheduler):
     def _bracket_for_new(self, trial_id: int) -> int:
         trusted = self.trusted()
         if not any(trusted):
-            return self.probe_bracket
+            return self.first_wave_bracket
         if np.random.default_rng([self.seed, trial_id, 0x7257]).random() < self.probe_fraction:
             return self.probe_bracket
         return trusted.index(True)
 
     def _judged_at(self, trial: TrialRecord, k: int) -> bool:
         return trial.bracket <= k < self.probe_bracket and self.trusted()[k]
+
+    def _first_wave_falls_behind(self, trial: TrialRecord, k: int) -> bool:
+        """A first-wave trial at rung ``k``, with a rung at or below ``k`` trusted, ranks outside the
+        better half of the rung's records."""
+        if trial.bracket != self.first_wave_bracket or not any(self.trusted()[:k + 1]):
+            return False
+        return not self.rungs[k].ranks_within(trial.trial_id, FIRST_WAVE_KEEP)
 
     def _next_stop(self, trial: TrialRecord, after: int) -> int:
         """Where a trial that passed level ``after`` pauses next (promotion type): the next rung that
@@ -127,6 +146,12 @@ class TrustedRungs(Scheduler):
         k = self.index_of.get(resource)
         if resource >= self.max_resource or k is None:
             return Decision.CONTINUE
+        if self._first_wave_falls_behind(trial, k):
+            if self.type == "stopping":
+                return Decision.STOP
+            self.rungs[k].make_candidate(trial.trial_id)  # ASHA may promote it from here later
+            self._set(trial, until=resource)
+            return Decision.PAUSE
         if self.type == "stopping":
             if self._judged_at(trial, k) and not self.rungs[k].continues(trial.trial_id, self.eta):
                 return Decision.STOP
@@ -178,7 +203,7 @@ class TrustedRungs(Scheduler):
     # ---- hooks -----------------------------------------------------------------
     def _record(self, trial: TrialRecord, resource: int, value: float) -> None:
         key = self.key(value)
-        if trial.bracket == self.probe_bracket and resource in self._probe_values:
+        if trial.bracket >= self.probe_bracket and resource in self._probe_values:
             self._probe_values[resource][trial.trial_id] = key
             self._trust = None
         k = self.index_of.get(resource)
