@@ -81,7 +81,8 @@ class SchedulerSpec(SpecModel):
     )
     probe_fraction: float = Field(
         default=0.1, ge=0.0, le=1.0,
-        description="adaptive: share of trials trained to maxResource unjudged, to measure how well rungs rank.",
+        description="adaptive: once a rung is trusted, share of new trials trained to maxResource unjudged, to "
+                    "measure how well rungs rank (before that, every trial is such a probe).",
     )
     min_agreement: float = Field(
         default=0.5, ge=-1.0, le=1.0,
