@@ -266,23 +266,24 @@ def _curve(first, final, epoch):
     return first + (final - first) * (epoch - 1) / 8
 
 
+def _report(s, trial_id, first, final):
+    """Report epochs 1..9 of :func:`_curve` until the scheduler pauses or stops the trial (a trial
+    that reaches epoch 9 completes); returns its last decision."""
+    for epoch in range(1, 10):
+        decision = s.on_result(trial_id, epoch, _curve(first, final, epoch))
+        if decision != C:
+            return decision
+    s.on_trial_end(trial_id, "completed")
+    return decision
+
+
 def _probes(s, finals, first):
-    """Start len(finals) trials (the first wave: probes while no rung is trusted) and report epochs
-    1..9 for each in turn, along :func:`_curve`, until the scheduler pauses or stops it. Returns the
-    jobs and each trial's last decision."""
+    """Start len(finals) trials (the first wave: probes while no rung is trusted) and report each in
+    turn (:func:`_report`). Returns the jobs and each trial's last decision."""
     jobs = [s.next_job() for _ in finals]
     assert all(j.kind == "new" and j.until == 9 for j in jobs), jobs  # probes are granted the end
     assert all(s.trials[j.trial_id].bracket == s.first_wave_bracket for j in jobs)
-    last = []
-    for job, f, a in zip(jobs, finals, first):
-        for epoch in range(1, 10):
-            decision = s.on_result(job.trial_id, epoch, _curve(a, f, epoch))
-            if decision != C:
-                break
-        if decision == C:
-            s.on_trial_end(job.trial_id, "completed")
-        last.append(decision)
-    return jobs, last
+    return jobs, [_report(s, job.trial_id, a, f) for job, f, a in zip(jobs, finals, first)]
 
 
 @pytest.mark.parametrize("type", ["promotion", "stopping"])
@@ -336,10 +337,7 @@ def test_adaptive_first_wave_at_a_trusted_rung_needs_the_better_half(type):
     s = _adaptive(type)
     jobs = [s.next_job() for _ in range(8)]  # the first wave: started while no rung is trusted
     finals = [0.8 - 0.1 * i for i in range(6)]  # each ranks best so far: none falls behind
-    for job, f in zip(jobs, finals):
-        for epoch in range(1, 10):
-            assert s.on_result(job.trial_id, epoch, _curve(f + 0.5, f, epoch)) == C
-        s.on_trial_end(job.trial_id, "completed")
+    assert [_report(s, job.trial_id, f + 0.5, f) for job, f in zip(jobs, finals)] == [C] * 6
     assert s.trusted() == [True, True]
     # Rung 1 holds 0.8 .. 1.3. Third of seven: inside the better half (four), runs on. Fifth of eight:
     # outside it (four), though ASHA's rules never judge a probe.
