@@ -286,6 +286,31 @@ def _probes(s, finals, first):
     return jobs, [_report(s, job.trial_id, a, f) for job, f, a in zip(jobs, finals, first)]
 
 
+def test_adaptive_measures_trust_on_the_newest_probes_only():
+    """Old evidence fades: past MAX_EVIDENCE probes, agreement counts only the newest pairs, whatever
+    order the results arrived in, skipping a probe without a value at the rung, and a restored
+    scheduler counts the same ones."""
+    from hpo_operator.scheduling.trust import MAX_EVIDENCE
+
+    s = _adaptive(min_agreement=1.1, max_trials=MAX_EVIDENCE + 200)  # never trusts: every trial a probe
+    n_old = 100
+    jobs = [s.next_job() for _ in range(n_old + MAX_EVIDENCE + 1)]
+    order = np.random.default_rng(0).permutation(len(jobs))
+    for i in order:
+        tid, final = jobs[i].trial_id, 0.001 * i
+        first = 1.0 - final if i < n_old else final  # the oldest probes rank backwards at epoch 1
+        for epoch in (1, 3, 9):
+            if i == len(jobs) - 1 and epoch == 1:
+                continue  # the newest probe's epoch-1 line was lost: it pairs with nothing at rung 1
+            s.on_result(tid, epoch, _curve(first, final, epoch))
+    assert s.agreement(0) == (1.0, MAX_EVIDENCE, 9)  # the backwards ones are older than the newest 500
+    assert s.agreement(1)[1:] == (MAX_EVIDENCE, 9)
+    restored = _adaptive(min_agreement=1.1, max_trials=MAX_EVIDENCE + 200)
+    restored.restore(TrialRecord(t.trial_id, t.bracket, t.until, t.status, list(t.observations))
+                     for t in s.trials.values())
+    assert [restored.agreement(k) for k in (0, 1)] == [s.agreement(k) for k in (0, 1)]
+
+
 @pytest.mark.parametrize("type", ["promotion", "stopping"])
 def test_adaptive_runs_everything_to_the_end_while_early_ranks_mislead(type):
     s = _adaptive(type)
