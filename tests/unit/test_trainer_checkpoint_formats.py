@@ -50,10 +50,15 @@ def test_a_format1_checkpoint_written_before_streaming_still_restores(tmp_path):
     ctx = TrialContext(config={}, start_epoch=3, until_epoch=4, checkpoint_dir=folder, metrics_file=tmp_path / "m")
     assert torch_state.restore(ctx, model=model, optimizer=opt, scheduler=sched, generators=[gen], extra=extra) == 3
     want_model, want_opt, want_sched, want_gen = format1_run()
+    # The recipe is re-run here, and float kernels differ by CPU (AVX-512, AVX2, none) in the last bit or two:
+    # compare within float32 rounding. The seed-123 weights a failed restore leaves differ by ~0.1.
     for name, tensor in want_model.state_dict().items():
-        assert torch.equal(model.state_dict()[name], tensor), name
+        torch.testing.assert_close(model.state_dict()[name], tensor, rtol=1e-5, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")
     momentum = [s["momentum_buffer"] for s in opt.state_dict()["state"].values()]
-    assert all(torch.equal(a, s["momentum_buffer"]) for a, s in zip(momentum, want_opt.state_dict()["state"].values()))
+    want_momentum = [s["momentum_buffer"] for s in want_opt.state_dict()["state"].values()]
+    assert len(momentum) == len(want_momentum) == 4
+    for got, want in zip(momentum, want_momentum):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
     assert sched.last_epoch == want_sched.last_epoch == 3 and extra == {"best": 0.25}
     assert torch.equal(gen.get_state(), want_gen.get_state())
     # The fixture was written after seed_everything(0): python and numpy were seeded with 0.
