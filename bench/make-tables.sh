@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-../.venv/bin/python}
 if [ ! -e /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
-  apt-get install -y -q dataset-fashion-mnist
+  apt-get -o DPkg::Lock::Timeout=600 install -y -q dataset-fashion-mnist
 fi
 declare -A TABLES=(
   [breast_cancer_mlp_s3]="--dataset breast_cancer --model mlp --configs 300 --epochs 27 --seed 3 --train-size 400 --val-size 169"
