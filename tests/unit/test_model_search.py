@@ -219,6 +219,40 @@ def test_bohbs_recipe_fits_only_where_good_and_bad_both_hold_more_points_than_di
     assert focused.fit([]) is not None
 
 
+def _two_levels(searcher, n_low, n_top, top_agrees):
+    """``n_low`` trials seen at epoch 1 (ranked by the objective), the first ``n_top`` of them at 27 too,
+    where the ranks are the same (``top_agrees``) or reversed."""
+    for i in range(n_low):
+        config = {"lr": float(10 ** (-4 + 4 * i / max(n_low - 1, 1))), "momentum": (i * 0.37) % 0.99,
+                  "layers": 2, "batch": 32, "act": "relu", "dropout": 0.1, "width": 64}
+        searcher.remember(i, config)
+        value = objective(config)
+        searcher.on_result(i, 1, value)
+        if i < n_top:
+            searcher.on_result(i, 27, value if top_agrees else -value)
+
+
+@pytest.mark.parametrize("n_top, top_agrees, level", [
+    (0, True, None),     # nothing seen at the top: epoch 1 is unverified, the draw is random
+    (7, True, None),     # 7 pairs agree, too few to tell
+    (8, True, 1),        # 8 agreeing pairs: epoch 1's 60 observations are fitted on
+    (8, False, None),    # 8 pairs that reverse the order: never fitted at epoch 1
+    (12, False, 27),     # ... and once the top holds enough for a model (d + 2 = 9), it is fitted on
+])
+def test_the_focused_kde_fits_a_lower_level_only_once_its_ranks_agree_with_the_top(n_top, top_agrees, level):
+    """Where epoch-1 ranks mislead, a model of them sends draws to the wrong region (random does better):
+    the focused recipe (the default's) fits below the top level only where 8 or more trials seen at both
+    rank alike (the scheduler's measure of a rung it trusts). BOHB's recipe, as BOHB, fits the highest
+    level with enough points whatever they say."""
+    focused = DensityRatioSearcher(SpaceCandidates(EVERY_TYPE), LEVELS, recipe=FOCUSED)
+    _two_levels(focused, 60, n_top, top_agrees)
+    assert focused.fit_level() == level
+    assert (focused.fit([]) is None) is (level is None)
+    bohb = DensityRatioSearcher(SpaceCandidates(EVERY_TYPE), LEVELS, recipe=BOHB)
+    _two_levels(bohb, 60, n_top, top_agrees)
+    assert bohb.fit_level() == 1  # 60 points: BOHB's good set of 9 and bad set of 51 both exceed d = 7
+
+
 def test_running_trials_count_as_bad_in_the_focused_recipe_only():
     space = {k: EVERY_TYPE[k] for k in ("lr", "momentum")}
     for recipe, bad in [(FOCUSED, 17 + 2), (BOHB, 17)]:

@@ -39,12 +39,12 @@ rebuilds the same scheduler.
 from __future__ import annotations
 
 import bisect
-import math
 from collections import Counter
 from typing import Literal, Optional
 
 import numpy as np
 
+from hpo_operator.rank_agreement import finite_keys, lower_bound, spearman
 from hpo_operator.scheduling.base import Decision, Job, Mode, Scheduler, TrialRecord, rung_levels
 from hpo_operator.scheduling.rungs import Rung
 
@@ -91,9 +91,9 @@ class TrustedRungs(Scheduler):
             if len(ids) >= self.min_pairs:
                 a = np.array([here[t] for t in ids])
                 b = np.array([later[t] for t in ids])
-                if np.ptp(_finite(a)) == 0 or np.ptp(_finite(b)) == 0:
+                if np.ptp(finite_keys(a)) == 0 or np.ptp(finite_keys(b)) == 0:
                     return 0.0, len(ids), level  # no spread: the rung tells nothing apart
-                return _spearman(_finite(a), _finite(b)), len(ids), level
+                return spearman(finite_keys(a), finite_keys(b)), len(ids), level
         return None, 0, 0
 
     def _newest_pairs(self, here: dict[int, float], level: int) -> list[int]:
@@ -114,7 +114,7 @@ class TrustedRungs(Scheduler):
         for k, known in enumerate(self._trust):
             if known is None:
                 rho, n, _ = self.agreement(k)
-                self._trust[k] = rho is not None and _lower_bound(rho, n) >= self.min_agreement
+                self._trust[k] = rho is not None and lower_bound(rho, n) >= self.min_agreement
         return self._trust
 
     def _bracket_for_new(self, trial_id: int) -> int:
@@ -238,37 +238,6 @@ class TrustedRungs(Scheduler):
         k = self.index_of.get(trial.until)
         if k is not None:
             self.rungs[k].drop_candidate(trial.trial_id)
-
-
-def _finite(a: np.ndarray) -> np.ndarray:
-    """Rank keys with non-finite ones (diverged) tied at the worst finite value plus one."""
-    finite = np.isfinite(a)
-    if not finite.any():
-        return np.zeros_like(a)
-    return np.where(finite, a, a[finite].max() + 1)
-
-
-def _ranks(a: np.ndarray) -> np.ndarray:
-    """Average ranks (ties share the mean of their positions), as Spearman's correlation wants."""
-    _, inverse, counts = np.unique(a, return_inverse=True, return_counts=True)
-    ends = np.cumsum(counts)
-    return ((ends - (counts - 1) / 2.0))[inverse]
-
-
-def _spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's rank correlation (scipy's spearmanr cost 50x more in this loop); 0 without spread."""
-    ra, rb = _ranks(a), _ranks(b)
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    denom = math.sqrt(float((ra * ra).sum() * (rb * rb).sum()))
-    return float((ra * rb).sum() / denom) if denom > 0 else 0.0
-
-
-def _lower_bound(rho: float, n: int) -> float:
-    """Lower one-sigma bound of a Spearman correlation over ``n`` pairs (Fisher transform)."""
-    if n <= 3:
-        return -1.0
-    z = math.atanh(min(max(rho, -0.999999), 0.999999))
-    return math.tanh(z - 1.06 / math.sqrt(n - 3))
 
 
 __all__ = ["TrustedRungs"]

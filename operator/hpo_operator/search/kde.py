@@ -22,12 +22,18 @@ from typing import Optional
 import numpy as np
 from scipy.special import logsumexp
 
+from hpo_operator.rank_agreement import agrees
 from hpo_operator.search.features import Columns
 from hpo_operator.search.model_based import ModelSearcher
 
 MAX_BAD = 256  # densities over more points cost time and change little
 CATEGORY_BANDWIDTH = 0.2  # Aitchison-Aitken weight: the chance a kernel moves a category elsewhere
 MIN_SCOTT_BANDWIDTH = 0.1  # Scott's rule on a handful of near-identical points gives kernels too narrow to move
+# A lower level is fitted on only where the ranks of this many trials seen there and at the top agree
+# (lower bound of Spearman's rho at least MIN_AGREEMENT): the adaptive scheduler's defaults for a rung.
+AGREEMENT_PAIRS = 8
+MIN_AGREEMENT = 0.5
+MAX_AGREEMENT_PAIRS = 500
 
 
 @dataclass(frozen=True)
@@ -44,14 +50,15 @@ class KdeRecipe:
     draws: int  # candidates drawn from l per suggestion
     running_as_bad: bool  # running trials count as bad (Optuna's constant liar)
     bohb_sizes: bool  # good set max(d, 15%), fitted only where good and bad both hold more than d points
+    verified_levels: bool  # below the top level, fit only where that level's ranks agree with the top's
 
 
 FOCUSED = KdeRecipe("focused", bandwidth=0.1, uniform_prior=True, widen=1.0, draws=256, running_as_bad=True,
-                    bohb_sizes=False)
+                    bohb_sizes=False, verified_levels=True)
 # BOHB as Syne Tune 0.13 runs it (its MultiFidelityKernelDensityEstimator), but for the random share,
 # which stays the manifest's randomFraction (0.2 measured as well as BOHB's 1/3 under ASHA).
 BOHB = KdeRecipe("bohb", bandwidth=None, uniform_prior=False, widen=3.0, draws=64, running_as_bad=False,
-                 bohb_sizes=True)
+                 bohb_sizes=True, verified_levels=False)
 
 
 def recipe_for(algorithm: str, type: str = "promotion") -> KdeRecipe:
@@ -138,11 +145,27 @@ class DensityRatioSearcher(ModelSearcher):
         return max(2, int(np.ceil(self.gamma * n))) if n >= self.dims + 2 else None
 
     def fit_level(self) -> Optional[int]:
-        """The highest fidelity level with enough observations for a model, or None."""
+        """The highest fidelity level with enough observations for a model (and, with the recipe's
+        ``verified_levels``, below the top level, ranks seen to agree with the top's), or None."""
         for level in reversed(self.data.levels):
-            if self.good_count(len(self.data.by_level[level])) is not None:
+            if self.good_count(len(self.data.by_level[level])) is not None and self._may_fit_at(level):
                 return level
         return None
+
+    def _may_fit_at(self, level: int) -> bool:
+        """Where early epochs rank configurations unlike the last, a model of them points the search
+        at the wrong region, and random draws do better (docs/schedulers.md, "A model only where its
+        fidelity agrees"). So a lower level is fitted on only once at least ``AGREEMENT_PAIRS``
+        trials observed there also reached the top and their ranks agree there (the scheduler's
+        measure of a rung it trusts); until then the draw falls to a level above, or to random."""
+        top = self.data.levels[-1]
+        if not self.recipe.verified_levels or level == top:
+            return True
+        here, at_top = self.data.by_level[level], self.data.by_level[top]
+        ids = [t for t in at_top if t in here][-MAX_AGREEMENT_PAIRS:]  # the newest, so the cost stays bounded
+        if len(ids) < AGREEMENT_PAIRS:
+            return False
+        return agrees(np.array([here[t] for t in ids]), np.array([at_top[t] for t in ids]), MIN_AGREEMENT)
 
     def fit(self, pending: list[int]) -> Optional[_Model]:
         level = self.fit_level()
