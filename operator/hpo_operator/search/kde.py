@@ -1,9 +1,11 @@
 """Density-ratio search as in BOHB (Falkner et al., ICML 2018) and TPE.
 
-At the highest fidelity level holding enough observations, the trials split
-into good (the best ``gamma`` share) and bad; a product-kernel density is
-fitted to each (Gaussian kernels on numeric columns, Aitchison-Aitken kernels
-on categorical ones), and the candidate with the largest ``l(x) / g(x)``
+At the highest fidelity level holding enough observations (for ``FOCUSED``,
+below the top level, only one whose ranks are seen to agree with the top's),
+the trials split into good (the best ``gamma`` share) and bad; a
+product-kernel density is fitted to each (Gaussian kernels on numeric
+columns, Aitchison-Aitken kernels on categorical ones), and the candidate
+with the largest ``l(x) / g(x)``
 among draws from ``l`` is tried next; in simulation, the table's unused row
 nearest to it (as the peer benchmark holds Syne Tune's BOHB to a table's
 rows). How the densities are sized, smoothed and drawn from is a
