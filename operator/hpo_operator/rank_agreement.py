@@ -11,13 +11,9 @@ import math
 
 import numpy as np
 
-
-def finite_keys(a: np.ndarray) -> np.ndarray:
-    """Rank keys with non-finite ones (diverged) tied at the worst finite value plus one."""
-    finite = np.isfinite(a)
-    if not finite.any():
-        return np.zeros_like(a)
-    return np.where(finite, a, a[finite].max() + 1)
+MIN_PAIRS = 8  # pairs a correlation needs before it says anything
+MIN_AGREEMENT = 0.5  # the lower bound a fidelity's correlation must reach to be trusted (the manifest's default)
+MAX_EVIDENCE = 500  # pairs per measure: the newest, so old evidence fades and cost stays bounded
 
 
 def average_ranks(a: np.ndarray) -> np.ndarray:
@@ -44,11 +40,18 @@ def lower_bound(rho: float, n: int) -> float:
     return math.tanh(z - 1.06 / math.sqrt(n - 3))
 
 
-def agrees(here: np.ndarray, later: np.ndarray, min_agreement: float) -> bool:
-    """Whether the ranks of ``here`` confidently agree with those of ``later`` (paired arrays): the
-    lower bound of their correlation reaches ``min_agreement``. No spread at either end agrees with
-    nothing."""
-    a, b = finite_keys(here), finite_keys(later)
+def rank_correlation(here: np.ndarray, later: np.ndarray) -> float:
+    """Spearman's correlation of paired rank keys, a diverged (non-finite) value ranking worst; 0 where
+    either side has no spread, since such a fidelity tells nothing apart."""
+    a, b = _finite_keys(here), _finite_keys(later)
     if np.ptp(a) == 0 or np.ptp(b) == 0:
-        return False
-    return lower_bound(spearman(a, b), len(a)) >= min_agreement
+        return 0.0
+    return spearman(a, b)
+
+
+def _finite_keys(a: np.ndarray) -> np.ndarray:
+    """Rank keys with non-finite ones (diverged) tied at the worst finite value plus one."""
+    finite = np.isfinite(a)
+    if not finite.any():
+        return np.zeros_like(a)
+    return np.where(finite, a, a[finite].max() + 1)

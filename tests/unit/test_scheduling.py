@@ -290,7 +290,7 @@ def test_adaptive_measures_trust_on_the_newest_probes_only():
     """Old evidence fades: past MAX_EVIDENCE probes, agreement counts only the newest pairs, whatever
     order the results arrived in, skipping a probe without a value at the rung, and a restored
     scheduler counts the same ones."""
-    from hpo_operator.scheduling.trust import MAX_EVIDENCE
+    from hpo_operator.rank_agreement import MAX_EVIDENCE
 
     s = _adaptive(min_agreement=1.1, max_trials=MAX_EVIDENCE + 200)  # never trusts: every trial a probe
     n_old = 100

@@ -44,18 +44,18 @@ from typing import Literal, Optional
 
 import numpy as np
 
-from hpo_operator.rank_agreement import finite_keys, lower_bound, spearman
+from hpo_operator.rank_agreement import MAX_EVIDENCE, MIN_AGREEMENT, MIN_PAIRS, lower_bound, rank_correlation
 from hpo_operator.scheduling.base import Decision, Job, Mode, Scheduler, TrialRecord, rung_levels
 from hpo_operator.scheduling.rungs import Rung
 
-MAX_EVIDENCE = 500  # probes per agreement measure: the newest, so old evidence fades and cost stays bounded
 FIRST_WAVE_KEEP = 0.5  # share of a trusted rung's records a first-wave trial must rank within to run on
 
 
 class TrustedRungs(Scheduler):
     def __init__(self, mode: Mode, min_resource: int, max_resource: int, reduction_factor: float = 3,
                  type: Literal["promotion", "stopping"] = "promotion", max_trials: Optional[int] = None,
-                 seed: int = 0, probe_fraction: float = 0.1, min_pairs: int = 8, min_agreement: float = 0.5):
+                 seed: int = 0, probe_fraction: float = 0.1, min_pairs: int = MIN_PAIRS,
+                 min_agreement: float = MIN_AGREEMENT):
         super().__init__(mode, max_resource, max_trials)
         self.eta = reduction_factor
         self.type = type
@@ -91,9 +91,7 @@ class TrustedRungs(Scheduler):
             if len(ids) >= self.min_pairs:
                 a = np.array([here[t] for t in ids])
                 b = np.array([later[t] for t in ids])
-                if np.ptp(finite_keys(a)) == 0 or np.ptp(finite_keys(b)) == 0:
-                    return 0.0, len(ids), level  # no spread: the rung tells nothing apart
-                return spearman(finite_keys(a), finite_keys(b)), len(ids), level
+                return rank_correlation(a, b), len(ids), level
         return None, 0, 0
 
     def _newest_pairs(self, here: dict[int, float], level: int) -> list[int]:

@@ -5,10 +5,9 @@ below the top level, only one whose ranks are seen to agree with the top's),
 the trials split into good (the best ``gamma`` share) and bad; a
 product-kernel density is fitted to each (Gaussian kernels on numeric
 columns, Aitchison-Aitken kernels on categorical ones), and the candidate
-with the largest ``l(x) / g(x)``
-among draws from ``l`` is tried next; in simulation, the table's unused row
-nearest to it (as the peer benchmark holds Syne Tune's BOHB to a table's
-rows). How the densities are sized, smoothed and drawn from is a
+with the largest ``l(x) / g(x)`` among draws from ``l`` is tried next; in
+simulation, the table's unused row nearest to it (as the peer benchmark holds
+Syne Tune's BOHB to a table's rows). How the densities are sized, smoothed and drawn from is a
 :class:`KdeRecipe`, chosen by the scheduler: ``FOCUSED`` (each density mixed
 with the uniform prior as TPE does, and trials still running counted as bad
 until they report at that level, Optuna's "constant liar", which spreads
@@ -18,24 +17,20 @@ wider draws).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 from scipy.special import logsumexp
 
-from hpo_operator.rank_agreement import agrees
+from hpo_operator.rank_agreement import MAX_EVIDENCE, MIN_AGREEMENT, MIN_PAIRS, lower_bound, rank_correlation
 from hpo_operator.search.features import Columns
 from hpo_operator.search.model_based import ModelSearcher
 
 MAX_BAD = 256  # densities over more points cost time and change little
 CATEGORY_BANDWIDTH = 0.2  # Aitchison-Aitken weight: the chance a kernel moves a category elsewhere
 MIN_SCOTT_BANDWIDTH = 0.1  # Scott's rule on a handful of near-identical points gives kernels too narrow to move
-# A lower level is fitted on only where the ranks of this many trials seen there and at the top agree
-# (lower bound of Spearman's rho at least MIN_AGREEMENT): the adaptive scheduler's defaults for a rung.
-AGREEMENT_PAIRS = 8
-MIN_AGREEMENT = 0.5
-MAX_AGREEMENT_PAIRS = 500
 
 
 @dataclass(frozen=True)
@@ -156,18 +151,21 @@ class DensityRatioSearcher(ModelSearcher):
 
     def _may_fit_at(self, level: int) -> bool:
         """Where early epochs rank configurations unlike the last, a model of them points the search
-        at the wrong region, and random draws do better (docs/schedulers.md, "A model only where its
-        fidelity agrees"). So a lower level is fitted on only once at least ``AGREEMENT_PAIRS``
-        trials observed there also reached the top and their ranks agree there (the scheduler's
-        measure of a rung it trusts); until then the draw falls to a level above, or to random."""
+        at the wrong region, and random draws do better (docs/schedulers.md, "Four more tuning tables,
+        and a model only where its fidelity agrees"). So a lower level is fitted on only once at least
+        ``MIN_PAIRS`` trials observed there also reached the top and their ranks agree there, by the
+        adaptive scheduler's measure and defaults for a rung it trusts; until then the draw falls to
+        a level above, or to random."""
         top = self.data.levels[-1]
         if not self.recipe.verified_levels or level == top:
             return True
         here, at_top = self.data.by_level[level], self.data.by_level[top]
-        ids = [t for t in at_top if t in here][-MAX_AGREEMENT_PAIRS:]  # the newest, so the cost stays bounded
-        if len(ids) < AGREEMENT_PAIRS:
+        newest_first = (t for t in reversed(at_top) if t in here)  # dicts keep arrival order
+        ids = list(itertools.islice(newest_first, MAX_EVIDENCE))
+        if len(ids) < MIN_PAIRS:
             return False
-        return agrees(np.array([here[t] for t in ids]), np.array([at_top[t] for t in ids]), MIN_AGREEMENT)
+        rho = rank_correlation(np.array([here[t] for t in ids]), np.array([at_top[t] for t in ids]))
+        return lower_bound(rho, len(ids)) >= MIN_AGREEMENT
 
     def fit(self, pending: list[int]) -> Optional[_Model]:
         level = self.fit_level()

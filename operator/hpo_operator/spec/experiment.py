@@ -14,6 +14,7 @@ from typing import Any, Literal, Optional, Union
 from pydantic import Field, field_validator, model_validator
 
 from hpo_operator import resources
+from hpo_operator.rank_agreement import MIN_AGREEMENT
 from hpo_operator.spec.base import SpecModel
 from hpo_operator.spec.durations import parse_duration
 from hpo_operator.spec.pod_security import security_problem
@@ -85,7 +86,7 @@ class SchedulerSpec(SpecModel):
                     "measure how well rungs rank (before that, every trial is such a probe).",
     )
     min_agreement: float = Field(
-        default=0.5, ge=-1.0, le=1.0,
+        default=MIN_AGREEMENT, ge=-1.0, le=1.0,
         description="adaptive: a rung judges trials once its rank correlation with a later epoch is confidently above this.",
     )
     min_samples: int = Field(default=3, ge=1, le=1000, description="median: trials needed at a resource before stopping.")
