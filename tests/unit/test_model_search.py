@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -25,15 +26,16 @@ LEVELS = [1, 3, 9, 27]
 BOHB_KDE = functools.partial(DensityRatioSearcher, recipe=BOHB)  # the kde under ASHA
 SEARCHERS = [DensityRatioSearcher, BOHB_KDE, LearningCurveGPSearcher]
 
-EVERY_TYPE = {
-    "lr": domain({"type": "loguniform", "min": 1e-4, "max": 1.0}),
-    "momentum": domain({"type": "uniform", "min": 0.0, "max": 0.99}),
-    "layers": domain({"type": "randint", "min": 1, "max": 4}),
-    "batch": domain({"type": "lograndint", "min": 8, "max": 256}),
-    "act": domain({"type": "choice", "values": ["relu", "tanh", "gelu"]}),
-    "dropout": domain({"type": "finrange", "min": 0.0, "max": 0.5, "size": 6}),
-    "width": domain({"type": "logfinrange", "min": 16, "max": 512, "size": 6, "cast_int": True}),
+EVERY_TYPE_MANIFEST = {
+    "lr": {"type": "loguniform", "min": 1e-4, "max": 1.0},
+    "momentum": {"type": "uniform", "min": 0.0, "max": 0.99},
+    "layers": {"type": "randint", "min": 1, "max": 4},
+    "batch": {"type": "lograndint", "min": 8, "max": 256},
+    "act": {"type": "choice", "values": ["relu", "tanh", "gelu"]},
+    "dropout": {"type": "finrange", "min": 0.0, "max": 0.5, "size": 6},
+    "width": {"type": "logfinrange", "min": 16, "max": 512, "size": 6, "cast_int": True},
 }
+EVERY_TYPE = {name: domain(d) for name, d in EVERY_TYPE_MANIFEST.items()}
 
 
 def valid(name, value):
@@ -168,10 +170,10 @@ def test_engine_restore_rebuilds_the_searcher():
     assert restored.next_launch().trial.config == engine.next_launch().trial.config
 
 
-def _manifest(scheduler: dict) -> HPOExperimentSpec:
+def _manifest(scheduler: dict, space: Optional[dict] = None) -> HPOExperimentSpec:
     return HPOExperimentSpec.model_validate({
         "objective": {"metric": "loss"},
-        "searchSpace": {"lr": {"type": "loguniform", "min": 1e-4, "max": 1.0}},
+        "searchSpace": space or {"lr": {"type": "loguniform", "min": 1e-4, "max": 1.0}},
         "scheduler": scheduler,
         "trialTemplate": {"spec": {"containers": [{"name": "t", "image": "x"}]}},
     })
@@ -251,6 +253,23 @@ def test_the_focused_kde_fits_a_lower_level_only_once_its_ranks_agree_with_the_t
     bohb = DensityRatioSearcher(SpaceCandidates(EVERY_TYPE), LEVELS, recipe=BOHB)
     _two_levels(bohb, 60, n_top, top_agrees)
     assert bohb.fit_level() == 1  # 60 points: BOHB's good set of 9 and bad set of 51 both exceed d = 7
+
+
+@pytest.mark.parametrize("min_agreement, level", [
+    (None, None),  # the default bar (0.5): 8 reversed pairs keep epoch 1 out of the model
+    (-1.0, 1),     # the manifest waives the check: epoch 1's 60 observations are fitted on, as BOHB does
+])
+def test_the_manifests_min_agreement_is_the_bar_the_kde_holds_a_lower_level_to(min_agreement, level):
+    """One knob for one question ("do early epochs rank as the end does?"): the scheduler's
+    minAgreement also decides where the default's kde may fit, on a cluster and in simulation."""
+    scheduler = {"maxResource": 27} if min_agreement is None else {"maxResource": 27, "minAgreement": min_agreement}
+    spec = _manifest(scheduler, EVERY_TYPE_MANIFEST)
+    on_cluster = ExperimentEngine("e", spec).searcher.inner
+    simulated = make_searcher(spec.searcher, {}, levels=LEVELS, scheduler=spec.scheduler,
+                              candidates=SpaceCandidates(EVERY_TYPE))
+    for searcher in (on_cluster, simulated):
+        _two_levels(searcher, 60, 8, top_agrees=False)
+        assert searcher.fit_level() == level
 
 
 def test_running_trials_count_as_bad_in_the_focused_recipe_only():

@@ -127,11 +127,13 @@ class _Model:
 class DensityRatioSearcher(ModelSearcher):
     """BOHB-style searcher; see the module docstring."""
 
-    def __init__(self, *args, gamma: float = 0.15, recipe: KdeRecipe = FOCUSED, **kwargs):
+    def __init__(self, *args, gamma: float = 0.15, recipe: KdeRecipe = FOCUSED,
+                 min_agreement: float = MIN_AGREEMENT, **kwargs):
         kwargs.setdefault("n_candidates", recipe.draws)
         super().__init__(*args, **kwargs)
         self.gamma = gamma
         self.recipe = recipe
+        self.min_agreement = min_agreement  # the manifest's scheduler.minAgreement: one bar for rungs and models
         self.dims = len(self.candidates.columns.levels)
 
     def good_count(self, n: int) -> Optional[int]:
@@ -154,8 +156,8 @@ class DensityRatioSearcher(ModelSearcher):
         at the wrong region, and random draws do better (docs/schedulers.md, "Four more tuning tables,
         and a model only where its fidelity agrees"). So a lower level is fitted on only once at least
         ``MIN_PAIRS`` trials observed there also reached the top and their ranks agree there, by the
-        adaptive scheduler's measure and defaults for a rung it trusts; until then the draw falls to
-        a level above, or to random."""
+        adaptive scheduler's measure for a rung it trusts and its bar (``min_agreement``); until then the
+        draw falls to a level above, or to random."""
         top = self.data.levels[-1]
         if not self.recipe.verified_levels or level == top:
             return True
@@ -165,7 +167,7 @@ class DensityRatioSearcher(ModelSearcher):
         if len(ids) < MIN_PAIRS:
             return False
         rho = rank_correlation(np.array([here[t] for t in ids]), np.array([at_top[t] for t in ids]))
-        return lower_bound(rho, len(ids)) >= MIN_AGREEMENT
+        return lower_bound(rho, len(ids)) >= self.min_agreement
 
     def fit(self, pending: list[int]) -> Optional[_Model]:
         level = self.fit_level()

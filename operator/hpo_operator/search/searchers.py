@@ -122,7 +122,8 @@ def make_searcher(spec, space: Mapping[str, Any], *, levels: Sequence[int] = (1,
 
     ``levels``: the fidelities a model-based searcher fits on (the scheduler's rungs and
     maxResource); ``candidates``: what it chooses among (default: draws from ``space``);
-    ``scheduler``: the ``SchedulerSpec``, which picks the kde's recipe (None: the default scheduler)."""
+    ``scheduler``: the ``SchedulerSpec``, which picks the kde's recipe and sets the agreement it asks of a
+    lower level (``minAgreement``; None: the default scheduler's)."""
     if spec.algorithm == "random":
         return RandomSearcher(space, seed=spec.seed)
     if spec.algorithm == "grid":
@@ -130,9 +131,13 @@ def make_searcher(spec, space: Mapping[str, Any], *, levels: Sequence[int] = (1,
     if spec.algorithm in MODEL_SEARCHERS:
         candidates = candidates or SpaceCandidates(space)
         if spec.algorithm == "kde":
-            recipe = recipe_for("adaptive") if scheduler is None else recipe_for(scheduler.algorithm, scheduler.type)
+            if scheduler is None:
+                return DensityRatioSearcher(candidates, levels, mode=mode, seed=spec.seed,
+                                            random_fraction=spec.random_fraction, recipe=recipe_for("adaptive"))
             return DensityRatioSearcher(candidates, levels, mode=mode, seed=spec.seed,
-                                        random_fraction=spec.random_fraction, recipe=recipe)
+                                        random_fraction=spec.random_fraction,
+                                        recipe=recipe_for(scheduler.algorithm, scheduler.type),
+                                        min_agreement=scheduler.min_agreement)
         return LearningCurveGPSearcher(candidates, levels, mode=mode, seed=spec.seed,
                                        random_fraction=spec.random_fraction)
     raise ValueError(f"searcher.algorithm: unknown {spec.algorithm!r}")

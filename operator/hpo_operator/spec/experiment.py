@@ -87,7 +87,9 @@ class SchedulerSpec(SpecModel):
     )
     min_agreement: float = Field(
         default=MIN_AGREEMENT, ge=-1.0, le=1.0,
-        description="adaptive: a rung judges trials once its rank correlation with a later epoch is confidently above this.",
+        description="adaptive: a rung judges trials once its rank correlation with a later epoch is confidently above "
+                    "this; the kde searcher fits a rung below maxResource only once its ranks agree with the top's "
+                    "as well.",
     )
     min_samples: int = Field(default=3, ge=1, le=1000, description="median: trials needed at a resource before stopping.")
     sha_bracket_size: Optional[int] = Field(
