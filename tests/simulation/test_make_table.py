@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from hpo_operator.sim import LearningCurveTable
+from hpo_operator.sim import LearningCurveTable, compare
 
 from support.paths import BENCH, REPO
 
@@ -151,3 +151,37 @@ def test_every_generated_table_in_the_repo_is_what_make_tables_sh_would_make():
         assert doc["configs"] == draw_configs(SPACES[args.space], args.configs, args.seed), name
         rho = make_table.epoch1_rank_correlation(np.array(doc["curves"]))
         assert doc["epoch1_final_spearman"] == pytest.approx(rho, abs=1e-4), name
+
+
+def test_a_perfect_fidelity_twin_keeps_rows_and_times_and_lets_asha_find_what_early_epochs_hide():
+    """bench/fidelity_bound.py's twin: the same final values and epoch times, every epoch ranking as the
+    end does. 30 rows whose epoch-1 ranks are the final ranks reversed: ASHA from epoch 1 stops the best
+    rows on the table, never on its twin."""
+    import fidelity_bound
+
+    rows, epochs = 30, 9
+    final = np.linspace(0.1, 0.9, rows)
+    curves = np.repeat(final[:, None], epochs, axis=1)
+    curves[:, :3] = 1.0 - final[:, None]  # the first epochs rank every row the other way round
+    table = LearningCurveTable(name="t", metric="m", mode="min", configs=[{"i": i} for i in range(rows)],
+                               curves=curves, epoch_seconds=np.full((rows, epochs), 2.0))
+    twin = fidelity_bound.perfect_fidelity(table)
+    assert np.array_equal(twin.final_values(), table.final_values())
+    assert np.array_equal(twin.epoch_seconds, table.epoch_seconds) and twin.configs == table.configs
+    assert all(np.unique(twin.curves[r]).tolist() == [final[r]] for r in range(rows))
+
+    def asha_top1(t):
+        return compare(t, ["asha-promotion"], workers=2, seeds=3, epoch_scale=1, overhead=0,
+                       draws="without-repeats")["asha-promotion"]
+
+    assert asha_top1(table).unreached_top1 == 3  # the best row ranks last at epoch 1: always paused
+    assert asha_top1(twin).unreached_top1 == 0
+
+
+def test_fidelity_bound_prints_each_method_on_the_table_and_its_twin():
+    out = subprocess.run([sys.executable, str(BENCH / "fidelity_bound.py"), str(BENCH / "tables" / "wine_s22.json"),
+                          "--seeds", "2", "--methods", "asha-promotion", "--processes", "1"],
+                         capture_output=True, text=True, check=True, cwd=REPO).stdout
+    rows = [line for line in out.splitlines() if line.startswith("wine_s22")]
+    assert len(rows) == 2 and "as is" in rows[0] and "perfect" in rows[1]
+    assert all(re.search(r"(\d+\.\d\dx|never) / (\d+\.\d\dx|never)$", row) for row in rows), out
