@@ -24,12 +24,14 @@ declare -A TABLES=(
   [fashion_cnn_sched_s14]="--dataset fashion_mnist --model cnn --space cnn-schedule --configs 100 --epochs 27 --seed 14 --train-size 600 --val-size 400 --image-side 14"
   [fashion_mlp_s15]="--dataset fashion_mnist --model mlp --configs 150 --epochs 27 --seed 15 --train-size 1000 --val-size 500 --image-side 14"
   [breast_cancer_mlp_s16]="--dataset breast_cancer --model mlp --configs 300 --epochs 27 --seed 16 --train-size 400 --val-size 169"
+  [fashion_mlp_capacity_s17]="--dataset fashion_mnist --model mlp --space mlp-capacity --configs 300 --epochs 81 --seed 17 --train-size 3000 --val-size 1000 --image-side 14"
   [fashion_mlp_sched_s5]="--dataset fashion_mnist --model mlp --space mlp-schedule --configs 200 --epochs 27 --seed 5 --train-size 1000 --val-size 500 --image-side 14"
 )
 ORDER=(breast_cancer_mlp_s3 fashion_mlp_sched_s5 digits_mlp_sched_s1 fashion_mlp_s4 fashion_cnn_sched_s2 fashion_mlp_capacity_s6 fashion_mlp_capacity_s7
        digits_mlp_capacity_s8 fashion_cnn_s9 fashion_mlp_sched_s10
        digits_mlp_s11 fashion_mlp_capacity_s12
-       digits_mlp_sched_s13 fashion_cnn_sched_s14 fashion_mlp_s15 breast_cancer_mlp_s16)
+       digits_mlp_sched_s13 fashion_cnn_sched_s14 fashion_mlp_s15 breast_cancer_mlp_s16
+       fashion_mlp_capacity_s17)
 for name in "${@:-${ORDER[@]}}"; do
   args=${TABLES[$name]:?unknown table $name; known: ${ORDER[*]}}
   if [ -e "tables/$name.json" ]; then
