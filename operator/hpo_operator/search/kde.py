@@ -7,8 +7,8 @@ product-kernel density is fitted to each (Gaussian kernels on numeric
 columns, Aitchison-Aitken kernels on categorical ones), and the candidate
 with the largest ``l(x) / g(x)`` among draws from ``l`` is tried next; in
 simulation, the table's unused row nearest to it (as the peer benchmark holds
-Syne Tune's BOHB to a table's rows). How the densities are sized, smoothed and drawn from is a
-:class:`KdeRecipe`, chosen by the scheduler: ``FOCUSED`` (each density mixed
+Syne Tune's BOHB to a table's rows). How the densities are sized, smoothed
+and drawn from is a :class:`KdeRecipe`, chosen by the scheduler: ``FOCUSED`` (each density mixed
 with the uniform prior as TPE does, and trials still running counted as bad
 until they report at that level, Optuna's "constant liar", which spreads
 simultaneous suggestions apart) or ``BOHB`` (BOHB's own sizes, bandwidths and

@@ -16,6 +16,7 @@ from typing import Any, Collection, Iterable, Mapping, Optional, Protocol, Seque
 
 import numpy as np
 
+from hpo_operator.rank_agreement import MIN_AGREEMENT
 from hpo_operator.search.domains import finite_values, sample
 from hpo_operator.search.features import SpaceCandidates
 from hpo_operator.search.gp import LearningCurveGPSearcher
@@ -131,13 +132,11 @@ def make_searcher(spec, space: Mapping[str, Any], *, levels: Sequence[int] = (1,
     if spec.algorithm in MODEL_SEARCHERS:
         candidates = candidates or SpaceCandidates(space)
         if spec.algorithm == "kde":
-            if scheduler is None:
-                return DensityRatioSearcher(candidates, levels, mode=mode, seed=spec.seed,
-                                            random_fraction=spec.random_fraction, recipe=recipe_for("adaptive"))
+            recipe = recipe_for("adaptive") if scheduler is None else recipe_for(scheduler.algorithm, scheduler.type)
+            min_agreement = MIN_AGREEMENT if scheduler is None else scheduler.min_agreement
             return DensityRatioSearcher(candidates, levels, mode=mode, seed=spec.seed,
-                                        random_fraction=spec.random_fraction,
-                                        recipe=recipe_for(scheduler.algorithm, scheduler.type),
-                                        min_agreement=scheduler.min_agreement)
+                                        random_fraction=spec.random_fraction, recipe=recipe,
+                                        min_agreement=min_agreement)
         return LearningCurveGPSearcher(candidates, levels, mode=mode, seed=spec.seed,
                                        random_fraction=spec.random_fraction)
     raise ValueError(f"searcher.algorithm: unknown {spec.algorithm!r}")
