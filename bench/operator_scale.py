@@ -68,7 +68,8 @@ class Scenario:
     max_resource: int = 27
     scheduler: str = "asha"  # "fifo": every trial trains max_resource epochs (what an epoch costs alone)
     epoch_seconds: Optional[float] = None  # the pace, if not the default's (see epoch_seconds_for)
-    searcher: str = "random"  # --searcher kde: what a model fitted per suggestion costs the operator
+    searcher: str = "random"  # --searcher kde: what a model fitted per suggestion costs the operator;
+    # "default": the manifest default's search (no searcher named, the scheduler only maxResource)
 
 
 def scenarios(scale: float) -> list[Scenario]:
@@ -93,15 +94,28 @@ def epoch_seconds_for(s: Scenario, fixed: Optional[float] = None) -> float:
     return fixed or s.epoch_seconds or max(1.0, s.experiments * s.parallelism / 100.0)
 
 
+def search_spec(s: Scenario, seed: int) -> tuple[dict, dict]:
+    """The experiment's ``searcher`` and ``scheduler``. With ``searcher == "default"`` an ASHA scenario
+    names no algorithm at all, as a user who writes only ``maxResource`` does, so it runs whatever the
+    manifest default is (the adaptive scheduler over the kde today); FIFO scenarios stay FIFO."""
+    if s.searcher == "default":
+        scheduler = {"maxResource": s.max_resource} if s.scheduler == "asha" else {
+            "algorithm": s.scheduler, "maxResource": s.max_resource}
+        return {"seed": seed}, scheduler
+    scheduler = ({"algorithm": "asha", "type": "promotion", "maxResource": s.max_resource}
+                 if s.scheduler == "asha" else {"algorithm": s.scheduler, "maxResource": s.max_resource})
+    return {"algorithm": s.searcher, "seed": seed}, scheduler
+
+
 def manifest(name: str, s: Scenario, seed: int) -> dict:
+    searcher, scheduler = search_spec(s, seed)
     return {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "HPOExperiment", "metadata": {"name": name},
         "spec": {
             "objective": {"metric": "val_error", "mode": "min"},
             "searchSpace": {"row": {"type": "randint", "min": 0, "max": 399}},
-            "searcher": {"algorithm": s.searcher, "seed": seed},
-            "scheduler": ({"algorithm": "asha", "type": "promotion", "maxResource": s.max_resource}
-                          if s.scheduler == "asha" else {"algorithm": s.scheduler, "maxResource": s.max_resource}),
+            "searcher": searcher,
+            "scheduler": scheduler,
             "budget": {"maxTrials": s.trials, "parallelism": s.parallelism, "maxRetries": 0},
             "trialTemplate": {"spec": {"containers": [{
                 "name": "trainer", "image": "hpo-trainer:bench", "command": ["python", "train.py"],
@@ -316,8 +330,10 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=float, default=1200, help="seconds per scenario before giving up")
     parser.add_argument("--epoch-seconds", type=float,
                         help="seconds per epoch in every scenario (default: scaled to ~100 epochs/s in total)")
-    parser.add_argument("--searcher", choices=("random", "kde", "gp"), default="random",
-                        help="every experiment's searcher (default random; kde is the manifest default's)")
+    parser.add_argument("--searcher", choices=("random", "kde", "gp", "default"), default="random",
+                        help="every experiment's searcher under ASHA (default random); 'default': the manifest "
+                             "default's search, no searcher or scheduler algorithm named (the adaptive "
+                             "scheduler over the kde)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--logs", type=Path, default=Path("/tmp/hpo-scale-bench"), help="operator logs go here")
     args = parser.parse_args(argv)
