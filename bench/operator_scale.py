@@ -98,13 +98,14 @@ def search_spec(s: Scenario, seed: int) -> tuple[dict, dict]:
     """The experiment's ``searcher`` and ``scheduler``. With ``searcher == "default"`` an ASHA scenario
     names no algorithm at all, as a user who writes only ``maxResource`` does, so it runs whatever the
     manifest default is (the adaptive scheduler over the kde today); FIFO scenarios stay FIFO."""
-    if s.searcher == "default":
-        scheduler = {"maxResource": s.max_resource} if s.scheduler == "asha" else {
-            "algorithm": s.scheduler, "maxResource": s.max_resource}
-        return {"seed": seed}, scheduler
-    scheduler = ({"algorithm": "asha", "type": "promotion", "maxResource": s.max_resource}
-                 if s.scheduler == "asha" else {"algorithm": s.scheduler, "maxResource": s.max_resource})
-    return {"algorithm": s.searcher, "seed": seed}, scheduler
+    default = s.searcher == "default"
+    if s.scheduler != "asha":
+        scheduler = {"algorithm": s.scheduler, "maxResource": s.max_resource}
+    elif default:
+        scheduler = {"maxResource": s.max_resource}
+    else:
+        scheduler = {"algorithm": "asha", "type": "promotion", "maxResource": s.max_resource}
+    return ({"seed": seed} if default else {"algorithm": s.searcher, "seed": seed}), scheduler
 
 
 def manifest(name: str, s: Scenario, seed: int) -> dict:
