@@ -37,6 +37,7 @@ class TrialState:
     phase: TrialPhase = TrialPhase.PENDING  # a plain string read from a record compares equal
     until: int = 0  # epoch the current or next run trains to
     observations: list[tuple[int, float]] = field(default_factory=list)  # (epoch, objective)
+    epoch_seconds: dict[int, float] = field(default_factory=dict)  # epoch -> seconds it took, where timed
     attempts: int = 0  # runs started
     failures: int = 0  # runs that crashed
     message: str = ""
@@ -158,15 +159,20 @@ class ExperimentEngine:
         trial.message = ""
         return Launch(trial, trial.last_epoch, trial.until, reason, trial.attempts)
 
-    def on_observation(self, trial_id: int, epoch: int, value: Optional[float]) -> Decision:
-        """An epoch result; repeated or older epochs (a retried run re-reporting) are ignored."""
+    def on_observation(self, trial_id: int, epoch: int, value: Optional[float],
+                       seconds: Optional[float] = None) -> Decision:
+        """An epoch result; repeated or older epochs (a retried run re-reporting) are ignored.
+        ``seconds``: how long the epoch took, where the backend could time it (see
+        :func:`hpo_operator.search.training_cost.epoch_seconds`)."""
         trial = self.trials[trial_id]
         if trial.phase != TrialPhase.RUNNING or epoch <= trial.last_epoch:
             return Decision.STOP if trial.phase == TrialPhase.STOPPED else Decision.CONTINUE
         value = float("nan") if value is None else float(value)
         trial.observations.append((epoch, value))
+        if seconds is not None:
+            trial.epoch_seconds[epoch] = seconds
         self._observed += 1
-        self.searcher.on_result(trial_id, epoch, value)
+        self.searcher.on_result(trial_id, epoch, value, seconds)
         decision = self.scheduler.on_result(trial_id, epoch, value)
         trial.until = self.scheduler.until_of(trial_id)
         if decision is Decision.STOP:
@@ -317,7 +323,8 @@ class ExperimentEngine:
             if t.phase == TrialPhase.PENDING:
                 self._retry_queue.append(t.trial_id)
         self.scheduler.restore(_scheduler_record(t) for t in trials)
-        self.searcher.restore((t.trial_id, t.config, t.observations) for t in trials)
+        self.searcher.restore((t.trial_id, t.config, [(e, v, t.epoch_seconds.get(e)) for e, v in t.observations])
+                              for t in trials)
         for trial_id in exiting:
             if self.trials[trial_id].phase in (TrialPhase.PAUSED, TrialPhase.COMPLETED):
                 self.trials[trial_id].phase = TrialPhase.RUNNING

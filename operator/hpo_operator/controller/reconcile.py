@@ -35,7 +35,7 @@ LAUNCHES_PER_STEP = 16
 OUTPUT_CHARS = 2048
 EVENT_OUTPUT_CHARS = 600
 
-Observations = Sequence[tuple[int, Optional[float]]]  # (epoch, objective value) as on record
+Observations = Sequence[tuple[int, Optional[float], Optional[float]]]  # (epoch, objective, seconds) as on record
 # How a run ended (``Plan.run_ends``), by the phase its trial is in after ``on_run_exit``.
 RUN_END_OF_PHASE = {TrialPhase.COMPLETED: "completed", TrialPhase.PAUSED: "paused", TrialPhase.PENDING: "retried",
                     TrialPhase.FAILED: "failed"}
@@ -96,7 +96,7 @@ def runs_to_read(state: ExperimentState, ended: Sequence[str], pods: dict[str, d
     for name in ended:
         book = state.books[name]
         outcome = outcome_of(state, pods.get(book.pod), now)
-        last = max((epoch for epoch, _ in observations.get(name) or ()), default=0)
+        last = max((record[0] for record in observations.get(name) or ()), default=0)
         if not (outcome and outcome.ok) or outcome.live:
             fence.append(name)
         elif last < state.engine.trials[book.trial_id].until:
@@ -207,9 +207,9 @@ def act_on_observations(state: ExperimentState, given: StepInput, plan: Plan) ->
         if len(on_record) <= book.processed:
             continue
         trial = state.engine.trials[book.trial_id]
-        for epoch, value in on_record[book.processed:]:
+        for epoch, value, *seconds in on_record[book.processed:]:
             until_before = trial.until
-            decision = state.engine.on_observation(trial.trial_id, epoch, value)
+            decision = state.engine.on_observation(trial.trial_id, epoch, value, *seconds)
             book.processed += 1
             plan.decisions["promote" if decision is Decision.CONTINUE and trial.until > until_before
                            else decision.value] += 1

@@ -26,6 +26,7 @@ from hpo_operator.local.progress import RunProgress
 from hpo_operator.local.results import read_results, snapshot, times_from_dict, trial_from_dict, write_results
 from hpo_operator.scheduling import Decision
 from hpo_operator.resources import ExperimentPhase, TrialPhase
+from hpo_operator.search.training_cost import epoch_seconds
 
 POLL_SECONDS = 0.05
 SAVE_EVERY_SECONDS = 1.0
@@ -81,11 +82,14 @@ class LocalRunner:
         if resume and has_results and not fresh:
             doc = read_results(self.run_dir)
             trials = [trial_from_dict(d) for d in doc["trials"]]
+            self.times = {int(d["id"]): times_from_dict(d) for d in doc["trials"]}
             for t in trials:
                 if t.phase == TrialPhase.RUNNING:  # interrupted, not failed: run again from its last epoch
                     t.phase = TrialPhase.PENDING
+                written = self.times.get(t.trial_id, {})
+                epochs = [e for e, _ in t.observations]
+                t.epoch_seconds = epoch_seconds(epochs, [written.get(e) for e in epochs])
             self.engine.restore(trials)
-            self.times = {int(d["id"]): times_from_dict(d) for d in doc["trials"]}
             self.started_at = float(doc.get("started_at") or self.started_at)
             self.elapsed_before = float(doc.get("elapsed_s", 0.0))
             self.progress(f"resuming {self.name}: {len(trials)} trials, {self.elapsed_before:.0f}s elapsed before")
@@ -177,8 +181,7 @@ class LocalRunner:
                 continue
             assert isinstance(item, MetricRecord)
             trial = self.engine.trials[tid]
-            self._stamp(tid, item)
-            decision = self.engine.on_observation(tid, item.epoch, item.value)
+            decision = self.engine.on_observation(tid, item.epoch, item.value, self._stamp(tid, item))
             if decision is Decision.STOP:
                 self.progress(f"stopped {trial.name} at epoch {item.epoch}: {self._fmt(item.value)}")
                 self._kill(tid)
@@ -199,12 +202,16 @@ class LocalRunner:
         # Lines written before the interrupt are kept: the trainer checkpointed them.
         for item in run.reader.poll():
             if isinstance(item, MetricRecord):
-                self._stamp(tid, item)
-                self.engine.on_observation(tid, item.epoch, item.value)
+                self.engine.on_observation(tid, item.epoch, item.value, self._stamp(tid, item))
 
-    def _stamp(self, tid: int, record: MetricRecord) -> None:
-        # The trainer's clock when it wrote the line (the SDK always sends it), else ours now.
-        self.times.setdefault(tid, {})[record.epoch] = record.time if record.time is not None else time.time()
+    def _stamp(self, tid: int, record: MetricRecord) -> Optional[float]:
+        """Record when the epoch was written (the trainer's clock: the SDK always sends it; else ours
+        now) and return how long it took, if the epoch before it was written too. A resumed run's first
+        epoch counts its pause as well: the searcher takes a median per trial (``training_cost``)."""
+        written = self.times.setdefault(tid, {})
+        written[record.epoch] = record.time if record.time is not None else time.time()
+        epochs = [record.epoch - 1, record.epoch]
+        return epoch_seconds(epochs, [written.get(e) for e in epochs]).get(record.epoch)
 
     # ---- output ------------------------------------------------------------------
     def _save(self, phase: str, elapsed: float) -> dict:

@@ -56,15 +56,15 @@ class BackgroundFits:
         self._request_fit()
         return config
 
-    def on_result(self, trial_index: int, resource: int, value: float) -> None:
+    def on_result(self, trial_index: int, resource: int, value: float, seconds: Optional[float] = None) -> None:
         with self._lock:
             before = self.inner.data.count()
-            self.inner.on_result(trial_index, resource, value)
+            self.inner.on_result(trial_index, resource, value, seconds)
             changed = self.inner.data.count() != before
         if changed:
             self._request_fit()
 
-    def restore(self, trials: Iterable[tuple[int, Mapping[str, Any], Sequence[tuple[int, float]]]]) -> None:
+    def restore(self, trials: Iterable[tuple[int, Mapping[str, Any], Sequence[tuple]]]) -> None:
         with self._lock:
             self.inner.restore(trials)
         self._request_fit()

@@ -29,44 +29,21 @@ from typing import Optional, Sequence
 
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve, solve_triangular
-from scipy.optimize import minimize
 from scipy.special import ndtr
 from scipy.stats import norm, rankdata
 from sortedcontainers import SortedList
 
+from hpo_operator.search.gp_kernel import JITTER, Hyper, fit_hyper, matern52
 from hpo_operator.search.model_based import ModelSearcher
+from hpo_operator.search.training_cost import TrainingCost
 
 MAX_POINTS = 200
 TOP_PER_LEVEL = 20  # best observed configurations per level that local candidates may be drawn around
-JITTER = 1e-6
-
-
-def _matern52(a: np.ndarray, b: np.ndarray, lengthscales: np.ndarray, variance: float) -> np.ndarray:
-    # Squared distances as |a|^2 + |b|^2 - 2 a.b (one matrix product): the (n, m, d) array of
-    # differences cost most of a suggestion's time.
-    a, b = a / lengthscales, b / lengthscales
-    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * (a @ b.T)
-    d = np.sqrt(np.maximum(sq, 0) * 5)
-    return variance * (1 + d + d * d / 3) * np.exp(-d)
-
-
-@dataclass(frozen=True)
-class _Hyper:
-    lengthscales: np.ndarray
-    variance: float
-    noise: float
-
-    def vector(self) -> np.ndarray:
-        return np.concatenate([np.log(self.lengthscales), [math.log(self.variance), math.log(self.noise)]])
-
-    @staticmethod
-    def from_vector(v: np.ndarray) -> "_Hyper":
-        return _Hyper(np.exp(v[:-2]), float(math.exp(v[-2])), float(math.exp(v[-1])))
 
 
 @dataclass(frozen=True)
 class _Posterior:
-    hyper: _Hyper
+    hyper: Hyper
     inputs: np.ndarray
     chol: tuple
     alpha: np.ndarray
@@ -76,42 +53,14 @@ class _Posterior:
 
     def predict_mean(self, z: np.ndarray) -> np.ndarray:
         """The posterior mean alone: ranking configurations needs no variance (and its solve)."""
-        return self.mean + _matern52(z, self.inputs, self.hyper.lengthscales, self.hyper.variance) @ self.alpha
+        return self.mean + matern52(z, self.inputs, self.hyper.lengthscales, self.hyper.variance) @ self.alpha
 
     def predict(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        k = _matern52(z, self.inputs, self.hyper.lengthscales, self.hyper.variance)
+        k = matern52(z, self.inputs, self.hyper.lengthscales, self.hyper.variance)
         mu = self.mean + k @ self.alpha
         v = solve_triangular(self.chol[0], k.T, lower=self.chol[1])
         var = np.maximum(self.hyper.variance - (v * v).sum(0), 1e-12)
         return mu, np.sqrt(var)
-
-
-def _neg_log_likelihood(v: np.ndarray, z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-    """Negative log marginal likelihood (plus weak log-normal priors that keep lengthscales and noise
-    sensible with few points) and its gradient in the log hyperparameters."""
-    h = _Hyper.from_vector(v)
-    n = len(z)
-    scaled = (z[:, None, :] - z[None, :, :]) / h.lengthscales  # (n, n, d)
-    sq = scaled ** 2
-    r5 = np.sqrt(sq.sum(-1)) * math.sqrt(5)
-    e = np.exp(-r5)
-    kf = h.variance * (1 + r5 + r5 * r5 / 3) * e
-    k = kf + (h.noise + JITTER) * np.eye(n)
-    try:
-        c = cho_factor(k, lower=True)
-    except np.linalg.LinAlgError:
-        return 1e10, np.zeros_like(v)
-    alpha = cho_solve(c, y)
-    w = cho_solve(c, np.eye(n)) - np.outer(alpha, alpha)  # dNLL/dK = w / 2
-    common = h.variance * (5.0 / 3.0) * (1 + r5) * e  # dK/dlog(l_j) = common * sq[..., j]
-    grad = np.empty_like(v)
-    grad[:-2] = 0.5 * np.einsum("ij,ijk->k", w * common, sq)
-    grad[-2] = 0.5 * (w * kf).sum()
-    grad[-1] = 0.5 * np.trace(w) * h.noise
-    prior = 0.5 * ((v[:-2] - math.log(0.5)) ** 2).sum() / 4 + 0.5 * (v[-1] - math.log(0.05)) ** 2 / 4
-    grad[:-2] += (v[:-2] - math.log(0.5)) / 4
-    grad[-1] += (v[-1] - math.log(0.05)) / 4
-    return float(0.5 * y @ alpha + np.log(np.diag(c[0])).sum() + prior), grad
 
 
 class LearningCurveGPSearcher(ModelSearcher):
@@ -127,18 +76,18 @@ class LearningCurveGPSearcher(ModelSearcher):
     def __init__(self, *args, min_points: int = 6, **kwargs):
         super().__init__(*args, **kwargs)
         self.min_points = min_points
-        self._hyper: Optional[_Hyper] = None
+        self._hyper: Optional[Hyper] = None
         self._hyper_n = 0
         self._log_max = math.log(max(self.max_level, 2))
         self._fitted: Optional[tuple[int, tuple]] = None  # (data version, what _base_fit returned)
         self._ranked = {level: SortedList() for level in self.data.levels}  # (rank key, trial id) per level
 
     # ---- bookkeeping -------------------------------------------------------------
-    def on_result(self, trial_index: int, resource: int, value: float) -> None:
+    def on_result(self, trial_index: int, resource: int, value: float, seconds: Optional[float] = None) -> None:
         ranked = self._ranked.get(resource)
         if ranked is not None and trial_index in self.data.by_level[resource]:
             ranked.remove((self.data.by_level[resource][trial_index], trial_index))  # a value reported again
-        super().on_result(trial_index, resource, value)
+        super().on_result(trial_index, resource, value, seconds)
         if ranked is not None:
             ranked.add((self.data.by_level[resource][trial_index], trial_index))
 
@@ -163,6 +112,7 @@ class LearningCurveGPSearcher(ModelSearcher):
         return sorted(ids)
 
     def adopt_cache(self, other: "LearningCurveGPSearcher") -> None:
+        self.cost.adopt(other.cost)
         if other._hyper_n > self._hyper_n:
             self._hyper, self._hyper_n = other._hyper, other._hyper_n
         if (other._fitted is not None and other._fitted[0] == self.data.version
@@ -172,9 +122,11 @@ class LearningCurveGPSearcher(ModelSearcher):
     def _fidelity(self, levels) -> np.ndarray:
         return np.log(np.maximum(np.asarray(levels, dtype=float), 1)) / self._log_max
 
+    def _config_features(self, ids: list[int]) -> np.ndarray:
+        return self.candidates.columns.one_hot(np.array([self.x[t] for t in ids]))
+
     def _inputs(self, ids: list[int], levels: list[int]) -> np.ndarray:
-        x = self.candidates.columns.one_hot(np.array([self.x[t] for t in ids]))
-        return np.hstack([x, self._fidelity(levels)[:, None]])
+        return np.hstack([self._config_features(ids), self._fidelity(levels)[:, None]])
 
     def _training_set(self) -> tuple[list[int], list[int], np.ndarray]:
         by_level = self.data.by_level
@@ -221,26 +173,17 @@ class LearningCurveGPSearcher(ModelSearcher):
             return None
         z = self._inputs(ids, levels)
         if self._hyper is None or len(ids) >= 1.25 * self._hyper_n:
-            self._hyper = self._fit_hyper(z, y)
+            self._hyper = fit_hyper(z, y - y.mean())
             self._hyper_n = len(ids)
         incumbent_ids = sorted(set(ids))
         base = (self._posterior(z, y, self._hyper, incumbent_ids), z, y, incumbent_ids)
         self._fitted = (self.data.version, base)
         return base
 
-    def _fit_hyper(self, z: np.ndarray, y: np.ndarray) -> _Hyper:
-        start = _Hyper(np.full(z.shape[1], 0.5), 1.0, 0.05).vector()
-        bounds = [(math.log(0.02), math.log(20.0))] * z.shape[1] + [(math.log(0.05), math.log(20.0)),
-                                                                     (math.log(1e-4), math.log(1.0))]
-        y0 = y - y.mean()
-        result = minimize(_neg_log_likelihood, start, args=(z, y0), method="L-BFGS-B", jac=True,
-                          bounds=bounds, options={"maxiter": 30})
-        return _Hyper.from_vector(result.x)
-
-    def _posterior(self, z: np.ndarray, y: np.ndarray, hyper: _Hyper, incumbent_ids: list[int],
+    def _posterior(self, z: np.ndarray, y: np.ndarray, hyper: Hyper, incumbent_ids: list[int],
                    fresh: Sequence[int] = ()) -> _Posterior:
         mean = float(y.mean())
-        k = _matern52(z, z, hyper.lengthscales, hyper.variance) + (hyper.noise + JITTER) * np.eye(len(z))
+        k = matern52(z, z, hyper.lengthscales, hyper.variance) + (hyper.noise + JITTER) * np.eye(len(z))
         chol = cho_factor(k, lower=True)
         alpha = cho_solve(chol, y - mean)
         post = _Posterior(hyper, z, chol, alpha, mean, 0.0)
@@ -248,10 +191,16 @@ class LearningCurveGPSearcher(ModelSearcher):
         return _Posterior(hyper, z, chol, alpha, mean, float(mu.min()), tuple(incumbent_ids) + tuple(fresh))
 
     def score(self, model: _Posterior, x: np.ndarray) -> np.ndarray:
-        z = np.hstack([self.candidates.columns.one_hot(x), np.ones((len(x), 1))])
-        mu, sd = model.predict(z)
+        """Expected improvement per second of training, as a log (expected improvement alone while
+        too few epochs are timed)."""
+        features = self.candidates.columns.one_hot(x)
+        mu, sd = model.predict(np.hstack([features, np.ones((len(x), 1))]))
         u = (model.incumbent - mu) / sd
-        return sd * (u * ndtr(u) + norm.pdf(u))  # expected improvement (smaller is better)
+        improvement = sd * (u * ndtr(u) + norm.pdf(u))  # expected improvement (smaller is better)
+        cost = self.cost.model(self._config_features)
+        if cost is None:
+            return improvement
+        return np.log(np.maximum(improvement, 1e-300)) - cost.log_seconds(features)
 
     def propose(self, model: _Posterior, rng: np.random.Generator) -> np.ndarray:
         uniform = self.candidates.uniform(rng, self.n_candidates)

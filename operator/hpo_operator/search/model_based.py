@@ -23,6 +23,7 @@ import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from hpo_operator.search.features import SpaceCandidates, TableCandidates
+from hpo_operator.search.training_cost import TrainingCost
 
 Candidates = Union[SpaceCandidates, TableCandidates]
 
@@ -83,6 +84,7 @@ class ModelSearcher(ABC):
         self.configs: dict[int, dict[str, Any]] = {}
         self.x: dict[int, np.ndarray] = {}
         self.data = Data(levels)
+        self.cost = TrainingCost()
         self.max_level = self.data.levels[-1]
 
     # ---- the searcher interface ----------------------------------------------
@@ -106,19 +108,22 @@ class ModelSearcher(ABC):
         self.remember(trial_index, config)
         return config
 
-    def on_result(self, trial_index: int, resource: int, value: float) -> None:
+    def on_result(self, trial_index: int, resource: int, value: float, seconds: Optional[float] = None) -> None:
+        """``seconds``: how long the epoch took to train, where the backend could time it."""
         self.data.add(trial_index, resource, rank_key(value, self.mode))
+        self.cost.add(trial_index, resource, seconds)
 
     def remember(self, trial_index: int, config: Mapping[str, Any]) -> None:
         self.configs[trial_index] = dict(config)
         self.x[trial_index] = self.candidates.encode(config)
 
-    def restore(self, trials: Iterable[tuple[int, Mapping[str, Any], Sequence[tuple[int, float]]]]) -> None:
-        """Rebuild from records: (trial id, configuration, observations as (resource, value))."""
+    def restore(self, trials: Iterable[tuple[int, Mapping[str, Any], Sequence[tuple]]]) -> None:
+        """Rebuild from records: (trial id, configuration, observations as (resource, value) or
+        (resource, value, seconds the epoch took or None))."""
         for trial_id, config, observations in trials:
             self.remember(trial_id, config)
-            for resource, value in observations:
-                self.on_result(trial_id, resource, value)
+            for resource, value, *seconds in observations:
+                self.on_result(trial_id, resource, value, seconds[0] if seconds else None)
 
     def snapshot(self) -> "ModelSearcher":
         """A copy of the records a fit can use while this searcher keeps taking results (see
@@ -128,6 +133,7 @@ class ModelSearcher(ABC):
         other.x = dict(self.x)
         other.data = copy.copy(self.data)
         other.data.by_level = {r: dict(v) for r, v in self.data.by_level.items()}
+        other.cost = self.cost.snapshot()
         return other
 
     def adopt_cache(self, other: "ModelSearcher") -> None:

@@ -32,11 +32,13 @@ class Searcher(Protocol):
     def exhausted(self, trial_index: int) -> bool:
         """No configuration is left for trial ``trial_index`` (cheap: no model is fitted)."""
 
-    def on_result(self, trial_index: int, resource: int, value: float) -> None:
-        """Learn from a result (model-based searchers); random and grid ignore it."""
+    def on_result(self, trial_index: int, resource: int, value: float, seconds: Optional[float] = None) -> None:
+        """Learn from a result (model-based searchers); random and grid ignore it. ``seconds``: how long
+        the epoch took, where the backend could time it (the gp weighs candidates by training time)."""
 
-    def restore(self, trials: Iterable[tuple[int, Mapping[str, Any], Sequence[tuple[int, float]]]]) -> None:
-        """Rebuild from records: (trial id, configuration, observations); random and grid keep none."""
+    def restore(self, trials: Iterable[tuple[int, Mapping[str, Any], Sequence[tuple]]]) -> None:
+        """Rebuild from records: (trial id, configuration, observations as (epoch, value) or
+        (epoch, value, seconds)); random and grid keep none."""
 
 
 class _Stateless:
@@ -45,7 +47,7 @@ class _Stateless:
     def exhausted(self, trial_index: int) -> bool:
         return False
 
-    def on_result(self, trial_index: int, resource: int, value: float) -> None:
+    def on_result(self, trial_index: int, resource: int, value: float, seconds: Optional[float] = None) -> None:
         return None
 
     def restore(self, trials) -> None:

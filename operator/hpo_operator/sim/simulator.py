@@ -99,6 +99,8 @@ def simulate(table: LearningCurveTable, scheduler_spec: SchedulerSpec, *, name: 
     epochs = run_starts = 0
     decisions: list[tuple[int, int, str]] = []
     incumbent: list[tuple[float, float]] = []
+    # As the operator times epochs: only those after a run's first (which also holds the start overhead).
+    run_first_epoch: dict[int, int] = {}
 
     def epoch_time(row: int, epoch: int) -> float:
         return float(table.epoch_seconds[row, epoch - 1]) * epoch_scale
@@ -108,6 +110,7 @@ def simulate(table: LearningCurveTable, scheduler_spec: SchedulerSpec, *, name: 
         run_starts += 1
         row = launch.trial.config["row"]
         first = launch.start_epoch + 1
+        run_first_epoch[launch.trial.trial_id] = first
         heapq.heappush(events, (at + overhead + epoch_time(row, first), seq, launch.trial.trial_id, first))
         seq += 1
 
@@ -130,7 +133,8 @@ def simulate(table: LearningCurveTable, scheduler_spec: SchedulerSpec, *, name: 
         row = trial.config["row"]
         value = float(table.curves[row, epoch - 1])
         epochs += 1
-        decision = engine.on_observation(tid, epoch, value)
+        seconds = epoch_time(row, epoch) if epoch > run_first_epoch[tid] else None
+        decision = engine.on_observation(tid, epoch, value, seconds)
         if record_decisions:
             decisions.append((tid, epoch, decision.value))
         if epoch >= table.max_resource or epoch >= scheduler_spec.max_resource:
