@@ -97,7 +97,7 @@ def epoch_seconds_for(s: Scenario, fixed: Optional[float] = None) -> float:
 def search_spec(s: Scenario, seed: int) -> tuple[dict, dict]:
     """The experiment's ``searcher`` and ``scheduler``. With ``searcher == "default"`` an ASHA scenario
     names no algorithm at all, as a user who writes only ``maxResource`` does, so it runs whatever the
-    manifest default is (the adaptive scheduler over the kde today); FIFO scenarios stay FIFO."""
+    manifest default is (the adaptive scheduler over the gp today); FIFO scenarios stay FIFO."""
     default = s.searcher == "default"
     if s.scheduler != "asha":
         scheduler = {"algorithm": s.scheduler, "maxResource": s.max_resource}
@@ -334,7 +334,7 @@ def main(argv=None) -> int:
     parser.add_argument("--searcher", choices=("random", "kde", "gp", "default"), default="random",
                         help="every experiment's searcher under ASHA (default random); 'default': the manifest "
                              "default's search, no searcher or scheduler algorithm named (the adaptive "
-                             "scheduler over the kde)")
+                             "scheduler over the gp)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--logs", type=Path, default=Path("/tmp/hpo-scale-bench"), help="operator logs go here")
     args = parser.parse_args(argv)

@@ -84,9 +84,15 @@ def filled_searcher(cls, observations: int, seed: int = 0):
         config = RandomSearcher(SPACE, seed).suggest(tid)
         lr = np.log10(config["learning_rate"])
         reached = LEVELS[: 1 + sum(tid % 3 ** k == 0 for k in range(1, len(LEVELS)))]
-        records.append((tid, config, [(r, (lr + 2) ** 2 + 1.0 / r + 0.05 * rng.random()) for r in reached]))
+        seconds = epoch_seconds_of(config, rng)
+        records.append((tid, config, [(r, (lr + 2) ** 2 + 1.0 / r + 0.05 * rng.random(), seconds) for r in reached]))
     searcher.restore(records)
     return searcher, trials
+
+
+def epoch_seconds_of(config, rng) -> float:
+    """An epoch's time, set by the model's size and batch (the gp fits its cost model on these)."""
+    return 1e-3 * config["n_units"] * config["n_layers"] / config["batch_size"] * (1 + 0.1 * rng.random())
 
 
 def suggest_ms(cls, observations: int, repeats: int = 15) -> float:
@@ -98,14 +104,15 @@ def suggest_ms(cls, observations: int, repeats: int = 15) -> float:
         return math.nan  # no model yet: the default's kde fits a lower rung only once it agrees with the top
     rng = np.random.default_rng(1)
     running = list(range(trials, trials + 8))
-    for tid in running:
-        searcher.suggest(tid, pending=[t for t in running if t < tid])
+    configs = {tid: searcher.suggest(tid, pending=[t for t in running if t < tid]) for tid in running}
     times = []
     for i in range(repeats):
-        searcher.on_result(running.pop(0), LEVELS[0], float(rng.random()))
+        done = running.pop(0)
+        # The rung result with an epoch time, so the gp refits its cost model as well as its GP.
+        searcher.on_result(done, LEVELS[0], float(rng.random()), epoch_seconds_of(configs[done], rng))
         tid = trials + 8 + i
         start = time.perf_counter()
-        searcher.suggest(tid, pending=list(running))
+        configs[tid] = searcher.suggest(tid, pending=list(running))
         times.append(time.perf_counter() - start)
         running.append(tid)
     return float(np.median(times)) * 1000

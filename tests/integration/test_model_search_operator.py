@@ -1,4 +1,4 @@
-"""The default search (the adaptive scheduler over the kde searcher) on the real API server, with the
+"""The default search (the adaptive scheduler over the gp searcher) on the real API server, with the
 operator killed while its model has observations to learn from."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def test_model_search_survives_operator_kills_and_never_changes_a_config(crds_in
                                                                         operator, tmp_path):
     doc = model_manifest("default-search", trials=24, parallelism=3)
     spec = HPOExperimentSpec.model_validate(doc["spec"])
-    assert (spec.scheduler.algorithm, spec.searcher.algorithm) == ("adaptive", "kde")  # the default search
+    assert (spec.scheduler.algorithm, spec.searcher.algorithm) == ("adaptive", "gp")  # the default search
     seen: dict[str, dict] = {}
 
     def record_configs():

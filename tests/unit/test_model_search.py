@@ -170,17 +170,18 @@ def test_engine_restore_rebuilds_the_searcher():
     assert restored.next_launch().trial.config == engine.next_launch().trial.config
 
 
-def _manifest(scheduler: dict, space: Optional[dict] = None) -> HPOExperimentSpec:
+def _kde_manifest(scheduler: dict, space: Optional[dict] = None) -> HPOExperimentSpec:
     return HPOExperimentSpec.model_validate({
         "objective": {"metric": "loss"},
         "searchSpace": space or {"lr": {"type": "loguniform", "min": 1e-4, "max": 1.0}},
+        "searcher": {"algorithm": "kde"},
         "scheduler": scheduler,
         "trialTemplate": {"spec": {"containers": [{"name": "t", "image": "x"}]}},
     })
 
 
 @pytest.mark.parametrize("scheduler, recipe", [
-    ({"maxResource": 27}, FOCUSED),  # the manifest default: the adaptive scheduler
+    ({"maxResource": 27}, FOCUSED),  # the default scheduler: adaptive
     ({"algorithm": "asha", "maxResource": 27}, BOHB),
     ({"algorithm": "asha", "type": "stopping", "maxResource": 27}, FOCUSED),
     ({"algorithm": "hyperband", "maxResource": 27}, FOCUSED),
@@ -189,7 +190,7 @@ def _manifest(scheduler: dict, space: Optional[dict] = None) -> HPOExperimentSpe
 def test_the_kde_runs_bohbs_recipe_under_asha_promotion_and_the_focused_one_elsewhere(scheduler, recipe):
     """The recipe follows the scheduler the manifest names, on a cluster (the engine, its fits in the
     background) and in simulation alike, so a restarted operator rebuilds the same searcher."""
-    spec = _manifest(scheduler)
+    spec = _kde_manifest(scheduler)
     engine = ExperimentEngine("e", spec)
     assert engine.searcher.inner.recipe is recipe
     assert engine.searcher.inner.random_fraction == spec.searcher.random_fraction == 0.2
@@ -261,9 +262,9 @@ def test_the_focused_kde_fits_a_lower_level_only_once_its_ranks_agree_with_the_t
 ])
 def test_the_manifests_min_agreement_is_the_bar_the_kde_holds_a_lower_level_to(min_agreement, level):
     """One knob for one question ("do early epochs rank as the end does?"): the scheduler's
-    minAgreement also decides where the default's kde may fit, on a cluster and in simulation."""
+    minAgreement also decides where the kde may fit, on a cluster and in simulation."""
     scheduler = {"maxResource": 27} if min_agreement is None else {"maxResource": 27, "minAgreement": min_agreement}
-    spec = _manifest(scheduler, EVERY_TYPE_MANIFEST)
+    spec = _kde_manifest(scheduler, EVERY_TYPE_MANIFEST)
     on_cluster = ExperimentEngine("e", spec).searcher.inner
     simulated = make_searcher(spec.searcher, {}, levels=LEVELS, scheduler=spec.scheduler,
                               candidates=SpaceCandidates(EVERY_TYPE))

@@ -29,13 +29,13 @@ def test_minimal_manifest_gets_defaults(manifest):
 
 def test_a_manifest_naming_only_max_resource_gets_the_default_search(manifest):
     """The default of docs/schedulers.md ("The default"): the adaptive scheduler, promotion type, first
-    rung after one epoch, eta 3, over the kde searcher with a fifth of its trials drawn at random."""
+    rung after one epoch, eta 3, over the gp searcher with a fifth of its trials drawn at random."""
     del manifest["spec"]["searcher"]
     manifest["spec"]["scheduler"] = {"maxResource": 27}
     spec = experiment_from_dict(manifest).spec
     assert (spec.scheduler.algorithm, spec.scheduler.type) == ("adaptive", "promotion")
     assert (spec.scheduler.min_resource, spec.scheduler.reduction_factor) == (1, 3)
-    assert (spec.searcher.algorithm, spec.searcher.random_fraction) == ("kde", 0.2)
+    assert (spec.searcher.algorithm, spec.searcher.random_fraction) == ("gp", 0.2)
 
 
 def test_shipped_examples_are_valid():

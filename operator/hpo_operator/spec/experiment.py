@@ -46,11 +46,12 @@ class Objective(SpecModel):
 
 class SearcherSpec(SpecModel):
     algorithm: Literal["random", "grid", "kde", "gp"] = Field(
-        default="kde",
-        description="How new configurations are chosen. random; grid; kde (the default): density ratio of good "
-        "to bad configurations at the highest well-filled rung (BOHB), random draws until it has enough; under "
-        "asha with type promotion it runs BOHB's own recipe (per-parameter bandwidths, wider draws); gp: "
-        "Gaussian process over configuration and epoch, expected improvement at maxResource (MOBSTER).",
+        default="gp",
+        description="How new configurations are chosen. random; grid; gp (the default): Gaussian process over "
+        "configuration and epoch (MOBSTER), picking the largest expected improvement at maxResource per second of "
+        "training (a second GP learns epoch times from the trials); kde: density ratio of good to bad "
+        "configurations at the highest well-filled rung (BOHB), random draws until it has enough; under asha with "
+        "type promotion it runs BOHB's own recipe (per-parameter bandwidths, wider draws).",
     )
     seed: int = Field(default=0, ge=0, le=2**32 - 1, description="Seed; the same seed gives the same configurations.")
     grid_points: int = Field(default=5, ge=2, le=1000, description="Grid: values per continuous parameter.")
