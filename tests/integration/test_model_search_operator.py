@@ -11,6 +11,7 @@ from support.curve_manifests import node_manifest
 from support.kube_tools import apply, experiment, finished, trials, wait_for
 from support.node_double import NodeDouble
 
+from hpo_operator.controller.trials import observations_of
 from hpo_operator.spec.experiment import HPOExperimentSpec
 
 pytestmark = pytest.mark.timeout(420)
@@ -38,8 +39,8 @@ def test_model_search_survives_operator_kills_and_never_changes_a_config(crds_in
     with NodeDouble(crds_installed, kube_api, namespace, tmp_path / "node") as node:
         apply(crds_installed, namespace, doc)
         for kill, progress in enumerate((8, 16)):
-            # Kill once enough trials ran that the model has been fitted (the searcher needs
-            # len(searchSpace) + 2 observations at a level) and new ones are drawn from it.
+            # Kill once enough trials ran that the model has been fitted (the gp needs 6
+            # observations) and new ones are drawn from it.
             wait_for(lambda: record_configs() >= progress, 180, 0.2, f"{progress} trials before kill {kill + 1}")
             operator.kill()
             time.sleep(1.0)  # observations arrive while no operator runs
@@ -53,8 +54,11 @@ def test_model_search_survives_operator_kills_and_never_changes_a_config(crds_in
     assert operator.starts == 3
     assert max(node.created.values()) == 1, node.created  # no pod was created twice
     assert status["trials"]["created"] == 24 and len(seen) == 24
+    timed = 0
     for t in trials(kube_api, namespace):
+        timed += sum(seconds is not None for _, _, seconds in observations_of(t))
         assert 0 <= t["spec"]["config"]["row"] <= 399 and isinstance(t["spec"]["config"]["row"], int)
         epochs = [o["epoch"] for o in t["status"]["observations"]]
         assert epochs == list(range(1, len(epochs) + 1)), (t["metadata"]["name"], epochs)
+    assert timed >= 24  # the sidecars' records time epochs: the gp's cost model has what it learns from
     assert "Traceback" not in operator.logs()
