@@ -68,3 +68,14 @@ def test_the_event_handlers_success_line_is_not_logged_and_its_failures_are():
     failure = logging.LogRecord("kopf.objects", logging.ERROR, __file__, 1, f"{handler} failed with an exception.",
                                 (), None)
     assert not quiet.filter(line) and quiet.filter(failure)
+
+
+def test_the_trials_index_hands_the_loop_each_epochs_time():
+    """The live path (kopf's index of the trials' statuses), not only a rebuild, gives the gp its
+    epoch times: a run's first epoch is untimed, the next ones take the gap since the one before."""
+    status = {"observations": [{"epoch": 1, "value": 0.9, "attempt": 1, "time": 10.0},
+                               {"epoch": 2, "value": 0.8, "attempt": 1, "time": 12.5},
+                               {"epoch": 3, "value": 0.7, "attempt": 2, "time": 90.0}]}
+    index = handlers.trial_reports(namespace="ns", name="exp-t0", labels={handlers.LABEL_EXPERIMENT: "exp"},
+                                   status=status)
+    assert index == {("ns", "exp"): ("exp-t0", ((1, 0.9, None), (2, 0.8, 2.5), (3, 0.7, None)), ())}

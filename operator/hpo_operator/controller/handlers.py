@@ -26,6 +26,7 @@ from hpo_operator.controller.builders import LABEL_EXPERIMENT
 from hpo_operator.controller.kube import KubeApi
 from hpo_operator.controller.owner import ExperimentOwner, Seen
 from hpo_operator.controller.pods import compact_pod
+from hpo_operator.controller.trials import observations_of
 from hpo_operator.resources import EXPERIMENT_PLURAL, FINISHED_EXPERIMENT_PHASES, GROUP, TRIAL_PLURAL, VERSION
 
 INTERVAL = float(os.environ.get("HPO_RECONCILE_INTERVAL", "5"))
@@ -98,9 +99,10 @@ async def wait_until_resources_served(logger, **_):
 
 @kopf.index(GROUP, VERSION, TRIAL_PLURAL, labels=OURS)
 def trial_reports(namespace, name, labels, status, **_):
-    """(namespace, experiment) -> (trial, ((epoch, value), ...), (problem, ...)): what the sidecars reported."""
+    """(namespace, experiment) -> (trial, ((epoch, value, seconds), ...), (problem, ...)): what the sidecars
+    reported (seconds: how long the epoch took, where its record tells; see ``trials.observations_of``)."""
     status = status or {}
-    observations = tuple((int(o["epoch"]), o.get("value")) for o in status.get("observations") or [])
+    observations = tuple(observations_of({"status": status}))
     metrics.ARRIVALS.note((namespace, labels[LABEL_EXPERIMENT]), name, len(observations))
     wake(namespace, labels[LABEL_EXPERIMENT])
     return {(namespace, labels[LABEL_EXPERIMENT]): (name, observations, tuple(status.get("problems") or ()))}
