@@ -7,7 +7,9 @@ configuration and with training time together, so a trial seen only at its
 first rung still tells the model about the final value of its neighbours.
 The next trial is the candidate with the largest expected improvement at
 ``t = 1`` over the best predicted final value of any configuration the fit
-saw. In a continuous space the candidates are random draws plus draws around
+saw, per second of training once enough epochs are timed
+(:mod:`hpo_operator.search.training_cost`): among configurations about as
+promising, the one that trains fastest reaches a result first. In a continuous space the candidates are random draws plus draws around
 the five configurations predicted best among those the fit saw and the
 ``TOP_PER_LEVEL`` best observed at each level. Trials still running enter as
 their predicted final value ("kriging believer"): their neighbourhood loses
