@@ -12,9 +12,10 @@ Then the model-based searchers: for each number of observations (100, 1,000,
 10,000, spread over the rungs 1, 3, 9, 27, 81 as ASHA spreads them), the
 median time of one suggestion, model fit included (each suggestion follows a
 new observation and fits on what is on record, with the other running trials
-pending; no random share, so every one is the model's pick), on an
+pending; no random share, so every one is the model's pick; every result
+carries an epoch time, so the gp refits its cost model too), on an
 8-parameter space like the digits table's; against random search's
-suggestion in this process. Where the default's kde has no model yet (its
+suggestion in this process. Where the kde (its adaptive recipe) has no model yet (its
 lower rungs are fitted on only once they agree with the top, which holds
 one trial at 100 observations), the line says so instead of timing a
 random draw.
@@ -101,7 +102,7 @@ def suggest_ms(cls, observations: int, repeats: int = 15) -> float:
     the other 7 are pending."""
     searcher, trials = filled_searcher(cls, observations)
     if getattr(searcher, "fit_level", lambda: 0)() is None:
-        return math.nan  # no model yet: the default's kde fits a lower rung only once it agrees with the top
+        return math.nan  # no model yet: the kde's adaptive recipe fits a lower rung only once it agrees with the top
     rng = np.random.default_rng(1)
     running = list(range(trials, trials + 8))
     configs = {tid: searcher.suggest(tid, pending=[t for t in running if t < tid]) for tid in running}

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from pydantic import TypeAdapter
 
+import hpo_operator.search.background as background_module
 import hpo_operator.search.gp as gp_module
 from hpo_operator.engine import ExperimentEngine
 from hpo_operator.search import DensityRatioSearcher, LearningCurveGPSearcher, RandomSearcher, finite_values
@@ -313,7 +314,8 @@ class _SlowModel(DensityRatioSearcher):
         return {**self.candidates.decode(self.candidates.uniform(rng, 1)[0]), "momentum": 0.5} if model else None
 
 
-def test_background_fits_never_hold_up_a_suggestion_or_a_result():
+def test_background_fits_never_hold_up_a_suggestion_or_a_result(monkeypatch):
+    monkeypatch.setattr(background_module, "FIT_SHARE", 1.0)  # no rest between fits: this test is about waiting
     searcher = BackgroundFits(_SlowModel(SpaceCandidates(EVERY_TYPE), LEVELS, seed=0, random_fraction=0.0))
     started = time.monotonic()
     first = searcher.suggest(0)
@@ -325,6 +327,23 @@ def test_background_fits_never_hold_up_a_suggestion_or_a_result():
     assert second["momentum"] == 0.5  # the pick of the last finished fit
     assert searcher.suggest(0) == first  # a created trial's configuration never changes
     assert searcher.fits >= 1
+    searcher.close()
+
+
+def test_background_fits_rest_so_that_fitting_takes_a_bounded_share_of_a_core(monkeypatch):
+    """Results arriving all the time (1,000 running trials) must not keep a core fitting: after each fit
+    the worker rests, and the results that came meanwhile go into one fit after the rest."""
+    monkeypatch.setattr(background_module, "FIT_SHARE", 0.5)
+    model = _SlowModel(SpaceCandidates(EVERY_TYPE), LEVELS, seed=0, random_fraction=0.0)
+    searcher = BackgroundFits(model)
+    started = time.monotonic()
+    searcher.suggest(0)
+    for i in range(20):  # 20 results in 1 s, each of which would call for a refit
+        searcher.on_result(0, LEVELS[i % len(LEVELS)], float(i))
+        time.sleep(0.05)
+    assert searcher.wait_idle(timeout=10)
+    elapsed = time.monotonic() - started
+    assert searcher.fits <= 2 and elapsed >= 2 * 0.5 / 0.5  # fit 0.5 s, rest 0.5 s, then the one refit
     searcher.close()
 
 

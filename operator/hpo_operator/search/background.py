@@ -8,7 +8,10 @@ whenever they changed, leaving its pick for the next new trial. A new trial
 takes the pick of the last finished fit, or a random draw when none is ready
 (or when the trial falls in the searcher's random share); it never waits.
 A fit's cost is bounded by the model's own caps on the points it fits
-(``MAX_POINTS``, ``MAX_BAD``), not by a timer.
+(``MAX_POINTS``, ``MAX_BAD``), not by a timer; how often fits run, by a
+rest after each one (``FIT_SHARE``), so that a model refitted on every
+result (the gp's costs about 10 ms) never takes more than a tenth of a core
+from the decisions.
 
 The simulator fits synchronously instead (``ModelSearcher.suggest``): there a
 run must be a function of its seed.
@@ -24,6 +27,8 @@ from typing import Any, Collection, Iterable, Mapping, Optional, Sequence
 import numpy as np
 
 from hpo_operator.search.model_based import ModelSearcher
+
+FIT_SHARE = 0.1  # of one core's time, at most, spent fitting; the pick is then at most ~10 fits' time old
 
 
 class BackgroundFits:
@@ -80,6 +85,7 @@ class BackgroundFits:
         self._worker.submit(self._fit)
 
     def _fit(self) -> None:
+        started = time.monotonic()
         pick = None
         try:
             with self._lock:
@@ -93,8 +99,12 @@ class BackgroundFits:
             with self._lock:
                 if pick is not None:
                     self._pick = pick
-                self._fitting = False
                 self.fits += 1
+            # Rest before the next fit (results that arrive meanwhile wait for it), so that fits take at
+            # most FIT_SHARE of a core: the decisions share the process (and its GIL) and the machine.
+            time.sleep((time.monotonic() - started) * (1 / FIT_SHARE - 1))
+            with self._lock:
+                self._fitting = False
                 again = self._dirty
         if again:
             self._request_fit()
