@@ -42,15 +42,15 @@ def _value(v) -> float:
 def observations_of(trial_obj: dict) -> list[tuple[int, Optional[float], Optional[float]]]:
     """(epoch, value, seconds the epoch took or None) of every observation on record, processed or not."""
     records = (trial_obj.get("status") or {}).get("observations") or []
-    epochs = [int(o["epoch"]) for o in records]
-    seconds = _seconds(records, epochs)
-    return [(e, o.get("value"), seconds.get(e)) for e, o in zip(epochs, records)]
+    seconds = _seconds(records)
+    return [(int(o["epoch"]), o.get("value"), seconds.get(int(o["epoch"]))) for o in records]
 
 
-def _seconds(records: list, epochs: list[int]) -> dict[int, float]:
-    # Timed only within one run (the sidecar records each epoch's attempt): a run's first epoch also
-    # holds the pod's start.
-    return epoch_seconds(epochs, [o.get("time") for o in records], [o.get("attempt") for o in records])
+def _seconds(records: list) -> dict[int, float]:
+    """Epoch -> seconds it took, timed only within one run (the sidecar records each epoch's attempt):
+    a run's first epoch also holds the pod's start."""
+    return epoch_seconds([int(o["epoch"]) for o in records], [o.get("time") for o in records],
+                         [o.get("attempt") for o in records])
 
 
 def read_trial(obj: dict) -> TrialView:
@@ -67,7 +67,7 @@ def read_trial(obj: dict) -> TrialView:
         # No status yet: created, but its launch was never recorded; it runs to what it was granted.
         until=status.until if status.until is not None else int(spec.get("granted", 0)),
         observations=[(o["epoch"], _value(o.get("value"))) for o in observations[:processed]],
-        epoch_seconds=_seconds(observations[:processed], [o["epoch"] for o in observations[:processed]]),
+        epoch_seconds=_seconds(observations[:processed]),
         attempts=status.attempts,
         failures=status.failures,
         message=status.message or "",

@@ -30,12 +30,12 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import numpy as np
-from scipy.linalg import cho_factor, cho_solve, solve_triangular
+from scipy.linalg import solve_triangular
 from scipy.special import ndtr
 from scipy.stats import norm, rankdata
 from sortedcontainers import SortedList
 
-from hpo_operator.search.gp_kernel import JITTER, Hyper, fit_hyper, matern52
+from hpo_operator.search.gp_kernel import Hyper, factor, fit_hyper, matern52
 from hpo_operator.search.model_based import ModelSearcher
 from hpo_operator.search.training_cost import TrainingCost
 
@@ -186,9 +186,7 @@ class LearningCurveGPSearcher(ModelSearcher):
     def _posterior(self, z: np.ndarray, y: np.ndarray, hyper: Hyper, incumbent_ids: list[int],
                    fresh: Sequence[int] = ()) -> _Posterior:
         mean = float(y.mean())
-        k = matern52(z, z, hyper.lengthscales, hyper.variance) + (hyper.noise + JITTER) * np.eye(len(z))
-        chol = cho_factor(k, lower=True)
-        alpha = cho_solve(chol, y - mean)
+        chol, alpha = factor(z, y - mean, hyper)
         post = _Posterior(hyper, z, chol, alpha, mean, 0.0)
         mu = post.predict_mean(self._inputs(incumbent_ids, [self.max_level] * len(incumbent_ids)))
         return _Posterior(hyper, z, chol, alpha, mean, float(mu.min()), tuple(incumbent_ids) + tuple(fresh))

@@ -79,10 +79,12 @@ def fit_hyper(z: np.ndarray, y: np.ndarray) -> Hyper:
     return Hyper.from_vector(result.x)
 
 
-def mean_weights(z: np.ndarray, y: np.ndarray, hyper: Hyper) -> np.ndarray:
-    """The weights ``a`` of the posterior mean at ``q``: ``matern52(q, z, ...) @ a`` (``y`` centred)."""
+def factor(z: np.ndarray, y: np.ndarray, hyper: Hyper) -> tuple[tuple, np.ndarray]:
+    """The Cholesky factor of the noisy kernel matrix at ``z`` (for posterior variances) and the
+    weights ``a`` of the posterior mean at ``q``: ``matern52(q, z, ...) @ a`` (``y`` centred)."""
     k = matern52(z, z, hyper.lengthscales, hyper.variance) + (hyper.noise + JITTER) * np.eye(len(z))
-    return cho_solve(cho_factor(k, lower=True), y)
+    chol = cho_factor(k, lower=True)
+    return chol, cho_solve(chol, y)
 
 
-__all__ = ["Hyper", "JITTER", "fit_hyper", "matern52", "mean_weights", "neg_log_likelihood"]
+__all__ = ["Hyper", "JITTER", "factor", "fit_hyper", "matern52", "neg_log_likelihood"]

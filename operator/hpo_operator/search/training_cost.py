@@ -22,7 +22,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from hpo_operator.search.gp_kernel import Hyper, fit_hyper, matern52, mean_weights
+from hpo_operator.search.gp_kernel import Hyper, factor, fit_hyper, matern52
 
 MIN_TRIALS = 4
 MAX_TRIALS = 200  # the newest timed trials a fit uses
@@ -109,7 +109,7 @@ class TrainingCost:
         y = (y - mean) / scale
         if self._hyper is None or len(ids) >= 1.25 * self._hyper_n:
             self._hyper, self._hyper_n = fit_hyper(z, y), len(ids)
-        fitted = CostModel(z, self._hyper, mean_weights(z, y, self._hyper), mean, scale)
+        fitted = CostModel(z, self._hyper, factor(z, y, self._hyper)[1], mean, scale)
         self._fitted = (self.version, fitted)
         return fitted
 
