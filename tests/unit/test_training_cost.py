@@ -1,5 +1,6 @@
 """Expected improvement per second: epoch times read from every backend's records, learnt per
-configuration, and used by the gp to prefer, among equally promising configurations, the faster one."""
+configuration, and used by the gp to prefer, among equally promising configurations, the faster one,
+less so as more trials are trained to the end (cost-cooling)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pydantic import TypeAdapter
 from hpo_operator.controller.trials import observations_of, read_trial
 from hpo_operator.engine import ExperimentEngine
 from hpo_operator.search import LearningCurveGPSearcher
+from hpo_operator.search.gp import COOLING_TRIALS
 from hpo_operator.search.features import TableCandidates
 from hpo_operator.search.training_cost import EPOCHS_KEPT, MIN_TRIALS, TrainingCost, epoch_seconds
 from hpo_operator.spec.experiment import HPOExperimentSpec
@@ -40,12 +42,12 @@ def test_a_trials_seconds_per_epoch_is_a_median_that_a_pause_does_not_move():
     assert len(cost.seconds[0]) == EPOCHS_KEPT  # memory stays flat however long a trial trains
 
 
-def _table(seed=0):
-    """Rows where the objective depends on lr alone and the epoch time on width alone: 30 random rows
-    (the ones observed), then 10 learning rates each at width 16 and at width 512."""
+def _table(seed=0, observed=30):
+    """Rows where the objective depends on lr alone and the epoch time on width alone: ``observed``
+    random rows (the ones observed), then 10 learning rates each at width 16 and at width 512."""
     rng = np.random.default_rng(seed)
-    lr = list(10 ** rng.uniform(-4, 0, 30)) + [float(v) for v in np.repeat(10 ** rng.uniform(-4, 0, 10), 2)]
-    width = list(rng.choice([16, 32, 64, 128, 256, 512], 30)) + [16, 512] * 10
+    lr = list(10 ** rng.uniform(-4, 0, observed)) + [float(v) for v in np.repeat(10 ** rng.uniform(-4, 0, 10), 2)]
+    width = list(rng.choice([16, 32, 64, 128, 256, 512], observed)) + [16, 512] * 10
     configs = [{"row": i, "lr": float(lr[i]), "width": int(width[i])} for i in range(len(lr))]
     space = {"lr": TypeAdapter(Domain).validate_python({"type": "loguniform", "min": 1e-4, "max": 1.0}),
              "width": TypeAdapter(Domain).validate_python({"type": "lograndint", "min": 16, "max": 512})}
@@ -60,21 +62,23 @@ def _seconds(config):
     return 0.01 * config["width"]
 
 
-def _observe(searcher, configs, ids, timed=True):
+def _observe(searcher, configs, ids, timed=True, last=LEVELS[-1]):
     for t in ids:
         searcher.remember(t, configs[t])
-        for epoch in range(1, LEVELS[-1] + 1):
+        for epoch in range(1, last + 1):
             searcher.on_result(t, epoch, _value(configs[t], epoch), _seconds(configs[t]) if timed and epoch > 1 else None)
 
 
-def _narrow_over_wide(timed):
+def _narrow_over_wide(timed, finished=2, observed=12):
     """For the 3 most promising of the 10 learning rates offered at two widths, the narrow row's score
-    over the wide one's (as the ratio of expected improvement, or of expected improvement per second)."""
-    configs, space = _table()
+    over the wide one's (as the ratio of expected improvement, or of expected improvement per second),
+    after ``finished`` trials trained to the end and the rest of ``observed`` to epoch 3."""
+    configs, space = _table(observed=max(observed, 30))
     searcher = LearningCurveGPSearcher(TableCandidates(configs, space), LEVELS, random_fraction=0.0)
-    _observe(searcher, configs, range(12), timed)
+    _observe(searcher, configs, range(finished), timed)
+    _observe(searcher, configs, range(finished, observed), timed, last=LEVELS[1])
     assert (searcher.cost.model(searcher._config_features) is None) is not timed
-    scores = searcher.score(searcher.fit([]), searcher.candidates.x[30:])
+    scores = searcher.score(searcher.fit([]), searcher.candidates.x[max(observed, 30):])
     narrow, wide = scores[0::2], scores[1::2]
     best = sorted(range(10), key=lambda k: _value(configs[30 + 2 * k], 9))[:3]
     return np.array([narrow[k] - wide[k] if timed else narrow[k] / wide[k] for k in best])
@@ -85,6 +89,15 @@ def test_the_gp_prefers_the_faster_of_configurations_equally_promising():
     assert (np.exp(_narrow_over_wide(timed=True)) > 10).all()
     # ... while by expected improvement alone the two are about even (width does not change the value).
     assert (abs(np.log(_narrow_over_wide(timed=False))) < np.log(2)).all()
+
+
+def test_the_preference_for_fast_configurations_fades_as_trials_are_trained_to_the_end():
+    early = _narrow_over_wide(timed=True, finished=COOLING_TRIALS // 4, observed=12)
+    late = _narrow_over_wide(timed=True, finished=6 * COOLING_TRIALS, observed=6 * COOLING_TRIALS)
+    # Seconds weigh 0.8 once a quarter of COOLING_TRIALS are trained to the end, 1/7 once six times
+    # as many are: the 32x-faster row's edge shrinks from over 10x to under 2x, still preferred.
+    assert (np.exp(early) > 10).all()
+    assert (np.exp(late) < 2).all() and (late > 0).all()
 
 
 def test_too_few_timed_trials_fit_no_cost_model():

@@ -9,7 +9,11 @@ The next trial is the candidate with the largest expected improvement at
 ``t = 1`` over the best predicted final value of any configuration the fit
 saw, per second of training once enough epochs are timed
 (:mod:`hpo_operator.search.training_cost`): among configurations about as
-promising, the one that trains fastest reaches a result first. In a continuous space the candidates are random draws plus draws around
+promising, the one that trains fastest reaches a result first. The weight
+of the seconds fades as trials are trained to the end (cost-cooling, as in
+Lee et al., 2020): early on a cheap configuration teaches the model sooner,
+later the best configuration is what counts, however slowly it trains.
+In a continuous space the candidates are random draws plus draws around
 the five configurations predicted best among those the fit saw and the
 ``TOP_PER_LEVEL`` best observed at each level. Trials still running enter as
 their predicted final value ("kriging believer"): their neighbourhood loses
@@ -40,7 +44,10 @@ from hpo_operator.search.model_based import ModelSearcher
 from hpo_operator.search.training_cost import TrainingCost
 
 MAX_POINTS = 200
-COST_EXPONENT = 1.0  # EI / seconds**this; 0.5 measured a lower mean on the tuning tables (docs/schedulers.md)
+# Trials trained to maxResource at which the seconds' weight has fallen to a half: EI / seconds ** w,
+# w = COOLING_TRIALS / (COOLING_TRIALS + trials at maxResource). Chosen on the tuning tables among
+# 4, 8, 16, 32 and other schedules (docs/schedulers.md, "Cost-cooling").
+COOLING_TRIALS = 8
 TOP_PER_LEVEL = 20  # best observed configurations per level that local candidates may be drawn around
 
 
@@ -192,8 +199,8 @@ class LearningCurveGPSearcher(ModelSearcher):
         return _Posterior(hyper, z, chol, alpha, mean, float(mu.min()), tuple(incumbent_ids) + tuple(fresh))
 
     def score(self, model: _Posterior, x: np.ndarray) -> np.ndarray:
-        """Expected improvement per second of training, as a log (expected improvement alone while
-        too few epochs are timed)."""
+        """Expected improvement per second of training (the seconds weighed by :meth:`cost_weight`),
+        as a log; expected improvement alone while too few epochs are timed."""
         features = self.candidates.columns.one_hot(x)
         mu, sd = model.predict(np.hstack([features, np.ones((len(x), 1))]))
         u = (model.incumbent - mu) / sd
@@ -201,7 +208,14 @@ class LearningCurveGPSearcher(ModelSearcher):
         cost = self.cost.model(self._config_features)
         if cost is None:
             return improvement
-        return np.log(np.maximum(improvement, 1e-300)) - COST_EXPONENT * cost.log_seconds(features)
+        return np.log(np.maximum(improvement, 1e-300)) - self.cost_weight() * cost.log_seconds(features)
+
+    def cost_weight(self) -> float:
+        """The exponent of the seconds in expected improvement per second: 1 while no trial has
+        been trained to the end, a half once ``COOLING_TRIALS`` have, towards 0 after. A function of
+        the records, so a restored searcher weighs as the live one did."""
+        finished = len(self.data.by_level[self.max_level])
+        return COOLING_TRIALS / (COOLING_TRIALS + finished)
 
     def propose(self, model: _Posterior, rng: np.random.Generator) -> np.ndarray:
         uniform = self.candidates.uniform(rng, self.n_candidates)

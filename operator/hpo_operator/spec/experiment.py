@@ -49,7 +49,8 @@ class SearcherSpec(SpecModel):
         default="gp",
         description="How new configurations are chosen. random; grid; gp (the default): Gaussian process over "
         "configuration and epoch (MOBSTER), picking the largest expected improvement at maxResource per second of "
-        "training (a second GP learns epoch times from the trials); kde: density ratio of good to bad "
+        "training (a second GP learns epoch times from the trials; the seconds weigh less as trials finish); kde: "
+        "density ratio of good to bad "
         "configurations at the highest well-filled rung (BOHB), random draws until it has enough; under asha with "
         "type promotion it runs BOHB's own recipe (per-parameter bandwidths, wider draws).",
     )
