@@ -71,33 +71,43 @@ def _observe(searcher, configs, ids, timed=True, last=LEVELS[-1]):
 
 def _narrow_over_wide(timed, finished=2, observed=12):
     """For the 3 most promising of the 10 learning rates offered at two widths, the narrow row's score
-    over the wide one's (as the ratio of expected improvement, or of expected improvement per second),
-    after ``finished`` trials trained to the end and the rest of ``observed`` to epoch 3."""
-    configs, space = _table(observed=max(observed, 30))
+    over the wide one's, as the log of the ratio of expected improvement per second (timed) or of
+    expected improvement (not timed), after ``finished`` trials trained to the end and the rest of
+    ``observed`` to epoch 3."""
+    first_pair = max(observed, 30)
+    configs, space = _table(observed=first_pair)
     searcher = LearningCurveGPSearcher(TableCandidates(configs, space), LEVELS, random_fraction=0.0)
     _observe(searcher, configs, range(finished), timed)
     _observe(searcher, configs, range(finished, observed), timed, last=LEVELS[1])
     assert (searcher.cost.model(searcher._config_features) is None) is not timed
-    scores = searcher.score(searcher.fit([]), searcher.candidates.x[max(observed, 30):])
+    scores = searcher.score(searcher.fit([]), searcher.candidates.x[first_pair:])
+    if not timed:
+        scores = np.log(np.maximum(scores, 1e-300))  # the same floor the timed score takes
     narrow, wide = scores[0::2], scores[1::2]
-    best = sorted(range(10), key=lambda k: _value(configs[30 + 2 * k], 9))[:3]
-    return np.array([narrow[k] - wide[k] if timed else narrow[k] / wide[k] for k in best])
+    best = sorted(range(10), key=lambda k: _value(configs[first_pair + 2 * k], 9))[:3]
+    return np.array([narrow[k] - wide[k] for k in best])
+
+
+def _edge_of_speed(finished, observed):
+    """How much more the 32x-faster row of each pair is worth for its speed alone: its advantage per
+    second over its advantage by expected improvement, on the same observations."""
+    return np.exp(_narrow_over_wide(True, finished, observed) - _narrow_over_wide(False, finished, observed))
 
 
 def test_the_gp_prefers_the_faster_of_configurations_equally_promising():
     # Width 16 trains 32 times faster than width 512 here: per second of training it is worth far more...
     assert (np.exp(_narrow_over_wide(timed=True)) > 10).all()
     # ... while by expected improvement alone the two are about even (width does not change the value).
-    assert (abs(np.log(_narrow_over_wide(timed=False))) < np.log(2)).all()
+    assert (abs(_narrow_over_wide(timed=False)) < np.log(2)).all()
 
 
 def test_the_preference_for_fast_configurations_fades_as_trials_are_trained_to_the_end():
-    early = _narrow_over_wide(timed=True, finished=COOLING_TRIALS // 4, observed=12)
-    late = _narrow_over_wide(timed=True, finished=6 * COOLING_TRIALS, observed=6 * COOLING_TRIALS)
+    early = _edge_of_speed(finished=COOLING_TRIALS // 4, observed=12)
+    late = _edge_of_speed(finished=6 * COOLING_TRIALS, observed=6 * COOLING_TRIALS)
     # Seconds weigh 0.8 once a quarter of COOLING_TRIALS are trained to the end, 1/7 once six times
-    # as many are: the 32x-faster row's edge shrinks from over 10x to under 2x, still preferred.
-    assert (np.exp(early) > 10).all()
-    assert (np.exp(late) < 2).all() and (late > 0).all()
+    # as many are: the 32x-faster row's edge for its speed shrinks from over 10x to under 2x.
+    assert (early > 10).all()
+    assert (late < 2).all() and (late > 1).all()
 
 
 def test_too_few_timed_trials_fit_no_cost_model():
