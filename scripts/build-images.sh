@@ -32,7 +32,7 @@
 #
 # Smoke checks (skipped with --no-smoke): in each image, as its own user
 # (uid 1000), the operator imports kopf, hpo_operator.controller and
-# hpo_operator.sidecar and runs `kopf --help`; the trainer imports torch,
+# hpo_operator.sidecar and runs its entry point's `--help`; the trainer imports torch,
 # sklearn and hpo_trainer and trains examples/digits_mlp.py for one epoch
 # into a bind-mounted folder, which must then hold a metrics line for epoch 1.
 #
@@ -393,7 +393,7 @@ smoke_buildah() {
   [ "$user" = "1000:1000" ] || die "$name runs as '$user', not 1000:1000"
   if [ "$what" = operator ]; then
     bh run --isolation chroot "$c" -- python -c "$OPERATOR_SMOKE" >&2
-    bh run --isolation chroot "$c" -- kopf --help >/dev/null
+    bh run --isolation chroot "$c" -- python -m hpo_operator.controller --help >/dev/null
   else
     bh run --isolation chroot "$c" -- python -c "$TRAINER_SMOKE" >&2
     trial=$(mktemp -d)

@@ -23,6 +23,7 @@ from support.fault_proxy import FaultProxy
 from support.faults import Experiment, FaultPlan, ScenarioResult, run_scenario
 from support.kube_tools import kubectl, trials, wait_for
 from support.operator_process import Operator
+from support.paths import REPO
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -120,5 +121,41 @@ def test_an_operator_started_during_an_api_server_outage_serves_experiments_once
             raise AssertionError(f"{err}; the operator's log:\n{operator.logs()}") from None
         assert operator.proc.poll() is None, operator.logs()
         assert "Waiting for the API server to serve" in operator.logs()
+    finally:
+        operator.stop()
+
+
+
+def test_the_operator_keeps_serving_when_its_resources_are_unserved_for_a_while(crds_installed, namespace, kube_api,
+                                                                                tmp_path):
+    """A restarting API server answers "404 page not found" for the CRDs' resources until it has loaded them
+    (it listens first), and so does one whose CRDs are re-installed: a watch reconnecting in that window must
+    wait for them, not end the operator. A restart hits the window by chance; the re-install always does."""
+    operator = Operator(crds_installed, namespace, tmp_path)
+    operator.start()
+    try:
+        def serve(name: str) -> None:
+            kubectl(crds_installed, "apply", "-n", namespace, "-f", "-",
+                    input=yaml.safe_dump(curve_manifest(name, trials=2, parallelism=2)))
+            try:
+                wait_for(lambda: sum(t["spec"]["experiment"] == name for t in trials(kube_api, namespace)) == 2,
+                         timeout=90, what=f"the operator creating {name}'s trials")
+            except AssertionError as err:
+                raise AssertionError(f"{err}; the operator's log:\n{operator.logs()}") from None
+
+        serve("before")  # the operator is watching
+        pid = operator.proc.pid
+        crds_installed.restart_apiserver()
+        kubectl(crds_installed, "delete", "crd", "hpotrials.hpo.dev", "--wait=true")
+        try:  # the operator, started afresh, waits for the trials to be served again
+            wait_for(lambda: "Waiting for the API server to serve hpotrials" in operator.logs(), timeout=60,
+                     what="the operator waiting for its trials to be served")
+            assert operator.proc.poll() is None and operator.proc.pid == pid, operator.logs()
+        finally:
+            kubectl(crds_installed, "apply", "-f", str(REPO / "crds"))
+            kubectl(crds_installed, "wait", "--for=condition=Established", "crd/hpotrials.hpo.dev",
+                    "--timeout=60s")
+        serve("after")
+        assert operator.proc.poll() is None and operator.proc.pid == pid, operator.logs()
     finally:
         operator.stop()

@@ -1,4 +1,5 @@
-"""The operator as a separate process (kopf run) against a real API server, restartable and killable."""
+"""The operator as a separate process (``python -m hpo_operator.controller``, the image's entry point: kopf run)
+against a real API server, restartable and killable."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ class Operator:
     def __init__(self, control_plane, namespace: str, logdir: Path, *, kubeconfig: Optional[Path] = None,
                  kopf_args: Optional[list[str]] = None, env: Optional[dict[str, str]] = None):
         """``kubeconfig``: whose credentials it runs with (default: the admin's); ``kopf_args``: the arguments
-        of ``kopf`` (default: ``run`` watching ``namespace``); ``env``: more environment. Its metrics are served
-        at ``metrics_url`` (a free port of this machine's, whatever ``env`` says: tests run side by side)."""
+        of ``kopf``, given to the entry point (default: ``run`` watching ``namespace``); ``env``: more environment.
+        Its metrics are served at ``metrics_url`` (a free port of this machine's, whatever ``env`` says: tests
+        run side by side)."""
         self.metrics_port = free_port()
         self.env = {**os.environ, "KUBECONFIG": str(kubeconfig or control_plane.kubeconfig_path),
                     "HPO_RECONCILE_INTERVAL": "0.3", "HPO_SIDECAR_IMAGE": "hpo-operator:test", **(env or {}),
@@ -35,8 +37,8 @@ class Operator:
     def start(self) -> None:
         self.starts += 1
         log = open(self.logdir / f"operator-{self.starts}.log", "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "kopf", *self.kopf_args], env=self.env, stdout=log,
-                                     stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen([sys.executable, "-m", "hpo_operator.controller", *self.kopf_args], env=self.env,
+                                     stdout=log, stderr=subprocess.STDOUT)
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)

@@ -47,6 +47,9 @@ def test_default_install_watches_all_namespaces_with_a_cluster_role(chart):
                          "Service/hpo-hpo-operator-metrics"}
     args = docs["Deployment/hpo-hpo-operator"]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--all-namespaces" in args and "hpo_operator.controller.handlers" in args
+    # kopf watches every namespace with one cluster-wide watch per resource and scans for no CRDs
+    resources = {r for rule in docs["ClusterRole/hpo-hpo-operator"]["rules"] for r in rule["resources"]}
+    assert "namespaces" not in resources and "customresourcedefinitions" not in resources
 
 
 def test_one_namespace_install_gets_a_role_there_only(chart):

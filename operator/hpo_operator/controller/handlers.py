@@ -64,10 +64,12 @@ def configure(settings: kopf.OperatorSettings, **_):
     settings.persistence.diffbase_storage = NoDiffBaseStorage(prefix=GROUP)
     settings.posting.level = int(os.environ.get("HPO_EVENT_LEVEL", "30"))  # info lines: the log only
     settings.watching.server_timeout = int(os.environ.get("HPO_WATCH_TIMEOUT", "300"))
-    # One namespace (the chart's watchNamespace sets HPO_NAMESPACE): its Role grants no cluster-wide reads of
-    # namespaces and CRDs, so kopf must not scan for them (it retried for a minute at start, then kept failing);
-    # it serves the namespace it is given and the resources found at start (waited for below).
-    settings.scanning.disabled = bool(os.environ.get("HPO_NAMESPACE"))
+    # kopf serves the namespaces it is given and the resources found at start (waited for below), and does
+    # not scan for CRDs and namespaces as they change: its rescan missed a re-installed CRD for good, and it
+    # needs cluster-wide reads of CRDs the operator has no other use for. A watched resource gone unserved
+    # (an API server restarting, the CRDs re-installed) ends kopf, and the entry point (__main__) starts the
+    # operator afresh, which waits for them here.
+    settings.scanning.disabled = True
 
 
 @kopf.on.startup()
