@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch  # a dependency: without it these fail, never skip
 
 from hpo_trainer import TrialContext, checkpoint, frame, torch_state  # noqa: E402
 
