@@ -6,6 +6,7 @@
 #   tests/e2e/cluster.sh load A.tar ...  # import docker-archive images into the node
 #   tests/e2e/cluster.sh kubeconfig      # print the kubeconfig path
 #   tests/e2e/cluster.sh smoke           # run a non-root pod with a GPU limit and a PVC to Completed
+#   tests/e2e/cluster.sh restart-apiserver  # stop kube-apiserver and start it again (an upgrade, a crash)
 #   tests/e2e/cluster.sh down            # stop everything and put the machine back as it was
 #
 # Where a Docker engine answers, this is kind. Otherwise (CI and development
@@ -423,14 +424,7 @@ make_network() {
 EOF
 }
 
-start_control_plane() {
-  spawn etcd /usr/bin/etcd --data-dir "$STATE/etcd" --name default --log-level warn \
-    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
-    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
-    --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
-    --initial-cluster "default=http://127.0.0.1:$ETCD_PEER_PORT"
-  wait_for 60 etcd curl -sf "http://127.0.0.1:$ETCD_PORT/health"
-
+start_apiserver() {
   # Bound to the bridge's address only (not 0.0.0.0): pods reach it through
   # the `kubernetes` Service (kube-proxy DNATs to this address), the host
   # through the same address; the external interface never carries it.
@@ -449,6 +443,17 @@ start_control_plane() {
     --enable-priority-and-fairness=false --v=1
   wait_for 90 "kube-apiserver /readyz" \
     curl -sfk -H "Authorization: Bearer $ADMIN_TOKEN" "https://$GATEWAY:$API_PORT/readyz"
+}
+
+start_control_plane() {
+  spawn etcd /usr/bin/etcd --data-dir "$STATE/etcd" --name default --log-level warn \
+    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster "default=http://127.0.0.1:$ETCD_PEER_PORT"
+  wait_for 60 etcd curl -sf "http://127.0.0.1:$ETCD_PORT/health"
+
+  start_apiserver
   write_kubeconfig "$KUBECONFIG_PATH"
 
   # The controller manager makes the hostPath volumes, so it runs as the
@@ -799,6 +804,21 @@ cmd_down() {
   log "down"
 }
 
+cmd_restart_apiserver() {
+  # What the operator, the sidecars and the kubelet meet when the control plane is upgraded or its node
+  # reboots: the API server gone for a moment, then answering again from the same etcd.
+  if [ "$(mode)" = kind ]; then
+    docker exec "$CLUSTER-control-plane" sh -c 'crictl stop $(crictl ps -q --name kube-apiserver)' >&2
+    wait_for 120 "kube-apiserver /readyz" kc get --raw /readyz
+    return 0
+  fi
+  alive kube-apiserver || die "the cluster is not up"
+  BIN=$(dirname "$(cut -d' ' -f2 "$PIDS/kube-apiserver.pid")")  # the binaries it runs now
+  stop_component kube-apiserver
+  start_apiserver
+  log "kube-apiserver restarted"
+}
+
 cmd_status() {
   local m rc=0 c
   m=$(mode)
@@ -861,7 +881,7 @@ main() {
   local cmd=${1:-}
   [ "$#" -gt 0 ] && shift
   case "$cmd" in
-    up|down|load|smoke)
+    up|down|load|smoke|restart-apiserver)
       # One up/down/load at a time (the lock is on this file: it leaves no trace).
       exec 9<"${BASH_SOURCE[0]}"
       flock 9
@@ -875,7 +895,9 @@ main() {
     tag) cmd_tag "$@" ;;
     kubeconfig) echo "$KUBECONFIG_PATH" ;;
     smoke) smoke ;;
-    *) echo "usage: $0 up|down|status|load ARCHIVE...|tag SOURCE TARGET|kubeconfig|smoke" >&2; exit 2 ;;
+    restart-apiserver) cmd_restart_apiserver ;;
+    *) echo "usage: $0 up|down|status|load ARCHIVE...|tag SOURCE TARGET|kubeconfig|smoke|restart-apiserver" >&2
+       exit 2 ;;
   esac
 }
 

@@ -474,6 +474,36 @@ def test_bad_image_slow_image_and_crash_surface_where_the_user_looks(cluster, im
     assert not claim or claim[0]["metadata"].get("deletionTimestamp"), claim  # in use by the kept pod: going
 
 
+def test_an_api_server_restart_mid_run_loses_nothing(cluster, images, release, namespace):
+    """The control plane restarted while trials train (an upgrade, a crashed control-plane node): the
+    operator carries on in the same container, the sidecars keep every epoch, and the experiment ends."""
+    doc = digits_example(images["trainer"])
+    doc["metadata"]["name"] = "api-restart"
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(doc))
+    wait_for(lambda: any((t.get("status") or {}).get("observations") for t in get(cluster, "hpt", namespace)["items"]),
+             timeout=600, interval=1, what="a first observation")
+    operator = f"app.kubernetes.io/instance={RELEASE}"
+
+    def containers():
+        return {(p["metadata"]["name"], c["restartCount"]) for p in get(cluster, "pods", OPERATOR_NS, selector=operator)
+                ["items"] for c in p["status"]["containerStatuses"]}
+
+    before = containers()
+    subprocess.run([str(REPO / "tests" / "e2e" / "cluster.sh"), "restart-apiserver"], check=True, timeout=300)
+    assert (get(cluster, "hpx", namespace, "api-restart").get("status") or {}).get("phase") == "Running"
+
+    def ended():
+        status = get(cluster, "hpx", namespace, "api-restart").get("status") or {}
+        return status if status.get("phase") in ("Succeeded", "Failed") else None
+
+    status = wait_for(ended, timeout=900, interval=3, what="the experiment to end")
+    assert status["phase"] == "Succeeded", status
+    assert containers() == before, operator_log(cluster)[-3000:]  # not restarted, nor replaced
+    for trial in get(cluster, "hpt", namespace)["items"]:
+        epochs = [o["epoch"] for o in trial["status"].get("observations") or []]
+        assert epochs == list(range(1, len(epochs) + 1)), (trial["metadata"]["name"], epochs)  # none lost or twice
+
+
 def test_helm_uninstall_leaves_running_experiments_deletable_and_removes_everything_but_the_crds(
         cluster, images, release, namespace):
     # An experiment still running when the operator goes.
