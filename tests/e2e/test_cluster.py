@@ -50,6 +50,12 @@ def get(cluster, kind: str, ns: str, name: str = "", selector: str = ""):
     return json.loads(cluster.kubectl(*args).stdout)
 
 
+def end_of(cluster, namespace: str, name: str):
+    """The experiment's status once it has ended (Succeeded or Failed), else None: a ``wait_for`` predicate."""
+    status = get(cluster, "hpx", namespace, name).get("status") or {}
+    return status if status.get("phase") in ("Succeeded", "Failed") else None
+
+
 def digits_example(trainer_image: str) -> dict:
     """examples/digits-asha.yaml with the locally built trainer image and a budget for a 2-core node."""
     doc = yaml.safe_load((REPO / "examples" / "digits-asha.yaml").read_text())
@@ -72,12 +78,9 @@ def test_example_experiment_pauses_resumes_and_succeeds(cluster, images, release
     during = wait_for(lambda: (s := operator_metrics(cluster)) and s.total("hpo_observations_ingested_total", **mine)
                       and s, timeout=600, interval=2, what="the new operator's metrics to count observations")
 
-    def finished():
-        phase = (get(cluster, "hpx", namespace, name).get("status") or {}).get("phase")
-        return phase if phase in ("Succeeded", "Failed") else None
-
     started = time.monotonic()
-    phase = wait_for(finished, timeout=1200, interval=5, what=f"experiment {name} to finish")
+    phase = wait_for(lambda: end_of(cluster, namespace, name), timeout=1200, interval=5,
+                     what=f"experiment {name} to finish")["phase"]
     elapsed = time.monotonic() - started
     status = get(cluster, "hpx", namespace, name)["status"]
     assert phase == "Succeeded", (status, cluster.kubectl("get", "events", "-n", namespace).stdout)
@@ -425,13 +428,8 @@ def test_bad_image_slow_image_and_crash_surface_where_the_user_looks(cluster, im
                     .get("containerStatuses") or [] if c["name"] == "hpo-metrics"), {})
     assert "running" in sidecar.get("state", {}), sidecar  # still waiting for its trainer
     subprocess.run([str(REPO / "tests" / "e2e" / "cluster.sh"), "tag", images["trainer"], late_image], check=True)
-
-    def finished(name):
-        phase = (get(cluster, "hpx", namespace, name).get("status") or {}).get("phase")
-        return phase if phase in ("Succeeded", "Failed") else None
-
     for name in ("bad-image", "late-image", "crash"):
-        wait_for(lambda: finished(name), timeout=600, interval=3, what=f"experiment {name} to finish")
+        wait_for(lambda: end_of(cluster, namespace, name), timeout=600, interval=3, what=f"experiment {name} to finish")
     experiments = {x["metadata"]["name"]: x for x in get(cluster, "hpx", namespace)["items"]}
     trials = {t["spec"]["experiment"]: t for t in get(cluster, "hpt", namespace)["items"]}
     events = get(cluster, "events", namespace)["items"]
@@ -491,12 +489,8 @@ def test_an_api_server_restart_mid_run_loses_nothing(cluster, images, release, n
     before = containers()
     subprocess.run([str(REPO / "tests" / "e2e" / "cluster.sh"), "restart-apiserver"], check=True, timeout=300)
     assert (get(cluster, "hpx", namespace, "api-restart").get("status") or {}).get("phase") == "Running"
-
-    def ended():
-        status = get(cluster, "hpx", namespace, "api-restart").get("status") or {}
-        return status if status.get("phase") in ("Succeeded", "Failed") else None
-
-    status = wait_for(ended, timeout=900, interval=3, what="the experiment to end")
+    status = wait_for(lambda: end_of(cluster, namespace, "api-restart"), timeout=900, interval=3,
+                      what="the experiment to end")
     assert status["phase"] == "Succeeded", status
     assert containers() == before, operator_log(cluster)[-3000:]  # not restarted, nor replaced
     for trial in get(cluster, "hpt", namespace)["items"]:

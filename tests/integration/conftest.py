@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 from support.control_plane import ControlPlane, ensure_binaries
-from support.kube_tools import kubectl
+from support.kube_tools import install_crds
 from support.operator_process import Operator
-from support.paths import REPO
 
 
 def pytest_collection_modifyitems(config, items):
@@ -43,9 +42,7 @@ def kube_api(control_plane):
 @pytest.fixture(scope="session")
 def crds_installed(control_plane):
     """The project's CRDs from crds/, applied and Established."""
-    kubectl(control_plane, "apply", "-f", str(REPO / "crds"))
-    for name in ("hpoexperiments.hpo.dev", "hpotrials.hpo.dev"):
-        kubectl(control_plane, "wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
+    install_crds(control_plane)
     return control_plane
 
 

@@ -21,9 +21,8 @@ from kubernetes.client.rest import ApiException
 from support.curve_manifests import curve_manifest
 from support.fault_proxy import FaultProxy
 from support.faults import Experiment, FaultPlan, ScenarioResult, run_scenario
-from support.kube_tools import kubectl, trials, wait_for
+from support.kube_tools import apply, install_crds, kubectl, trials, wait_for
 from support.operator_process import Operator
-from support.paths import REPO
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -125,7 +124,6 @@ def test_an_operator_started_during_an_api_server_outage_serves_experiments_once
         operator.stop()
 
 
-
 def test_the_operator_keeps_serving_when_its_resources_are_unserved_for_a_while(crds_installed, namespace, kube_api,
                                                                                 tmp_path):
     """A restarting API server answers "404 page not found" for the CRDs' resources until it has loaded them
@@ -135,8 +133,7 @@ def test_the_operator_keeps_serving_when_its_resources_are_unserved_for_a_while(
     operator.start()
     try:
         def serve(name: str) -> None:
-            kubectl(crds_installed, "apply", "-n", namespace, "-f", "-",
-                    input=yaml.safe_dump(curve_manifest(name, trials=2, parallelism=2)))
+            apply(crds_installed, namespace, curve_manifest(name, trials=2, parallelism=2))
             try:
                 wait_for(lambda: sum(t["spec"]["experiment"] == name for t in trials(kube_api, namespace)) == 2,
                          timeout=90, what=f"the operator creating {name}'s trials")
@@ -152,9 +149,7 @@ def test_the_operator_keeps_serving_when_its_resources_are_unserved_for_a_while(
                      what="the operator waiting for its trials to be served")
             assert operator.proc.poll() is None and operator.proc.pid == pid, operator.logs()
         finally:
-            kubectl(crds_installed, "apply", "-f", str(REPO / "crds"))
-            kubectl(crds_installed, "wait", "--for=condition=Established", "crd/hpotrials.hpo.dev",
-                    "--timeout=60s")
+            install_crds(crds_installed)
         serve("after")
         assert operator.proc.poll() is None and operator.proc.pid == pid, operator.logs()
     finally:

@@ -9,12 +9,20 @@ import time
 from kubernetes import client
 
 from hpo_operator.resources import EXPERIMENT_PLURAL, GROUP, TRIAL_PLURAL, VERSION
+from support.paths import REPO
 
 
 def kubectl(control_plane, *args, check=True, input=None) -> subprocess.CompletedProcess:
     """Run the real kubectl against ``control_plane`` (anything with a ``kubeconfig_path``)."""
     return subprocess.run(["kubectl", "--kubeconfig", str(control_plane.kubeconfig_path), *args],
                           capture_output=True, text=True, check=check, input=input)
+
+
+def install_crds(control_plane) -> None:
+    """The project's CRDs from crds/, applied and Established (served) before this returns."""
+    kubectl(control_plane, "apply", "-f", str(REPO / "crds"))
+    for name in (f"{EXPERIMENT_PLURAL}.{GROUP}", f"{TRIAL_PLURAL}.{GROUP}"):
+        kubectl(control_plane, "wait", "--for=condition=Established", f"crd/{name}", "--timeout=60s")
 
 
 def apply(control_plane, namespace: str, doc: dict) -> None:

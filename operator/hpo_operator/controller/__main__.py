@@ -19,8 +19,7 @@ import os
 import sys
 import time
 
-import kopf.cli  # noqa: F401  (kopf's click entry point)
-from kopf.cli import main as kopf_main
+from kopf.cli import main as kopf_main  # kopf's click entry point
 
 HANDLERS = "hpo_operator.controller.handlers"
 RESTART_DELAY_SECONDS = 1.0  # a 404 that does not go away restarts once a second, not in a tight loop
