@@ -48,13 +48,14 @@ def crds_installed(control_plane):
 
 @pytest.fixture
 def namespace(control_plane, kube_api, request):
-    """A fresh namespace per test, deleted afterwards."""
+    """A fresh namespace per test, ready for pods (its default ServiceAccount made), deleted afterwards."""
     from kubernetes import client
 
     base = re.sub(r"[^a-z0-9-]+", "-", request.node.name.lower()).strip("-")[:40].rstrip("-")
     name = f"{base}-{uuid.uuid4().hex[:6]}"
     core = client.CoreV1Api(kube_api)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    control_plane.wait_default_service_account(name, timeout=60)
     yield name
     core.delete_namespace(name)
 

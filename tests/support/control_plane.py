@@ -119,7 +119,7 @@ class ControlPlane:
                     "--leader-elect=false", "--port=0", "--secure-port=0",
                     "--concurrent-gc-syncs=5", "--v=1",
                 ])
-                self._wait_default_service_account(timeout=60)
+                self.wait_default_service_account("default", timeout=60)
         except Exception:
             self.stop(keep_logs=True)
             raise
@@ -242,16 +242,21 @@ class ControlPlane:
         raise ControlPlaneError(f"kube-apiserver not ready after {timeout}s ({last}):\n"
                                 f"{self.log_tail('kube-apiserver')}")
 
-    def _wait_default_service_account(self, timeout: float) -> None:
-        # The service-account controllers are up once "default" exists in "default".
+    def wait_default_service_account(self, namespace: str, timeout: float) -> None:
+        """Wait for the controller manager to give ``namespace`` its "default" ServiceAccount.
+
+        Until then the API server refuses every pod created there (403, "serviceaccount
+        \"default\" not found"), as a real cluster does right after a namespace is made.
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self._check_alive()
-            status, _ = self.get("/api/v1/namespaces/default/serviceaccounts/default")
+            status, _ = self.get(f"/api/v1/namespaces/{namespace}/serviceaccounts/default")
             if status == 200:
                 return
             time.sleep(0.2)
-        raise ControlPlaneError(f"controller manager made no default service account in {timeout}s:\n"
+        raise ControlPlaneError(f"controller manager made no default service account in "
+                                f"{namespace!r} in {timeout}s:\n"
                                 f"{self.log_tail('kube-controller-manager')}")
 
 
