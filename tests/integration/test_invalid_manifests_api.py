@@ -34,6 +34,7 @@ def outcomes(crds_installed, kube_api, tmp_path_factory):
     namespace = "invalid-corpus"
     core = client.CoreV1Api(kube_api)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    crds_installed.wait_default_service_account(namespace, timeout=60)
     operator = Operator(crds_installed, namespace, tmp_path_factory.mktemp("operator"))
     operator.start()
     server_only = tmp_path_factory.mktemp("manifests") / "server-only-rule.yaml"
