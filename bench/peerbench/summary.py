@@ -8,7 +8,10 @@ import statistics
 from dataclasses import dataclass
 from typing import Optional
 
+from hpo_operator.sim.compare import bootstrap_intervals
 from peerbench.protocol import TARGETS
+
+Interval = tuple[Optional[float], Optional[float]]  # None ends: never reached (low) or unbounded (high)
 
 
 @dataclass(frozen=True)
@@ -18,6 +21,8 @@ class Row:
     unreached: dict[float, int]
     seeds: int
     speedup: dict[float, Optional[float]]  # random's median / this median (None: both never)
+    # Bootstrap 95% interval of the speedup, seeds resampled in pairs with random search's (as `hpo simulate`).
+    speedup_ci: Optional[dict[float, Interval]] = None
     seconds_per_run: Optional[float] = None  # wall seconds per simulated experiment on this machine
 
 
@@ -39,8 +44,10 @@ def summarise(runs: dict[str, list[dict[float, Optional[float]]]], reference: st
     rows = []
     for method, seeds in runs.items():
         med = {q: median_time([r[q] for r in seeds]) for q in TARGETS}
+        # The resampling of `hpo simulate --json` (seed i with random search's seed i), so the figures compare.
+        ci = {q: bootstrap_intervals([r[q] for r in seeds], [r[q] for r in runs[reference]])[1] for q in TARGETS}
         rows.append(Row(method, med, {q: sum(r[q] is None for r in seeds) for q in TARGETS}, len(seeds),
-                        {q: ratio(ref[q], med[q]) for q in TARGETS},
+                        {q: ratio(ref[q], med[q]) for q in TARGETS}, ci,
                         None if wall is None or method not in wall else wall[method] / len(seeds)))
     return rows
 
@@ -52,12 +59,18 @@ def format_rows(rows: list[Row]) -> str:
     def times(x: Optional[float]) -> str:
         return "-" if x is None else ("inf" if math.isinf(x) else f"{x:.2f}x")
 
-    lines = [f"{'method':24s} {'top 1%':>8s} {'vs rand':>8s} {'never':>6s} {'top 5%':>8s} {'vs rand':>8s} "
-             f"{'never':>6s} {'s/run':>7s}"]
+    def interval(ci: Optional[Interval]) -> str:
+        if ci is None:
+            return "-"
+        return f"[{times(0.0 if ci[0] is None else ci[0])}, {times(math.inf if ci[1] is None else ci[1])}]"
+
+    lines = [f"{'method':24s} {'top 1%':>8s} {'vs rand':>8s} {'95% interval':>16s} {'never':>6s} {'top 5%':>8s} "
+             f"{'vs rand':>8s} {'95% interval':>16s} {'never':>6s} {'s/run':>7s}"]
     for r in rows:
+        ci = r.speedup_ci or {}
         lines.append(
-            f"{r.method:24s} {hours(r.median_s[0.01]):>8s} {times(r.speedup[0.01]):>8s} "
+            f"{r.method:24s} {hours(r.median_s[0.01]):>8s} {times(r.speedup[0.01]):>8s} {interval(ci.get(0.01)):>16s} "
             f"{r.unreached[0.01]:>3d}/{r.seeds:<2d} {hours(r.median_s[0.05]):>8s} {times(r.speedup[0.05]):>8s} "
-            f"{r.unreached[0.05]:>3d}/{r.seeds:<2d} "
+            f"{interval(ci.get(0.05)):>16s} {r.unreached[0.05]:>3d}/{r.seeds:<2d} "
             + ("      -" if r.seconds_per_run is None else f"{r.seconds_per_run:7.1f}"))
     return "\n".join(lines)

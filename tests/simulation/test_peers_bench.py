@@ -113,6 +113,11 @@ def test_medians_count_a_seed_that_never_reached_the_target_and_ratios_are_again
     assert rows["random"].median_s == {0.01: 300.0, 0.05: 20.0}
     assert rows["fast"].median_s[0.01] == math.inf and rows["fast"].unreached == {0.01: 2, 0.05: 0}
     assert rows["fast"].speedup == {0.01: 0.0, 0.05: 2.0}
+    # Bootstrap intervals as `hpo simulate` gives them: random against itself is exactly 1x, and a
+    # method's interval holds its own speedup.
+    assert rows["random"].speedup_ci == {0.01: (1.0, 1.0), 0.05: (1.0, 1.0)}
+    low, high = rows["fast"].speedup_ci[0.05]
+    assert low < 2.0 < high
 
 
 def test_the_command_prints_optuna_next_to_random_search_and_asha(tmp_path):
@@ -125,4 +130,7 @@ def test_the_command_prints_optuna_next_to_random_search_and_asha(tmp_path):
     doc = json.loads(out.stdout.strip().splitlines()[-1])
     assert set(doc["results"]) == {"random", "asha-promotion", "optuna-tpe"}
     assert doc["results"]["random"]["speedup_top1"] == 1.0
+    assert doc["results"]["random"]["speedup_top1_ci95"] == [1.0, 1.0]
+    low, high = doc["results"]["asha-promotion"]["speedup_top5_ci95"]
+    assert low <= doc["results"]["asha-promotion"]["speedup_top5"] <= high
     assert doc["settings"]["workers"] == 8 and doc["settings"]["draws"] == "with-replacement"

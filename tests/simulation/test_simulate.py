@@ -155,3 +155,18 @@ def test_cli_refuses_a_model_with_draws_with_replacement():
         capture_output=True, text=True, cwd=REPO,
     )
     assert out.returncode != 0 and "without-repeats" in out.stderr
+
+
+def test_speedup_intervals_count_seeds_that_never_reached_the_target():
+    from hpo_operator.sim.compare import bootstrap_intervals
+
+    never = [None] * 5
+    # Neither method reached it in any resample: level, not "no speedup".
+    assert bootstrap_intervals(never, never)[1] == (1.0, 1.0)
+    # Only this method reached it: its speedup is unbounded above (None), its time finite.
+    times, speedup = bootstrap_intervals([10.0] * 5, never)
+    assert times == (10.0, 10.0) and speedup == (None, None)
+    # Only random search reached it: no speedup at all.
+    assert bootstrap_intervals(never, [10.0] * 5) == ((None, None), (0.0, 0.0))
+    # Twice as fast on every seed: exactly 2x, whatever the resample.
+    assert bootstrap_intervals([5.0, 10.0, 15.0], [10.0, 20.0, 30.0])[1] == (2.0, 2.0)

@@ -71,9 +71,9 @@ def _finite_or_none(v: float) -> Optional[float]:
     return None if not np.isfinite(v) else float(v)
 
 
-def _bootstrap(times: list[Optional[float]], ref: list[Optional[float]], seed: int = 0):
+def bootstrap_intervals(times: list[Optional[float]], ref: list[Optional[float]], seed: int = 0):
     """95% intervals of the median time and of the speedup (random's median over this one's), seeds
-    resampled in pairs so both medians see the same draws."""
+    resampled in pairs so both medians see the same draws. ``None`` in either list: never reached."""
     t = np.array([np.inf if v is None else v for v in times])
     r = np.array([np.inf if v is None else v for v in ref])
     idx = np.random.default_rng(seed).integers(len(t), size=(BOOTSTRAP, len(t)))
@@ -81,7 +81,7 @@ def _bootstrap(times: list[Optional[float]], ref: list[Optional[float]], seed: i
     med_r = np.median(r[idx], axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = np.where(np.isinf(med_t), 0.0, med_r / med_t)  # never reached: no speedup
-    ratio = np.where(np.isnan(ratio), 1.0, ratio)  # neither reached
+    ratio = np.where(np.isinf(med_t) & np.isinf(med_r), 1.0, ratio)  # neither reached: level
     lo_t, hi_t = np.quantile(med_t, [0.025, 0.975], method="inverted_cdf")
     lo_s, hi_s = np.quantile(ratio, [0.025, 0.975], method="inverted_cdf")
     return (_finite_or_none(lo_t), _finite_or_none(hi_t)), (_finite_or_none(lo_s), _finite_or_none(hi_s))
@@ -109,8 +109,8 @@ def compare(table: LearningCurveTable, schedulers: Sequence[str], *, workers: in
         times1 = [r.time_to_target[0.01] for r in runs[name]]
         times5 = [r.time_to_target[0.05] for r in runs[name]]
         t1, t5, m1, m5 = _median(times1), _median(times5), _median(ref1), _median(ref5)
-        ci_t1, ci_s1 = _bootstrap(times1, ref1)
-        ci_t5, ci_s5 = _bootstrap(times5, ref5)
+        ci_t1, ci_s1 = bootstrap_intervals(times1, ref1)
+        ci_t5, ci_s5 = bootstrap_intervals(times5, ref5)
         out[name] = SchedulerSummary(
             name, t1, t5,
             None if t1 is None or m1 is None else m1 / t1,
