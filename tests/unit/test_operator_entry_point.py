@@ -22,6 +22,30 @@ def test_the_charts_kopf_arguments_pass_through():
     assert entry.kopf_arguments(args) == args
 
 
+@pytest.mark.parametrize("argv", [["run", "--namespace", "team-*"], ["run", "-n", "team-a,team-b"],
+                                  ["run", "--namespace=!kube-system"], ["run", "-nteam-?"]])
+def test_a_namespace_pattern_is_refused_with_the_fix(monkeypatch, capsys, argv):
+    # kopf would drop the pattern silently (scanning is off) and serve nothing.
+    monkeypatch.setattr(entry, "kopf_main", lambda args, prog_name: pytest.fail("ran"))
+    assert entry.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--namespace=" in err and "by name" in err and "--all-namespaces" in err
+
+
+def test_a_pattern_in_hpo_namespace_is_refused_by_that_name(monkeypatch, capsys):
+    monkeypatch.setenv("HPO_NAMESPACE", "team-*")
+    monkeypatch.setattr(entry, "kopf_main", lambda args, prog_name: pytest.fail("ran"))
+    assert entry.main([]) == 2
+    assert capsys.readouterr().err.startswith("HPO_NAMESPACE=team-*:")
+
+
+def test_named_namespaces_run(monkeypatch):
+    ran = []
+    monkeypatch.setattr(entry, "kopf_main", lambda args, prog_name: ran.append(args))
+    assert entry.main(["run", "--namespace", "team-a", "-n", "team-b", "-m", entry.HANDLERS]) == 0
+    assert ran
+
+
 class _ApiError(Exception):
     def __init__(self, status):
         super().__init__(f"{status}")

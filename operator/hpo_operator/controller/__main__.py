@@ -22,6 +22,7 @@ import time
 from kopf.cli import main as kopf_main  # kopf's click entry point
 
 HANDLERS = "hpo_operator.controller.handlers"
+PATTERN_CHARACTERS = "*?!,"  # kopf's namespace patterns (globs, negations, lists)
 RESTART_DELAY_SECONDS = 1.0  # a 404 that does not go away restarts once a second, not in a tight loop
 
 logger = logging.getLogger("hpo_operator.controller")
@@ -35,6 +36,22 @@ def kopf_arguments(argv: list[str]) -> list[str]:
     return ["run", "--standalone", *scope, "-m", HANDLERS, *argv]
 
 
+def namespace_patterns(arguments: list[str]) -> list[str]:
+    """The values of ``--namespace``/``-n`` that are kopf patterns rather than names.
+
+    kopf serves a pattern only by listing and watching namespaces (its "scanning"), which the operator
+    keeps off (handlers.configure); without it kopf drops a pattern without a word and serves nothing."""
+    values = []
+    for i, arg in enumerate(arguments):
+        if arg in ("--namespace", "-n") and i + 1 < len(arguments):
+            values.append(arguments[i + 1])
+        elif arg.startswith("--namespace="):
+            values.append(arg.split("=", 1)[1])
+        elif arg.startswith("-n") and len(arg) > 2:
+            values.append(arg[2:].lstrip("="))
+    return [v for v in values if any(c in v for c in PATTERN_CHARACTERS)]
+
+
 def resources_unserved(err: BaseException) -> bool:
     """kopf's APINotFoundError (not exported by kopf): an API answer with status 404."""
     return getattr(err, "status", None) == 404
@@ -42,6 +59,13 @@ def resources_unserved(err: BaseException) -> bool:
 
 def main(argv: list[str]) -> int:
     arguments = kopf_arguments(argv)
+    patterns = namespace_patterns(arguments)
+    if patterns:
+        where = "HPO_NAMESPACE" if argv[:1] != ["run"] and os.environ.get("HPO_NAMESPACE") in patterns \
+            else "--namespace"
+        print(f"{where}={patterns[0]}: the operator serves namespaces by name, not by pattern; name each "
+              f"one (--namespace team-a --namespace team-b) or pass --all-namespaces", file=sys.stderr)
+        return 2
     try:
         kopf_main(args=arguments, prog_name="kopf")
     except Exception as err:
