@@ -14,7 +14,6 @@ import json
 import time
 
 import pytest
-import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
@@ -106,8 +105,7 @@ def test_an_operator_started_during_an_api_server_outage_serves_experiments_once
         crds_installed, namespace, kube_api, tmp_path):
     """kopf looks up the resources it watches once at start; started against an API server that is down (or
     up but not yet listing the CRDs' resources), it must wait for them instead of never watching them."""
-    kubectl(crds_installed, "apply", "-n", namespace, "-f", "-",
-            input=yaml.safe_dump(curve_manifest("outage", trials=2, parallelism=2)))
+    apply(crds_installed, namespace, curve_manifest("outage", trials=2, parallelism=2))
     operator = Operator(crds_installed, namespace, tmp_path)
     crds_installed.stop_apiserver()
     try:
