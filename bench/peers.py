@@ -38,7 +38,7 @@ from peerbench.optuna_run import run_optuna
 from peerbench.project_run import run_project
 from peerbench.protocol import Protocol, load_space
 from peerbench.rows import DRAWS
-from peerbench.summary import format_rows, summarise
+from peerbench.summary import format_leads, format_rows, leads, summarise
 
 SYNE_TUNE = {"syne-bohb": "bohb", "syne-mobster": "mobster", "syne-hypertune": "hypertune", "syne-asha": "asha"}
 OPTUNA = "optuna-tpe"
@@ -61,6 +61,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reduction-factor", type=float, default=3.0)
     p.add_argument("--tick", type=float, default=1.0,
                    help="Syne Tune's simulated seconds between decisions while every worker is busy")
+    p.add_argument("--lead-over", metavar="METHOD",
+                   help="also print every other method's lead over METHOD (one of those run, e.g. default) "
+                        "with its bootstrap 95%% interval: whether the seeds can tell the two apart")
     p.add_argument("--json", action="store_true", help="also print one JSON object per table")
     args = p.parse_args(argv)
     args.peers = [m for m in args.peers.split(",") if m]
@@ -70,6 +73,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.project = [m for m in args.project.split(",") if m and m != "random"]
     if args.seeds < 1:
         p.error("--seeds must be at least 1")
+    if args.lead_over and args.lead_over not in ["random", *args.project, *args.peers]:
+        p.error(f"--lead-over {args.lead_over}: not among the methods run; name one of --project or --peers")
     return args
 
 
@@ -103,12 +108,20 @@ def bench_table(path: Path, args: argparse.Namespace, protocol: Protocol) -> dic
     print(format_rows(rows))
     print(f"(s/run: wall seconds per simulated experiment here; the project's methods together took "
           f"{wall['project (all)']:.1f} s)")
+    lead_rows = leads(runs, args.lead_over) if args.lead_over else []
+    if lead_rows:
+        print(format_leads(lead_rows))
     doc = {"table": table.name, "file": path.name, "settings": vars(protocol) | {"seeds": args.seeds},
            "results": {r.method: {"top1_median_s": _finite(r.median_s[0.01]), "top5_median_s": _finite(r.median_s[0.05]),
                                   "speedup_top1": _finite(r.speedup[0.01]), "speedup_top5": _finite(r.speedup[0.05]),
                                   "speedup_top1_ci95": list(r.speedup_ci[0.01]), "speedup_top5_ci95": list(r.speedup_ci[0.05]),
                                   "seeds_unreached_top1": r.unreached[0.01], "seeds_unreached_top5": r.unreached[0.05],
                                   "seconds_per_run": r.seconds_per_run} for r in rows}}
+    if args.lead_over:
+        doc["lead_over"] = {"method": args.lead_over,
+                            "leads": {r.method: {"top1": _finite(r.ratio[0.01]), "top1_ci95": list(r.ci[0.01]),
+                                                 "top5": _finite(r.ratio[0.05]), "top5_ci95": list(r.ci[0.05])}
+                                      for r in lead_rows}}
     if args.json:
         print(json.dumps(doc))
     return doc

@@ -52,25 +52,60 @@ def summarise(runs: dict[str, list[dict[float, Optional[float]]]], reference: st
     return rows
 
 
+def _times(x: Optional[float]) -> str:
+    return "-" if x is None else ("inf" if math.isinf(x) else f"{x:.2f}x")
+
+
+def _interval(ci: Optional[Interval]) -> str:
+    if ci is None:
+        return "-"
+    return f"[{_times(0.0 if ci[0] is None else ci[0])}, {_times(math.inf if ci[1] is None else ci[1])}]"
+
+
 def format_rows(rows: list[Row]) -> str:
     def hours(s: float) -> str:
         return "never" if math.isinf(s) else f"{s / 3600:.2f}h"
-
-    def times(x: Optional[float]) -> str:
-        return "-" if x is None else ("inf" if math.isinf(x) else f"{x:.2f}x")
-
-    def interval(ci: Optional[Interval]) -> str:
-        if ci is None:
-            return "-"
-        return f"[{times(0.0 if ci[0] is None else ci[0])}, {times(math.inf if ci[1] is None else ci[1])}]"
 
     lines = [f"{'method':24s} {'top 1%':>8s} {'vs rand':>8s} {'95% interval':>16s} {'never':>6s} {'top 5%':>8s} "
              f"{'vs rand':>8s} {'95% interval':>16s} {'never':>6s} {'s/run':>7s}"]
     for r in rows:
         ci = r.speedup_ci or {}
         lines.append(
-            f"{r.method:24s} {hours(r.median_s[0.01]):>8s} {times(r.speedup[0.01]):>8s} {interval(ci.get(0.01)):>16s} "
-            f"{r.unreached[0.01]:>3d}/{r.seeds:<2d} {hours(r.median_s[0.05]):>8s} {times(r.speedup[0.05]):>8s} "
-            f"{interval(ci.get(0.05)):>16s} {r.unreached[0.05]:>3d}/{r.seeds:<2d} "
+            f"{r.method:24s} {hours(r.median_s[0.01]):>8s} {_times(r.speedup[0.01]):>8s} {_interval(ci.get(0.01)):>16s} "
+            f"{r.unreached[0.01]:>3d}/{r.seeds:<2d} {hours(r.median_s[0.05]):>8s} {_times(r.speedup[0.05]):>8s} "
+            f"{_interval(ci.get(0.05)):>16s} {r.unreached[0.05]:>3d}/{r.seeds:<2d} "
             + ("      -" if r.seconds_per_run is None else f"{r.seconds_per_run:7.1f}"))
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Lead:
+    """How much sooner ``method`` reaches each target than ``over`` (over's median / method's median)."""
+    method: str
+    over: str
+    ratio: dict[float, Optional[float]]
+    ci: dict[float, Interval]
+
+
+def leads(runs: dict[str, list[dict[float, Optional[float]]]], over: str) -> list[Lead]:
+    """Every other method's lead over ``over``, with the bootstrap 95% interval: an interval that holds 1x
+    says the seeds cannot tell the two apart."""
+    ref = {q: median_time([r[q] for r in runs[over]]) for q in TARGETS}
+    out = []
+    for method, seeds in runs.items():
+        if method == over:
+            continue
+        med = {q: median_time([r[q] for r in seeds]) for q in TARGETS}
+        out.append(Lead(method, over, {q: ratio(ref[q], med[q]) for q in TARGETS},
+                        {q: bootstrap_intervals([r[q] for r in seeds], [r[q] for r in runs[over]])[1]
+                         for q in TARGETS}))
+    return out
+
+
+def format_leads(rows: list[Lead]) -> str:
+    lines = [f"{'lead over ' + rows[0].over if rows else 'lead':24s} {'top 1%':>8s} {'95% interval':>16s} "
+             f"{'top 5%':>8s} {'95% interval':>16s}"]
+    for r in rows:
+        lines.append(f"{r.method:24s} {_times(r.ratio[0.01]):>8s} {_interval(r.ci[0.01]):>16s} "
+                     f"{_times(r.ratio[0.05]):>8s} {_interval(r.ci[0.05]):>16s}")
     return "\n".join(lines)

@@ -19,7 +19,7 @@ sys.path.insert(0, str(BENCH))
 from peerbench.optuna_run import run_optuna  # noqa: E402
 from peerbench.protocol import Protocol, load_space  # noqa: E402
 from peerbench.rows import RowPool  # noqa: E402
-from peerbench.summary import summarise  # noqa: E402
+from peerbench.summary import leads, summarise  # noqa: E402
 
 SPACE = {"x": {"type": "uniform", "min": 0.0, "max": 1.0},
          "lr": {"type": "loguniform", "min": 1e-4, "max": 1.0},
@@ -120,11 +120,24 @@ def test_medians_count_a_seed_that_never_reached_the_target_and_ratios_are_again
     assert low < 2.0 < high
 
 
+def test_a_lead_over_another_method_has_an_interval_that_tells_noise_from_a_real_lead():
+    runs = {"default": [{0.01: t, 0.05: t} for t in (100.0, 200.0, 300.0, 400.0, 500.0)],
+            "twice": [{0.01: t / 2, 0.05: t / 2} for t in (100.0, 200.0, 300.0, 400.0, 500.0)],
+            "shuffled": [{0.01: t, 0.05: None} for t in (500.0, 100.0, 400.0, 200.0, 300.0)]}
+    by = {r.method: r for r in leads(runs, "default")}
+    assert set(by) == {"twice", "shuffled"}  # not the method itself
+    assert by["twice"].ratio == {0.01: 2.0, 0.05: 2.0} and by["twice"].ci[0.01] == (2.0, 2.0)
+    # The same times in another order: level, and the interval holds 1x on both sides.
+    low, high = by["shuffled"].ci[0.01]
+    assert by["shuffled"].ratio[0.01] == 1.0 and low < 1.0 < high
+    assert by["shuffled"].ratio[0.05] == 0.0 and by["shuffled"].ci[0.05] == (0.0, 0.0)  # never got there
+
+
 def test_the_command_prints_optuna_next_to_random_search_and_asha(tmp_path):
     path = tmp_path / "ranked.json"
     write_table(path, rows=30, epochs=9)
     out = subprocess.run([sys.executable, str(BENCH / "peers.py"), str(path), "--seeds", "2", "--peers", "optuna-tpe",
-                          "--draws", "with-replacement", "--json"],
+                          "--draws", "with-replacement", "--lead-over", "asha-promotion", "--json"],
                          capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout.strip().splitlines()[-1])
@@ -133,4 +146,7 @@ def test_the_command_prints_optuna_next_to_random_search_and_asha(tmp_path):
     assert doc["results"]["random"]["speedup_top1_ci95"] == [1.0, 1.0]
     low, high = doc["results"]["asha-promotion"]["speedup_top5_ci95"]
     assert low <= doc["results"]["asha-promotion"]["speedup_top5"] <= high
+    assert doc["lead_over"]["method"] == "asha-promotion"
+    assert set(doc["lead_over"]["leads"]) == {"random", "optuna-tpe"}
+    assert "lead over asha-promotion" in out.stdout
     assert doc["settings"]["workers"] == 8 and doc["settings"]["draws"] == "with-replacement"
