@@ -89,17 +89,8 @@ class Lead:
 
 def leads(runs: dict[str, list[dict[float, Optional[float]]]], over: str) -> list[Lead]:
     """Every other method's lead over ``over``, with the bootstrap 95% interval: an interval that holds 1x
-    says the seeds cannot tell the two apart."""
-    ref = {q: median_time([r[q] for r in runs[over]]) for q in TARGETS}
-    out = []
-    for method, seeds in runs.items():
-        if method == over:
-            continue
-        med = {q: median_time([r[q] for r in seeds]) for q in TARGETS}
-        out.append(Lead(method, over, {q: ratio(ref[q], med[q]) for q in TARGETS},
-                        {q: bootstrap_intervals([r[q] for r in seeds], [r[q] for r in runs[over]])[1]
-                         for q in TARGETS}))
-    return out
+    says the seeds cannot tell the two apart. A lead is a speedup with ``over`` as the reference."""
+    return [Lead(r.method, over, r.speedup, r.speedup_ci) for r in summarise(runs, over) if r.method != over]
 
 
 def format_leads(rows: list[Lead]) -> str:
